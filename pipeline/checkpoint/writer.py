@@ -1,0 +1,36 @@
+"""The one safetensors writer every part of the system uses (zoo, aligned, canonical, merged).
+
+Arrays are made C-contiguous first: safetensors' numpy ``save_file`` stores a Fortran-ordered array's
+bytes in memory order under the logical shape, silently scrambling it.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from safetensors.numpy import save as _save_bytes
+
+
+def to_numpy(tensor) -> np.ndarray:
+    """A torch tensor or array-like as a C-contiguous numpy array (bf16 kept as ml_dtypes.bfloat16)."""
+    if hasattr(tensor, "detach"):
+        import torch
+
+        from pipeline.checkpoint.dtypes import BF16
+        t = tensor.detach().cpu()
+        tensor = t.view(torch.int16).numpy().view(BF16) if t.dtype == torch.bfloat16 else t.numpy()
+    return np.ascontiguousarray(tensor)
+
+
+def save_checkpoint(tensors: dict, path: str, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` (name -> torch tensor or numpy array) as one safetensors file, atomically.
+
+    ``metadata`` values must be strings (safetensors ``__metadata__``).
+    """
+    arrays = {name: to_numpy(t) for name, t in tensors.items()}
+    data = _save_bytes(arrays, metadata=metadata)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
