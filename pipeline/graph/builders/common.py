@@ -1,0 +1,141 @@
+"""Pieces shared by the family builders: reading modules out of a state dict, the activation ->
+symmetry rule, and an assembler that collects node groups and edge blocks."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.graph.schema import EdgeBlock, NodeGroup
+
+#: Activation names as written in metadata / config.json -> our canonical name.
+_ACTIVATION_ALIASES = {
+    "relu": "relu", "leaky_relu": "leaky_relu", "leakyrelu": "leaky_relu", "relu6": "relu",
+    "tanh": "tanh", "sine": "sine", "sin": "sine", "siren": "sine",
+    "gelu": "gelu", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "silu": "silu", "swish": "silu",
+    "sigmoid": "sigmoid", "elu": "elu", "softplus": "softplus",
+}
+#: Hidden-neuron symmetry each activation admits (see :mod:`pipeline.graph.schema`).
+ACTIVATION_SYMMETRY = {"relu": "perm_scale", "leaky_relu": "perm_scale", "tanh": "perm_sign",
+                       "sine": "perm_sign"}
+
+NORM_LEAVES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def canonical_activation(name: str | None) -> str:
+    return _ACTIVATION_ALIASES.get(str(name).lower().replace("-", "_"), "unknown") if name else "unknown"
+
+
+def hidden_symmetry(activation: str, normalized: bool) -> str:
+    """Symmetry of hidden units with ``activation``; a normalization layer leaves permutation only."""
+    return "perm" if normalized else ACTIVATION_SYMMETRY.get(activation, "perm")
+
+
+@dataclass
+class Module:
+    """A parametrized layer found in a state dict: ``linear`` (2-D weight), ``conv`` (3-5-D weight)
+    or ``norm`` (1-D affine parameters and/or running statistics)."""
+    prefix: str
+    kind: str
+    params: dict[str, str] = field(default_factory=dict)  # leaf ("weight", "bias", ...) -> tensor name
+
+    @property
+    def weight(self) -> str:
+        return self.params.get("weight", "")
+
+    @property
+    def bias(self) -> str:
+        return self.params.get("bias", "")
+
+
+def module_prefix(name: str) -> tuple[str, str]:
+    prefix, _, leaf = name.rpartition(".")
+    return prefix, leaf
+
+
+def parse_modules(tensors: dict[str, np.ndarray], names: list[str]) -> list[Module] | None:
+    """Group ``names`` (in order) into modules; ``None`` if some tensor is not a standard layer parameter."""
+    by_prefix: dict[str, dict[str, str]] = {}
+    for name in names:
+        prefix, leaf = module_prefix(name)
+        if leaf not in NORM_LEAVES:
+            return None
+        by_prefix.setdefault(prefix, {})[leaf] = name
+    modules = []
+    for prefix, params in by_prefix.items():
+        weight = tensors[params["weight"]] if "weight" in params else None
+        if weight is not None and weight.ndim == 2:
+            kind = "linear"
+        elif weight is not None and 3 <= weight.ndim <= 5:
+            kind = "conv"
+        elif all(tensors[p].ndim <= 1 for p in params.values()):
+            kind = "norm"
+        else:
+            return None
+        if kind != "norm" and (set(params) - {"weight", "bias"}):
+            return None
+        modules.append(Module(prefix, kind, params))
+    return modules
+
+
+class GraphAssembler:
+    """Collects node groups and edge blocks; builders call :meth:`group` and :meth:`edge`."""
+
+    def __init__(self, tensors: dict[str, np.ndarray]):
+        self.tensors = tensors
+        self.groups: list[NodeGroup] = []
+        self.blocks: list[EdgeBlock] = []
+
+    def group(self, name: str, size: int, kind: str, layer: int, **kw) -> int:
+        self.groups.append(NodeGroup(name=name, size=int(size), kind=kind, layer=layer, **kw))
+        return len(self.groups) - 1
+
+    def replace(self, index: int, **changes) -> None:
+        from dataclasses import replace
+        self.groups[index] = replace(self.groups[index], **changes)
+
+    def edge(self, src: int, dst: int, kind: str, tensor: str = "", name: str = "") -> None:
+        self.blocks.append(EdgeBlock(name or tensor or f"{self.groups[src].name}->{self.groups[dst].name}",
+                                     src, dst, kind, tensor))
+
+    def used_tensors(self) -> set[str]:
+        used = {b.tensor for b in self.blocks if b.tensor}
+        for g in self.groups:
+            used.update(t for t in (g.bias, *g.norm) if t)
+        return used
+
+
+def chain(asm: GraphAssembler, modules: list[Module], src: int, layer: int, activation: str,
+          prefix: str = "") -> tuple[int, int] | None:
+    """Wire a chain of linear/conv/norm modules starting from group ``src``.
+
+    Each weight module makes a new hidden group fed by the current one; a norm module attaches its
+    parameters to the current group (and leaves it permutation-only). Returns ``(last group, last
+    layer)`` or ``None`` if shapes do not chain. Callers re-label the last group (output, stream...).
+    """
+    current, spatial = src, False
+    for module in modules:
+        size = asm.groups[current].size
+        if module.kind == "norm":
+            shapes = {asm.tensors[p].size for leaf, p in module.params.items() if leaf != "num_batches_tracked"}
+            if current == src or shapes != {size}:
+                return None
+            norm = tuple(module.params[k] for k in NORM_LEAVES[:4] if k in module.params)
+            asm.replace(current, norm=norm, symmetry=hidden_symmetry(activation, True))
+            continue
+        w = asm.tensors[module.weight]
+        fan_in = w.shape[1]
+        if module.kind == "linear" and spatial and fan_in != size and fan_in % size == 0:
+            kind = "flatten"
+        elif fan_in == size:
+            kind = "linear"
+        else:
+            return None
+        if module.bias and asm.tensors[module.bias].shape != (w.shape[0],):
+            return None
+        layer += 1
+        new = asm.group(module.prefix or f"{prefix}layer{layer}", w.shape[0], "hidden", layer,
+                        symmetry=hidden_symmetry(activation, False), bias=module.bias)
+        asm.edge(current, new, kind, module.weight)
+        current, spatial = new, module.kind == "conv"
+    return current, layer

@@ -1,0 +1,191 @@
+"""The weight-graph format: the single definition of what a graph of a network is.
+
+A network is a graph whose nodes are neurons (channels for convolutions) and whose edges are weights.
+Dense layers make dense blocks of edges, so a graph is stored **by blocks**, never per edge:
+
+* :class:`NodeGroup` -- a layer's worth of nodes (``size`` of them) with their role (``kind``), depth
+  (``layer``), which symmetries act on them, and the tensors that are their node features
+  (``bias``, normalization ``norm`` parameters).
+* :class:`EdgeBlock` -- all edges from one group to another, with the tensor that holds their
+  features. The block's ``kind`` says how that tensor maps onto edges, so edge indices are implied by
+  shapes (see :meth:`WeightGraph.block_edges`):
+
+  ==============  =====================  ====================================================
+  kind            tensor shape           edge ``src i -> dst j`` feature vector
+  ==============  =====================  ====================================================
+  ``linear``      ``[dst, src, *k]``     ``W[j, i].reshape(-1)`` (length ``prod(k)``: a conv
+                                         kernel is one edge, a linear layer is a 1x1 kernel)
+  ``flatten``     ``[dst, src * s]``     ``W[j, i*s:(i+1)*s]`` (a dense layer over flattened
+                                         conv feature maps: one edge per channel, ``s`` values)
+  ``embedding``   ``[src, dst]``         ``W[i, j]`` (token/position embeddings)
+  ``residual``    none                   ``1`` on ``i -> i`` only (a skip connection)
+  ==============  =====================  ====================================================
+
+Edge features derived from the tensor (by readers, not stored): the value ``w``, the relative
+magnitude ``|w| / ||W||_F`` and the kernel position (index into the feature vector).
+
+Symmetries (per node group, ``symmetry``): what can be done to the group's nodes without changing
+the network's function, given the consumer layers are transformed to compensate:
+
+* ``none`` -- input/output neurons, or nodes whose wiring we do not know (per-layer mode).
+* ``perm`` -- permutation (any elementwise activation, e.g. GELU; normalized units; residual streams).
+* ``perm_scale`` -- permutation and positive per-neuron scaling ``q > 0`` (ReLU family: incoming
+  weights and bias times ``q``, outgoing weights times ``1/q``).
+* ``perm_sign`` -- permutation and sign flips ``q = +-1`` (odd activations: tanh, sine).
+
+Groups with the same non-empty ``perm_group`` must be permuted together (the residual stream of a
+ResNet or transformer; the query and key units of one attention layer). Groups with ``heads > 1``
+are split into ``heads`` equal contiguous heads: permutations act within each head, and heads are
+permuted whole, by one head permutation shared by every group with the same ``head_group``.
+
+Graph modes: ``computational`` (the network's real wiring, one connected graph) and ``per_layer``
+(the fallback: one bipartite graph per tensor, nodes not shared, needs no wiring knowledge).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+NODE_KINDS = ("input", "hidden", "output", "stream", "query", "key", "value", "tensor_in", "tensor_out")
+EDGE_KINDS = ("linear", "flatten", "embedding", "residual")
+SYMMETRIES = ("none", "perm", "perm_scale", "perm_sign")
+GRAPH_MODES = ("computational", "per_layer")
+FAMILIES = ("mlp", "inr", "cnn", "resnet", "transformer", "unknown")
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    name: str
+    size: int
+    kind: str
+    layer: int
+    symmetry: str = "none"
+    perm_group: str = ""
+    heads: int = 1
+    head_group: str = ""
+    bias: str = ""
+    norm: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        assert self.kind in NODE_KINDS and self.symmetry in SYMMETRIES, self
+        assert self.size > 0 and self.size % self.heads == 0, self
+
+
+@dataclass(frozen=True)
+class EdgeBlock:
+    name: str
+    src: int
+    dst: int
+    kind: str
+    tensor: str = ""
+
+    def __post_init__(self):
+        assert self.kind in EDGE_KINDS, self
+
+
+@dataclass
+class WeightGraph:
+    """A model as a weight graph plus all of its tensors (also those no block uses, e.g. buffers).
+
+    ``tensors`` maps name -> numpy array at the stored precision; the graph references them by name.
+    ``info`` carries the row's descriptive fields (content_id, source_path, family, ...).
+    """
+    node_groups: list[NodeGroup]
+    edge_blocks: list[EdgeBlock]
+    tensors: dict[str, np.ndarray]
+    family: str = "unknown"
+    mode: str = "per_layer"
+    activation: str = "unknown"
+    info: dict = field(default_factory=dict)
+
+    @property
+    def node_offsets(self) -> np.ndarray:
+        """``[len(node_groups) + 1]`` start index of each group in the global node numbering."""
+        return np.concatenate([[0], np.cumsum([g.size for g in self.node_groups])]).astype(np.int64)
+
+    @property
+    def num_nodes(self) -> int:
+        return int(sum(g.size for g in self.node_groups))
+
+    def block_shape(self, block: EdgeBlock) -> tuple[int, int, int]:
+        """``(num_dst, num_src, feature_len)`` of a block's edges."""
+        src, dst = self.node_groups[block.src].size, self.node_groups[block.dst].size
+        if block.kind == "residual":
+            return dst, src, 1
+        size = self.tensors[block.tensor].size
+        return dst, src, size // (dst * src)
+
+    def block_num_edges(self, block: EdgeBlock) -> int:
+        dst_n, src_n, _ = self.block_shape(block)
+        return dst_n if block.kind == "residual" else dst_n * src_n
+
+    @property
+    def num_edges(self) -> int:
+        return sum(self.block_num_edges(b) for b in self.edge_blocks)
+
+    def block_edges(self, block: EdgeBlock) -> tuple[np.ndarray, np.ndarray]:
+        """A block's edges, vectorized: ``edge_index [2, E]`` (global node ids, src then dst) and
+        ``features [E, F]`` float32 (raw weight values; ``F`` the kernel length). Order: dst-major."""
+        offsets = self.node_offsets
+        s0, d0 = offsets[block.src], offsets[block.dst]
+        dst_n, src_n, feat = self.block_shape(block)
+        if block.kind == "residual":
+            ids = np.arange(dst_n, dtype=np.int64)
+            return np.stack([s0 + ids, d0 + ids]), np.ones((dst_n, 1), np.float32)
+        w = self.tensors[block.tensor]
+        w = w.T if block.kind == "embedding" else w
+        feats = np.asarray(w, dtype=np.float32).reshape(dst_n * src_n, feat)
+        dst = np.repeat(np.arange(dst_n, dtype=np.int64), src_n)
+        src = np.tile(np.arange(src_n, dtype=np.int64), dst_n)
+        return np.stack([s0 + src, d0 + dst]), feats
+
+
+# --- Arrow/Parquet layout of one graph per row --------------------------------------------------
+
+NODE_GROUP_TYPE = pa.struct([
+    ("name", pa.string()), ("size", pa.int64()), ("kind", pa.string()), ("layer", pa.int32()),
+    ("symmetry", pa.string()), ("perm_group", pa.string()), ("heads", pa.int32()),
+    ("head_group", pa.string()), ("bias", pa.string()), ("norm", pa.list_(pa.string())),
+])
+EDGE_BLOCK_TYPE = pa.struct([
+    ("name", pa.string()), ("src", pa.int32()), ("dst", pa.int32()), ("kind", pa.string()),
+    ("tensor", pa.string()),
+])
+TENSOR_TYPE = pa.struct([("name", pa.string()), ("dtype", pa.string()), ("shape", pa.list_(pa.int64()))])
+
+#: Descriptive columns: also the manifest's, so a manifest is a projection of the shards.
+INFO_FIELDS = [
+    pa.field("content_id", pa.string(), nullable=False),
+    pa.field("source_path", pa.string()),
+    pa.field("source_layout", pa.string()),
+    pa.field("family", pa.string()),
+    pa.field("graph_mode", pa.string()),
+    pa.field("activation", pa.string()),
+    pa.field("num_params", pa.int64()),
+    pa.field("source_dtype", pa.string()),
+    pa.field("stored_dtype", pa.string()),
+]
+GRAPH_SCHEMA = pa.schema(INFO_FIELDS + [
+    pa.field("metadata", pa.string()),            # JSON: safetensors __metadata__ and config.json
+    pa.field("node_groups", pa.list_(NODE_GROUP_TYPE)),
+    pa.field("edge_blocks", pa.list_(EDGE_BLOCK_TYPE)),
+    pa.field("tensors", pa.list_(TENSOR_TYPE)),
+    pa.field("tensor_data", pa.list_(pa.binary())),  # one entry per tensor, C order, stored dtype
+])
+
+
+def node_group_record(group: NodeGroup) -> dict:
+    record = asdict(group)
+    record["norm"] = list(group.norm)
+    return record
+
+
+def node_group_from_record(record: dict) -> NodeGroup:
+    return NodeGroup(**{**record, "norm": tuple(record["norm"] or ())})
+
+
+def metadata_json(metadata: dict, config: dict | None) -> str:
+    return json.dumps({"metadata": metadata, "config": config}, sort_keys=True, separators=(",", ":"))
