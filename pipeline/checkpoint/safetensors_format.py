@@ -39,7 +39,7 @@ def parse_safetensors(buf, path: str) -> tuple[dict[str, np.ndarray], dict[str, 
     if size < 8:
         raise CorruptCheckpoint(path, f"truncated: {size} bytes, shorter than the 8-byte header length")
     header_len = int.from_bytes(view[:8], "little")
-    if size > 8 and view[8] != ord("{"):
+    if size == 8 or view[8] != ord("{"):
         raise NotACheckpoint(path, "not a safetensors file: no JSON header after the 8-byte length")
     if header_len > size - 8:
         raise CorruptCheckpoint(path, f"header length {header_len} exceeds the file size {size}")

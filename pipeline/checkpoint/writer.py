@@ -5,10 +5,12 @@ bytes in memory order under the logical shape, silently scrambling it.
 """
 from __future__ import annotations
 
-import os
+import posixpath
 
 import numpy as np
 from safetensors.numpy import save as _save_bytes
+
+from pipeline.checkpoint.fs import resolve, write_bytes_atomic
 
 
 def to_numpy(tensor) -> np.ndarray:
@@ -23,14 +25,13 @@ def to_numpy(tensor) -> np.ndarray:
 
 
 def save_checkpoint(tensors: dict, path: str, metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` (name -> torch tensor or numpy array) as one safetensors file, atomically.
+    """Write ``tensors`` (name -> torch tensor or numpy array) as one safetensors file (path or URI),
+    atomically.
 
     ``metadata`` values must be strings (safetensors ``__metadata__``).
     """
     arrays = {name: to_numpy(t) for name, t in tensors.items()}
     data = _save_bytes(arrays, metadata=metadata)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    fs, target = resolve(path)
+    fs.create_dir(posixpath.dirname(target), recursive=True)
+    write_bytes_atomic(fs, target, lambda stream: stream.write(data))

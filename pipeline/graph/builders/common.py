@@ -2,10 +2,12 @@
 symmetry rule, and an assembler that collects node groups and edge blocks."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.checkpoint.reader import natural_key
 from pipeline.graph.schema import EdgeBlock, NodeGroup
 
 #: Activation names as written in metadata / config.json -> our canonical name.
@@ -75,7 +77,16 @@ def parse_modules(tensors: dict[str, np.ndarray], names: list[str]) -> list[Modu
         if kind != "norm" and (set(params) - {"weight", "bias"}):
             return None
         modules.append(Module(prefix, kind, params))
-    return modules
+    return sorted(modules, key=_computation_order)
+
+
+def _computation_order(module: Module):
+    """Natural order of prefixes, reading ``conv1``/``bn1`` as step 1 with the layer before its norm
+    (so torchvision's ``bn1`` follows ``conv1`` although it sorts first by name)."""
+    head, _, last = module.prefix.rpartition(".")
+    step = re.fullmatch(r"[A-Za-z_]+(\d+)", last)
+    base = f"{head}.{step.group(1)}" if step else module.prefix
+    return natural_key(base), module.kind == "norm", natural_key(module.prefix)
 
 
 class GraphAssembler:

@@ -1,0 +1,264 @@
+"""Ray Data ingestion: checkpoints -> weight-graph Parquet shards, a manifest and an errors table.
+
+Output layout (any pyarrow filesystem: a local folder, ``s3://...``)::
+
+    <out>/shards/part-<batch>-<k>.parquet   graphs, one row per content id (schema.GRAPH_SCHEMA)
+    <out>/records/part-<batch>.parquet      one row per input checkpoint (RECORD_SCHEMA); written
+                                            after the batch's shards, so it is the batch's commit
+    <out>/manifest.parquet                  converted and duplicate records (rebuilt every run)
+    <out>/errors.parquet                    failed records, with the error's kind and reason
+
+Runs are idempotent and restartable: checkpoints whose (path, size, mtime) already has a record are
+skipped; a content id already stored is recorded as a ``duplicate`` and not stored again (a
+:class:`ContentRegistry` actor arbitrates between concurrent converters); shards left by a batch that
+never committed are deleted at start-up.
+"""
+from __future__ import annotations
+
+import posixpath
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray
+
+from pipeline.checkpoint.discover import CheckpointRef, discover
+from pipeline.checkpoint.errors import CheckpointError
+from pipeline.checkpoint.fs import resolve, write_bytes_atomic
+from pipeline.checkpoint.reader import open_checkpoint
+from pipeline.graph.builders import build_graph
+from pipeline.graph.rows import check_storable, graphs_to_table
+
+RECORD_SCHEMA = pa.schema([
+    ("source_path", pa.string()), ("file_size", pa.int64()), ("mtime_ns", pa.int64()),
+    ("status", pa.string()),  # converted | duplicate | error
+    ("content_id", pa.string()), ("family", pa.string()), ("graph_mode", pa.string()),
+    ("num_params", pa.int64()), ("source_dtype", pa.string()), ("stored_dtype", pa.string()),
+    ("shard", pa.string()), ("error_kind", pa.string()), ("error", pa.string()), ("seconds", pa.float64()),
+])
+SHARD_BYTES = 256 * 1024 * 1024   # a shard file is flushed once its weights reach this size
+PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": ["source_layout", "family", "graph_mode",
+                                                                  "activation", "source_dtype", "stored_dtype"]}
+
+
+@dataclass
+class IngestConfig:
+    inputs: list[str]
+    output: str
+    precision: str = "fp32"      # stored precision of floating weights: fp32 | fp16 | bf16
+    batch_size: int = 64         # checkpoints per Ray Data batch (and per records part)
+    num_actors: int | None = None
+    check_finite: bool = True
+
+
+@ray.remote(num_cpus=0)
+class ContentRegistry:
+    """Which content ids are stored (or being stored): the first claim of an id wins."""
+
+    def __init__(self, known: list[str]):
+        self.known = set(known)
+
+    def claim(self, content_ids: list[str]) -> list[bool]:
+        won = []
+        for cid in content_ids:
+            won.append(cid not in self.known)
+            self.known.add(cid)
+        return won
+
+    def release(self, content_ids: list[str]) -> None:
+        self.known.difference_update(content_ids)
+
+
+def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
+    """Write a Parquet file atomically (temporary sibling, then move)."""
+    write_bytes_atomic(fs, path, lambda stream: pq.write_table(table, stream, **PARQUET_OPTIONS))
+
+
+class GraphConverter:
+    """Ray Data actor: a batch of checkpoint refs -> shard files + a records part; returns the records."""
+
+    def __init__(self, output: str, precision: str, check_finite: bool, registry):
+        self.fs, self.root = resolve(output)
+        self.precision, self.check_finite, self.registry = precision, check_finite, registry
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        batch_id = uuid.uuid4().hex[:16]
+        refs = [CheckpointRef(u, int(s), int(m)) for u, s, m in zip(batch["uri"], batch["size"], batch["mtime_ns"])]
+        records: dict[str, dict] = {}
+        opened = []
+        for ref in refs:
+            started = time.perf_counter()
+            try:
+                ckpt = open_checkpoint(ref.uri, check_finite=self.check_finite)
+                opened.append((ref, ckpt, ckpt.content_id(), started))
+            except Exception as exc:  # noqa: BLE001 -- every failure is recorded, none stops the job
+                records[ref.uri] = _error_record(ref, exc, started)
+        won = ray.get(self.registry.claim.remote([cid for _, _, cid, _ in opened])) if opened else []
+
+        pending, pending_bytes, shard_index = [], 0, 0
+        for (ref, ckpt, cid, started), mine in zip(opened, won):
+            if not mine:
+                records[ref.uri] = _record(ref, "duplicate", started, content_id=cid, num_params=ckpt.num_params,
+                                           source_dtype=ckpt.dtype)
+                continue
+            try:
+                graph = build_graph(ckpt, cid)
+                check_storable(graph, self.precision)
+            except Exception as exc:  # noqa: BLE001
+                self.registry.release.remote([cid])
+                records[ref.uri] = _error_record(ref, exc, started)
+                continue
+            pending.append((ref, graph, started))
+            pending_bytes += ckpt.file_bytes
+            if pending_bytes >= SHARD_BYTES:
+                self._flush(pending, f"part-{batch_id}-{shard_index}.parquet", records)
+                pending, pending_bytes, shard_index = [], 0, shard_index + 1
+        if pending:
+            self._flush(pending, f"part-{batch_id}-{shard_index}.parquet", records)
+        table = pa.Table.from_pylist([records[r.uri] for r in refs], schema=RECORD_SCHEMA)
+        write_parquet(self.fs, f"{self.root}/records/part-{batch_id}.parquet", table)
+        return table
+
+    def _flush(self, pending, shard: str, records: dict) -> None:
+        try:
+            table = graphs_to_table([g for _, g, _ in pending], self.precision)
+        except CheckpointError:  # one graph cannot be stored at this precision: isolate it
+            good = []
+            for ref, graph, started in pending:
+                try:
+                    graphs_to_table([graph], self.precision)
+                    good.append((ref, graph, started))
+                except CheckpointError as exc:
+                    self.registry.release.remote([graph.info["content_id"]])
+                    records[ref.uri] = _error_record(ref, exc, started)
+            pending = good
+            table = graphs_to_table([g for _, g, _ in pending], self.precision)
+        write_parquet(self.fs, f"{self.root}/shards/{shard}", table)
+        for ref, graph, started in pending:
+            records[ref.uri] = _record(ref, "converted", started, content_id=graph.info["content_id"],
+                                       family=graph.family, graph_mode=graph.mode,
+                                       num_params=sum(int(t.size) for t in graph.tensors.values()),
+                                       source_dtype=graph.info["source_dtype"], shard=shard,
+                                       stored_dtype=table.column("stored_dtype")[0].as_py())
+
+
+def _record(ref: CheckpointRef, status: str, started: float, **fields) -> dict:
+    record = {"source_path": ref.uri, "file_size": ref.size, "mtime_ns": ref.mtime_ns, "status": status,
+              "content_id": "", "family": "", "graph_mode": "", "num_params": 0, "source_dtype": "",
+              "stored_dtype": "", "shard": "", "error_kind": "", "error": ""}
+    record.update(fields)
+    record["seconds"] = time.perf_counter() - started
+    return record
+
+
+def _error_record(ref: CheckpointRef, exc: Exception, started: float) -> dict:
+    kind = exc.kind if isinstance(exc, CheckpointError) else f"InternalError.{type(exc).__name__}"
+    message = str(exc) if isinstance(exc, CheckpointError) else f"{ref.uri}: {type(exc).__name__}: {exc}"
+    return _record(ref, "error", started, error_kind=kind, error=message[:2000])
+
+
+# --- driver side ----------------------------------------------------------------------------------
+
+def _record_parts(fs: pafs.FileSystem, root: str) -> pa.Table:
+    """Every committed record, oldest part first."""
+    parts = _list(fs, f"{root}/records")
+    if not parts:
+        return RECORD_SCHEMA.empty_table()
+    return pa.concat_tables([pq.read_table(p, filesystem=fs, schema=RECORD_SCHEMA) for p in parts])
+
+
+def read_records(fs: pafs.FileSystem, root: str) -> pa.Table:
+    """The latest committed record of each source path, sorted by source path."""
+    rows = {r["source_path"]: r for r in _record_parts(fs, root).to_pylist()}
+    return pa.Table.from_pylist([rows[k] for k in sorted(rows)], schema=RECORD_SCHEMA)
+
+
+def _list(fs: pafs.FileSystem, folder: str) -> list[str]:
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    files = [i for i in infos if i.type == pafs.FileType.File and i.base_name.startswith("part-")]
+    return [i.path for i in sorted(files, key=lambda i: (i.mtime_ns or 0, i.path))]
+
+
+def _clean_uncommitted(fs: pafs.FileSystem, root: str) -> int:
+    """Delete shard files no committed record points at, and temporary files; returns how many."""
+    committed = set(_record_parts(fs, root).column("shard").to_pylist())
+    removed = 0
+    for folder in ("shards", "records"):
+        for info in fs.get_file_info(pafs.FileSelector(f"{root}/{folder}", allow_not_found=True)):
+            orphan = folder == "shards" and info.base_name not in committed
+            if info.base_name.startswith("_tmp-") or orphan:
+                fs.delete_file(info.path)
+                removed += 1
+    return removed
+
+
+def consolidate(fs: pafs.FileSystem, root: str) -> tuple[pa.Table, pa.Table]:
+    """Rebuild ``manifest.parquet`` and ``errors.parquet`` from the records; returns both tables.
+
+    Duplicate records take the family and graph mode of the stored copy of their content id."""
+    records = read_records(fs, root)
+    rows = records.to_pylist()
+    stored = {r["content_id"]: r for r in rows if r["status"] == "converted"}
+    manifest_rows = []
+    for r in rows:
+        if r["status"] == "duplicate" and r["content_id"] in stored:
+            original = stored[r["content_id"]]
+            r = {**r, **{k: original[k] for k in ("family", "graph_mode", "stored_dtype", "shard")}}
+        if r["status"] != "error":
+            manifest_rows.append({k: r[k] for k in MANIFEST_COLUMNS})
+    manifest = pa.Table.from_pylist(manifest_rows, schema=pa.schema([RECORD_SCHEMA.field(c) for c in MANIFEST_COLUMNS]))
+    errors = records.filter(pa.compute.equal(records.column("status"), "error")).select(ERROR_COLUMNS)
+    write_parquet(fs, f"{root}/manifest.parquet", manifest)
+    write_parquet(fs, f"{root}/errors.parquet", errors)
+    return manifest, errors
+
+
+MANIFEST_COLUMNS = ["content_id", "source_path", "status", "family", "graph_mode", "num_params", "source_dtype",
+                    "stored_dtype", "shard", "file_size"]
+ERROR_COLUMNS = ["source_path", "error_kind", "error", "file_size"]
+
+
+def run_ingest(config: IngestConfig) -> dict:
+    """Ingest ``config.inputs`` into ``config.output``; returns a summary dict. Ray must be running."""
+    import ray.data
+
+    fs, root = resolve(config.output)
+    for folder in ("shards", "records"):
+        fs.create_dir(f"{root}/{folder}", recursive=True)
+    cleaned = _clean_uncommitted(fs, root)
+    previous = read_records(fs, root)
+    done = {(r["source_path"], r["file_size"], r["mtime_ns"]) for r in previous.to_pylist()}
+    refs = discover(config.inputs)
+    todo = [r for r in refs if (r.uri, r.size, r.mtime_ns) not in done]
+    known = [r["content_id"] for r in previous.to_pylist() if r["status"] == "converted"]
+
+    started = time.perf_counter()
+    new_records = []
+    if todo:
+        registry = ContentRegistry.remote(known)
+        num_actors = config.num_actors or max(1, min(int(ray.cluster_resources().get("CPU", 1)), len(todo)))
+        ds = ray.data.from_items([{"uri": r.uri, "size": r.size, "mtime_ns": r.mtime_ns} for r in todo],
+                                 override_num_blocks=max(1, -(-len(todo) // config.batch_size)))
+        ds = ds.map_batches(GraphConverter, batch_size=config.batch_size, batch_format="numpy",
+                            compute=ray.data.ActorPoolStrategy(size=num_actors), num_cpus=1,
+                            fn_constructor_kwargs={"output": config.output, "precision": config.precision,
+                                                   "check_finite": config.check_finite, "registry": registry})
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            new_records.append(batch)
+        ray.kill(registry)
+    seconds = time.perf_counter() - started
+    manifest, errors = consolidate(fs, root)
+
+    run = pa.concat_tables(new_records).to_pylist() if new_records else []
+    status_counts = {s: sum(r["status"] == s for r in run) for s in ("converted", "duplicate", "error")}
+    return {"output": config.output, "discovered": len(refs), "skipped_unchanged": len(refs) - len(todo),
+            "cleaned_uncommitted": cleaned, **status_counts, "seconds": round(seconds, 3),
+            "checkpoints_per_s": round(len(todo) / seconds, 1) if todo and seconds else 0.0,
+            "stored_models": manifest.filter(pa.compute.equal(manifest.column("status"), "converted")).num_rows,
+            "total_errors": errors.num_rows,
+            "run_errors": [(r["source_path"], r["error_kind"], r["error"]) for r in run if r["status"] == "error"]}
