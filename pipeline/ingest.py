@@ -2,7 +2,9 @@
 
 Output layout (any pyarrow filesystem: a local folder, ``s3://...``)::
 
-    <out>/shards/part-<batch>-<k>.parquet   graphs, one row per content id (schema.GRAPH_SCHEMA)
+    <out>/shards/part-<batch>-<k>.{graphs,weights}.parquet
+                                            graphs, one per content id, and their weights (a shard:
+                                            see pipeline.graph.schema)
     <out>/records/part-<batch>.parquet      one row per input checkpoint (RECORD_SCHEMA); written
                                             after the batch's shards, so it is the batch's commit
     <out>/manifest.parquet                  converted and duplicate records (rebuilt every run)
@@ -28,11 +30,12 @@ import pyarrow.parquet as pq
 import ray
 
 from pipeline.checkpoint.discover import CheckpointRef, discover
+from pipeline.checkpoint.dtypes import STORED_PRECISIONS, dtype_name
 from pipeline.checkpoint.errors import CheckpointError
 from pipeline.checkpoint.fs import resolve, write_bytes_atomic
 from pipeline.checkpoint.reader import open_checkpoint
 from pipeline.graph.builders import build_graph
-from pipeline.graph.rows import check_storable, graphs_to_table
+from pipeline.graph.rows import check_storable, write_shard
 
 RECORD_SCHEMA = pa.schema([
     ("source_path", pa.string()), ("file_size", pa.int64()), ("mtime_ns", pa.int64()),
@@ -41,9 +44,7 @@ RECORD_SCHEMA = pa.schema([
     ("num_params", pa.int64()), ("source_dtype", pa.string()), ("stored_dtype", pa.string()),
     ("shard", pa.string()), ("error_kind", pa.string()), ("error", pa.string()), ("seconds", pa.float64()),
 ])
-SHARD_BYTES = 256 * 1024 * 1024   # a shard file is flushed once its weights reach this size
-PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": ["source_layout", "family", "graph_mode",
-                                                                  "activation", "source_dtype", "stored_dtype"]}
+SHARD_BYTES = 256 * 1024 * 1024   # a shard is written once its checkpoints reach this size
 
 
 @dataclass
@@ -76,7 +77,7 @@ class ContentRegistry:
 
 def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
     """Write a Parquet file atomically (temporary sibling, then move)."""
-    write_bytes_atomic(fs, path, lambda stream: pq.write_table(table, stream, **PARQUET_OPTIONS))
+    write_bytes_atomic(fs, path, lambda stream: pq.write_table(table, stream, compression="zstd"))
 
 
 class GraphConverter:
@@ -101,7 +102,9 @@ class GraphConverter:
         won = ray.get(self.registry.claim.remote([cid for _, _, cid, _ in opened])) if opened else []
 
         pending, pending_bytes, shard_index = [], 0, 0
-        for (ref, ckpt, cid, started), mine in zip(opened, won):
+        opened.reverse()  # popped in input order, so each checkpoint's memory map is released when done
+        for mine in won:
+            ref, ckpt, cid, started = opened.pop()
             if not mine:
                 records[ref.uri] = _record(ref, "duplicate", started, content_id=cid, num_params=ckpt.num_params,
                                            source_dtype=ckpt.dtype)
@@ -116,35 +119,23 @@ class GraphConverter:
             pending.append((ref, graph, started))
             pending_bytes += ckpt.file_bytes
             if pending_bytes >= SHARD_BYTES:
-                self._flush(pending, f"part-{batch_id}-{shard_index}.parquet", records)
+                self._flush(pending, f"part-{batch_id}-{shard_index}", records)
                 pending, pending_bytes, shard_index = [], 0, shard_index + 1
         if pending:
-            self._flush(pending, f"part-{batch_id}-{shard_index}.parquet", records)
+            self._flush(pending, f"part-{batch_id}-{shard_index}", records)
         table = pa.Table.from_pylist([records[r.uri] for r in refs], schema=RECORD_SCHEMA)
         write_parquet(self.fs, f"{self.root}/records/part-{batch_id}.parquet", table)
         return table
 
     def _flush(self, pending, shard: str, records: dict) -> None:
-        try:
-            table = graphs_to_table([g for _, g, _ in pending], self.precision)
-        except CheckpointError:  # one graph cannot be stored at this precision: isolate it
-            good = []
-            for ref, graph, started in pending:
-                try:
-                    graphs_to_table([graph], self.precision)
-                    good.append((ref, graph, started))
-                except CheckpointError as exc:
-                    self.registry.release.remote([graph.info["content_id"]])
-                    records[ref.uri] = _error_record(ref, exc, started)
-            pending = good
-            table = graphs_to_table([g for _, g, _ in pending], self.precision)
-        write_parquet(self.fs, f"{self.root}/shards/{shard}", table)
+        graphs = [g for _, g, _ in pending]
+        write_shard(self.fs, f"{self.root}/shards/{shard}", graphs, self.precision)
+        stored = dtype_name(STORED_PRECISIONS[self.precision])
         for ref, graph, started in pending:
             records[ref.uri] = _record(ref, "converted", started, content_id=graph.info["content_id"],
-                                       family=graph.family, graph_mode=graph.mode,
-                                       num_params=sum(int(t.size) for t in graph.tensors.values()),
-                                       source_dtype=graph.info["source_dtype"], shard=shard,
-                                       stored_dtype=table.column("stored_dtype")[0].as_py())
+                                       family=graph.family, graph_mode=graph.mode, num_params=graph.num_params,
+                                       source_dtype=graph.info["source_dtype"], shard=shard, stored_dtype=stored)
+        pending.clear()
 
 
 def _record(ref: CheckpointRef, status: str, started: float, **fields) -> dict:
@@ -190,7 +181,7 @@ def _clean_uncommitted(fs: pafs.FileSystem, root: str) -> int:
     removed = 0
     for folder in ("shards", "records"):
         for info in fs.get_file_info(pafs.FileSelector(f"{root}/{folder}", allow_not_found=True)):
-            orphan = folder == "shards" and info.base_name not in committed
+            orphan = folder == "shards" and info.base_name.split(".")[0] not in committed
             if info.base_name.startswith("_tmp-") or orphan:
                 fs.delete_file(info.path)
                 removed += 1

@@ -9,6 +9,7 @@ Layouts (see :func:`checkpoint_kind`):
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import posixpath
@@ -33,9 +34,10 @@ HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch
 MAX_JSON_BYTES = 16 * 1024 * 1024
 
 
-def natural_key(name: str):
+@functools.lru_cache(maxsize=65536)
+def natural_key(name: str) -> tuple:
     """Sort key that orders ``layers.2`` before ``layers.10``."""
-    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name))]
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name)))
 
 
 @dataclass

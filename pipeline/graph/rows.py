@@ -1,24 +1,35 @@
-"""Shard rows: :class:`WeightGraph` lists <-> Arrow tables with :data:`schema.GRAPH_SCHEMA`.
+"""Shards: :class:`WeightGraph` lists <-> a graphs table and a weights table (see :mod:`.schema`).
 
-Weights are written once into one contiguous buffer per batch (cast to the stored precision in the
-same pass) and handed to Arrow without another copy; reading gives numpy views of the Arrow buffers.
-Floating tensors are stored at the chosen precision, integer buffers unchanged, so decoding returns
-the exact state dict at that precision.
+Writing streams: weights are cast to the stored precision chunk by chunk (at most ``chunk_bytes``
+held at once, or one tensor if larger) and handed to Arrow without another copy. Reading gives numpy
+views of the Arrow buffers. Floating tensors are stored at the chosen precision, integer buffers
+unchanged, so decoding returns the exact state dict at that precision.
 """
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
-from pipeline.checkpoint.dtypes import SAFETENSORS_DTYPES, STORED_PRECISIONS, count_nonfinite, dtype_name, is_float
-from pipeline.checkpoint.errors import InvalidWeights, UnsupportedCheckpoint
-from pipeline.graph.schema import (EDGE_BLOCK_TYPE, GRAPH_SCHEMA, NODE_GROUP_TYPE, TENSOR_TYPE, EdgeBlock,
-                                   WeightGraph, node_group_from_record, node_group_record)
+from pipeline.checkpoint.dtypes import SAFETENSORS_DTYPES, STORED_PRECISIONS, dtype_name, is_float
+from pipeline.checkpoint.errors import InvalidWeights
+from pipeline.graph.schema import (EDGE_BLOCK_TYPE, GRAPH_SCHEMA, NODE_GROUP_TYPE, TENSOR_TYPE, WEIGHT_SCHEMA,
+                                   EdgeBlock, WeightGraph, node_group_from_record)
 
-MAX_TENSOR_BYTES = 2**31 - 1  # Parquet BYTE_ARRAY values are limited to 2 GiB
+PIECE_BYTES = 4 * 1024 * 1024       # bytes of a tensor per weights row
+BATCH_BYTES = 16 * 1024 * 1024      # weights buffered per write (one row group)
+_FINITE_MAX = {"fp16": float(np.finfo(np.float16).max)}
+#: Weights are stored uncompressed (floats barely compress and codecs hold extra copies); statistics
+#: and dictionaries only where they help queries (on the weights they would copy every value).
+GRAPHS_PARQUET = {"compression": "zstd",
+                  "use_dictionary": ["source_layout", "family", "graph_mode", "activation", "source_dtype",
+                                     "stored_dtype"]}
+WEIGHTS_PARQUET = {"compression": {"content_id": "zstd", "index": "zstd", "data": "none"},
+                   "use_dictionary": ["content_id"], "write_statistics": ["content_id", "index"],
+                   "write_batch_size": 16}
 
 
 def stored_dtype(array_dtype: np.dtype, precision: str) -> np.dtype:
@@ -26,36 +37,17 @@ def stored_dtype(array_dtype: np.dtype, precision: str) -> np.dtype:
 
 
 def check_storable(graph: WeightGraph, precision: str) -> None:
-    """Raise if a tensor cannot be a shard value (over 2 GiB at the stored precision)."""
+    """Raise :class:`InvalidWeights` if a tensor overflows a narrower stored precision."""
+    limit = _FINITE_MAX.get(precision)
     for name, t in graph.tensors.items():
-        if t.size * stored_dtype(t.dtype, precision).itemsize > MAX_TENSOR_BYTES:
-            raise UnsupportedCheckpoint(graph.info.get("source_path", "?"),
-                                        f"tensor {name!r} is over 2 GiB at {precision}; shard values hold up to 2 GiB")
+        if limit and is_float(t.dtype) and t.dtype.itemsize > 2 and float(np.abs(t).max()) > limit:
+            raise InvalidWeights(graph.info.get("source_path", "?"),
+                                 f"tensor {name!r} has values beyond the {precision} range")
 
 
-def graphs_to_table(graphs: list[WeightGraph], precision: str = "fp32") -> pa.Table:
-    """One row per graph. ``graph.info`` supplies content_id, source_path, source_layout, source_dtype
-    and metadata. Raises :class:`InvalidWeights` if narrowing to ``precision`` overflows."""
-    plan, total = [], 0
-    for g in graphs:
-        for t in g.tensors.values():
-            dt = stored_dtype(t.dtype, precision)
-            plan.append((g, t, dt, total))
-            total += t.size * dt.itemsize
-    data = np.empty(total, np.uint8)
-    value_offsets = np.empty(len(plan) + 1, np.int64)
-    for i, (g, t, dt, offset) in enumerate(plan):
-        value_offsets[i] = offset
-        out = data[offset:offset + t.size * dt.itemsize].view(dt).reshape(t.shape)
-        np.copyto(out, t, casting="unsafe")
-        if dt.itemsize < t.dtype.itemsize and is_float(dt) and count_nonfinite(out):
-            raise InvalidWeights(g.info.get("source_path", "?"), f"weights overflow {precision}")
-    value_offsets[-1] = total
-    values = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(plan),
-                                              [None, pa.py_buffer(value_offsets), pa.py_buffer(data)])
-    list_offsets = np.concatenate([[0], np.cumsum([len(g.tensors) for g in graphs])]).astype(np.int32)
-    tensor_data = pa.ListArray.from_arrays(pa.array(list_offsets), values)
-
+def graphs_table(graphs: list[WeightGraph], precision: str) -> pa.Table:
+    """The graphs table: one row per graph (no weights). ``graph.info`` supplies content_id,
+    source_path, source_layout, source_dtype and metadata."""
     info = [g.info for g in graphs]
     columns = {
         "content_id": [i["content_id"] for i in info],
@@ -64,56 +56,119 @@ def graphs_to_table(graphs: list[WeightGraph], precision: str = "fp32") -> pa.Ta
         "family": [g.family for g in graphs],
         "graph_mode": [g.mode for g in graphs],
         "activation": [g.activation for g in graphs],
-        "num_params": [sum(int(t.size) for t in g.tensors.values()) for g in graphs],
+        "num_params": [g.num_params for g in graphs],
         "source_dtype": [i.get("source_dtype", "") for i in info],
         "stored_dtype": [dtype_name(STORED_PRECISIONS[precision])] * len(graphs),
         "metadata": [i.get("metadata", "{}") for i in info],
-        "node_groups": pa.array([[node_group_record(n) for n in g.node_groups] for g in graphs],
-                                pa.list_(NODE_GROUP_TYPE)),
-        "edge_blocks": pa.array([[vars(b) for b in g.edge_blocks] for g in graphs], pa.list_(EDGE_BLOCK_TYPE)),
-        "tensors": pa.array([[{"name": n, "dtype": dtype_name(stored_dtype(t.dtype, precision)),
-                               "shape": list(t.shape)} for n, t in g.tensors.items()] for g in graphs],
-                            pa.list_(TENSOR_TYPE)),
-        "tensor_data": tensor_data,
+        "node_groups": _list_of_structs([g.node_groups for g in graphs], NODE_GROUP_TYPE),
+        "edge_blocks": _list_of_structs([g.edge_blocks for g in graphs], EDGE_BLOCK_TYPE),
+        "tensors": _list_of_structs([[(n, dtype_name(stored_dtype(t.dtype, precision)), t.shape)
+                                      for n, t in g.tensors.items()] for g in graphs], TENSOR_TYPE),
     }
-    arrays = [c if isinstance(c, pa.Array) else pa.array(c, f.type)
-              for c, f in zip(columns.values(), GRAPH_SCHEMA)]
+    arrays = [c if isinstance(c, pa.Array) else pa.array(c, f.type) for c, f in zip(columns.values(), GRAPH_SCHEMA)]
     return pa.Table.from_arrays(arrays, schema=GRAPH_SCHEMA)
 
 
-def table_to_graphs(table: pa.Table) -> Iterator[WeightGraph]:
-    """Graphs of a shard table, with tensors as zero-copy numpy views of the table's buffers."""
-    structure = table.drop_columns(["tensor_data"]).to_pylist()
-    for chunk_start, chunk in _chunks(table.column("tensor_data")):
-        values = chunk.values
-        _, offsets_buf, data_buf = values.buffers()
-        offset_type = np.int64 if pa.types.is_large_binary(values.type) else np.int32
-        value_offsets = np.frombuffer(offsets_buf, offset_type)[values.offset:values.offset + len(values) + 1]
-        data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
-        list_offsets = np.frombuffer(chunk.buffers()[1], np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
-        for row in range(len(chunk)):
-            rec = structure[chunk_start + row]
-            tensors = {}
-            for j, spec in enumerate(rec["tensors"]):
-                k = list_offsets[row] - list_offsets[0] + j
-                dt = SAFETENSORS_DTYPES[spec["dtype"]]
-                raw = data[value_offsets[k]:value_offsets[k + 1]]
-                tensors[spec["name"]] = raw.view(dt).reshape(spec["shape"])
-            yield WeightGraph(
-                node_groups=[node_group_from_record(n) for n in rec["node_groups"]],
-                edge_blocks=[EdgeBlock(**b) for b in rec["edge_blocks"]],
-                tensors=tensors, family=rec["family"], mode=rec["graph_mode"], activation=rec["activation"],
-                info={k: rec[k] for k in ("content_id", "source_path", "source_layout", "num_params",
-                                          "source_dtype", "stored_dtype", "metadata")})
+def weight_batches(graphs: Iterable[WeightGraph], precision: str,
+                   batch_bytes: int = BATCH_BYTES, piece_bytes: int = PIECE_BYTES) -> Iterator[pa.RecordBatch]:
+    """The weights table in record batches of about ``batch_bytes``; tensors are cast to the stored
+    precision piece by piece, so no more than a batch is ever held."""
+    pieces, size = [], 0
+    for g in graphs:
+        for index, t in enumerate(g.tensors.values()):
+            dt = stored_dtype(t.dtype, precision)
+            flat = t.reshape(-1)
+            step = max(1, piece_bytes // dt.itemsize)
+            for start in range(0, flat.size, step):
+                piece = flat[start:start + step]
+                if pieces and size + piece.size * dt.itemsize > batch_bytes:
+                    yield _weight_batch(pieces, size)
+                    pieces, size = [], 0
+                pieces.append((g.info["content_id"], index, piece, dt))
+                size += piece.size * dt.itemsize
+    if pieces:
+        yield _weight_batch(pieces, size)
 
 
-def _chunks(column: pa.ChunkedArray):
-    start = 0
+def _weight_batch(pieces: list[tuple[str, int, np.ndarray, np.dtype]], total: int) -> pa.RecordBatch:
+    data = np.empty(total, np.uint8)
+    offsets = np.empty(len(pieces) + 1, np.int32)
+    position = 0
+    for i, (_, _, piece, dt) in enumerate(pieces):
+        offsets[i] = position
+        np.copyto(data[position:position + piece.size * dt.itemsize].view(dt), piece, casting="unsafe")
+        position += piece.size * dt.itemsize
+    offsets[-1] = position
+    values = pa.BinaryArray.from_buffers(pa.binary(), len(pieces), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return pa.RecordBatch.from_arrays([pa.array([p[0] for p in pieces], pa.string()),
+                                       pa.array([p[1] for p in pieces], pa.int32()), values], schema=WEIGHT_SCHEMA)
+
+
+def write_shard(fs: pafs.FileSystem, part: str, graphs: list[WeightGraph], precision: str = "fp32") -> None:
+    """Write ``<part>.weights.parquet`` (streamed) then ``<part>.graphs.parquet``, each atomically.
+
+    Callers should :func:`check_storable` each graph first."""
+    from pipeline.checkpoint.fs import write_bytes_atomic
+
+    def write_weights(stream):
+        with pq.ParquetWriter(stream, WEIGHT_SCHEMA, **WEIGHTS_PARQUET) as writer:
+            for batch in weight_batches(graphs, precision):  # a row group each: write_batch would buffer them all
+                writer.write_table(pa.Table.from_batches([batch]))
+
+    table = graphs_table(graphs, precision)
+    write_bytes_atomic(fs, f"{part}.weights.parquet", write_weights)
+    write_bytes_atomic(fs, f"{part}.graphs.parquet", lambda stream: pq.write_table(table, stream, **GRAPHS_PARQUET))
+
+
+def read_shard(fs: pafs.FileSystem, part: str) -> Iterator[WeightGraph]:
+    """The graphs of a shard written by :func:`write_shard`."""
+    graphs = pq.read_table(f"{part}.graphs.parquet", filesystem=fs, schema=GRAPH_SCHEMA)
+    weights = pq.read_table(f"{part}.weights.parquet", filesystem=fs, schema=WEIGHT_SCHEMA)
+    return tables_to_graphs(graphs, weights)
+
+
+def _list_of_structs(rows: list[list], struct: pa.StructType) -> pa.ListArray:
+    """``list<struct>`` column from per-row lists of tuples (fields in the struct's order), built
+    field by field (much faster than converting one dict per item)."""
+    items = [x for row in rows for x in row]
+    fields = list(zip(*items)) if items else [[] for _ in struct]
+    children = [pa.array([list(v) for v in column] if pa.types.is_list(f.type) else list(column), f.type)
+                for column, f in zip(fields, struct)]
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(children, fields=list(struct)))
+
+
+def _binary_views(column: pa.ChunkedArray) -> Iterator[np.ndarray]:
+    """Each value of a binary column as a zero-copy uint8 numpy view."""
     for chunk in column.chunks:
-        yield start, chunk
-        start += len(chunk)
+        _, offsets_buf, data_buf = chunk.buffers()
+        dtype = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
+        offsets = np.frombuffer(offsets_buf, dtype)[chunk.offset:chunk.offset + len(chunk) + 1]
+        data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.empty(0, np.uint8)
+        for i in range(len(chunk)):
+            yield data[offsets[i]:offsets[i + 1]]
 
 
-def graph_metadata(graph: WeightGraph) -> dict:
-    """The stored safetensors ``__metadata__`` and ``config.json`` of a decoded graph."""
-    return json.loads(graph.info.get("metadata") or "{}")
+def tables_to_graphs(graphs: pa.Table, weights: pa.Table) -> Iterator[WeightGraph]:
+    """Graphs from a graphs table and its weights table (rows in write order). A tensor stored in
+    one piece is a zero-copy view of the table's buffer; a larger one is joined from its pieces."""
+    pieces = zip(weights.column("content_id").to_pylist(), weights.column("index").to_pylist(),
+                 _binary_views(weights.column("data")))
+    upcoming = next(pieces, None)
+    for rec in graphs.to_pylist():
+        tensors = {}
+        for index, spec in enumerate(rec["tensors"]):
+            parts = []
+            while upcoming is not None and upcoming[:2] == (rec["content_id"], index):
+                parts.append(upcoming[2])
+                upcoming = next(pieces, None)
+            if not parts:
+                raise ValueError(f"weights of tensor {spec['name']!r} of {rec['content_id']} are missing")
+            raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            tensors[spec["name"]] = raw.view(SAFETENSORS_DTYPES[spec["dtype"]]).reshape(spec["shape"])
+        yield WeightGraph(
+            node_groups=[node_group_from_record(n) for n in rec["node_groups"]],
+            edge_blocks=[EdgeBlock(**b) for b in rec["edge_blocks"]],
+            tensors=tensors, family=rec["family"], mode=rec["graph_mode"], activation=rec["activation"],
+            info={k: rec[k] for k in ("content_id", "source_path", "source_layout", "source_dtype", "stored_dtype",
+                                      "metadata")})

@@ -44,7 +44,8 @@ Graph modes: ``computational`` (the network's real wiring, one connected graph) 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -56,8 +57,8 @@ GRAPH_MODES = ("computational", "per_layer")
 FAMILIES = ("mlp", "inr", "cnn", "resnet", "transformer", "unknown")
 
 
-@dataclass(frozen=True)
-class NodeGroup:
+class NodeGroup(NamedTuple):
+    """A layer's worth of nodes; see the module docstring for the fields' meaning."""
     name: str
     size: int
     kind: str
@@ -69,21 +70,26 @@ class NodeGroup:
     bias: str = ""
     norm: tuple[str, ...] = ()
 
-    def __post_init__(self):
-        assert self.kind in NODE_KINDS and self.symmetry in SYMMETRIES, self
-        assert self.size > 0 and self.size % self.heads == 0, self
+    def validate(self) -> "NodeGroup":
+        if self.kind not in NODE_KINDS or self.symmetry not in SYMMETRIES:
+            raise ValueError(f"bad node group {self}")
+        if self.size <= 0 or self.size % self.heads:
+            raise ValueError(f"node group {self.name!r}: size {self.size} with {self.heads} heads")
+        return self
 
 
-@dataclass(frozen=True)
-class EdgeBlock:
+class EdgeBlock(NamedTuple):
+    """All edges from group ``src`` to group ``dst`` (indices into the node groups)."""
     name: str
     src: int
     dst: int
     kind: str
     tensor: str = ""
 
-    def __post_init__(self):
-        assert self.kind in EDGE_KINDS, self
+    def validate(self) -> "EdgeBlock":
+        if self.kind not in EDGE_KINDS:
+            raise ValueError(f"bad edge block {self}")
+        return self
 
 
 @dataclass
@@ -105,6 +111,10 @@ class WeightGraph:
     def node_offsets(self) -> np.ndarray:
         """``[len(node_groups) + 1]`` start index of each group in the global node numbering."""
         return np.concatenate([[0], np.cumsum([g.size for g in self.node_groups])]).astype(np.int64)
+
+    @property
+    def num_params(self) -> int:
+        return sum(int(t.size) for t in self.tensors.values())
 
     @property
     def num_nodes(self) -> int:
@@ -143,7 +153,16 @@ class WeightGraph:
         return np.stack([s0 + src, d0 + dst]), feats
 
 
-# --- Arrow/Parquet layout of one graph per row --------------------------------------------------
+# --- Arrow/Parquet layout ------------------------------------------------------------------------
+#
+# A shard is a pair of Parquet files written together:
+#   <part>.graphs.parquet   one row per model (GRAPH_SCHEMA): description, structure, tensor specs;
+#   <part>.weights.parquet  the weights (WEIGHT_SCHEMA): each tensor's bytes (C order, stored dtype)
+#                           as one or more consecutive rows of at most a few MiB, tensors in the order
+#                           of the graph rows and of each row's ``tensors`` list.
+# Small rows keep the Parquet writer's buffers small (a nested list of a model's tensors would be
+# buffered whole), so models of any size stream through bounded memory, and no value nears Parquet's
+# 2 GiB limit.
 
 NODE_GROUP_TYPE = pa.struct([
     ("name", pa.string()), ("size", pa.int64()), ("kind", pa.string()), ("layer", pa.int32()),
@@ -156,7 +175,7 @@ EDGE_BLOCK_TYPE = pa.struct([
 ])
 TENSOR_TYPE = pa.struct([("name", pa.string()), ("dtype", pa.string()), ("shape", pa.list_(pa.int64()))])
 
-#: Descriptive columns: also the manifest's, so a manifest is a projection of the shards.
+#: Descriptive columns of a graph row.
 INFO_FIELDS = [
     pa.field("content_id", pa.string(), nullable=False),
     pa.field("source_path", pa.string()),
@@ -172,15 +191,13 @@ GRAPH_SCHEMA = pa.schema(INFO_FIELDS + [
     pa.field("metadata", pa.string()),            # JSON: safetensors __metadata__ and config.json
     pa.field("node_groups", pa.list_(NODE_GROUP_TYPE)),
     pa.field("edge_blocks", pa.list_(EDGE_BLOCK_TYPE)),
-    pa.field("tensors", pa.list_(TENSOR_TYPE)),
-    pa.field("tensor_data", pa.list_(pa.binary())),  # one entry per tensor, C order, stored dtype
+    pa.field("tensors", pa.list_(TENSOR_TYPE)),   # every tensor of the state dict, in order
 ])
-
-
-def node_group_record(group: NodeGroup) -> dict:
-    record = asdict(group)
-    record["norm"] = list(group.norm)
-    return record
+WEIGHT_SCHEMA = pa.schema([
+    pa.field("content_id", pa.string(), nullable=False),
+    pa.field("index", pa.int32(), nullable=False),  # position in the graph row's ``tensors``
+    pa.field("data", pa.binary(), nullable=False),  # a piece of the tensor's bytes
+])
 
 
 def node_group_from_record(record: dict) -> NodeGroup:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pipeline.checkpoint.dtypes import is_float
 from pipeline.checkpoint.reader import Checkpoint
-from pipeline.graph.builders.common import canonical_activation
+from pipeline.graph.builders.common import canonical_activation, parse_modules
 from pipeline.graph.builders.per_layer import build_per_layer
 from pipeline.graph.builders.residual import build_residual
 from pipeline.graph.builders.sequential import build_sequential
@@ -29,10 +29,10 @@ def build_graph(ckpt: Checkpoint, content_id: str | None = None) -> WeightGraph:
     names = list(tensors)
     hints = model_hints(ckpt)
     act = hints["activation"]
-    graphed = [n for n in names if is_float(tensors[n].dtype)]
+    modules = parse_modules(tensors, [n for n in names if is_float(tensors[n].dtype)])
     built = (build_transformer(tensors, names, act, hints["num_heads"])
-             or build_residual(tensors, graphed, act)
-             or build_sequential(tensors, graphed, act, hints["family"]))
+             or (modules and (build_residual(tensors, modules, act)
+                              or build_sequential(tensors, modules, act, hints["family"]))) or None)
     if built is not None:
         (asm, family), mode = built, "computational"
     else:

@@ -98,16 +98,15 @@ class GraphAssembler:
         self.blocks: list[EdgeBlock] = []
 
     def group(self, name: str, size: int, kind: str, layer: int, **kw) -> int:
-        self.groups.append(NodeGroup(name=name, size=int(size), kind=kind, layer=layer, **kw))
+        self.groups.append(NodeGroup(name=name, size=int(size), kind=kind, layer=layer, **kw).validate())
         return len(self.groups) - 1
 
     def replace(self, index: int, **changes) -> None:
-        from dataclasses import replace
-        self.groups[index] = replace(self.groups[index], **changes)
+        self.groups[index] = self.groups[index]._replace(**changes).validate()
 
     def edge(self, src: int, dst: int, kind: str, tensor: str = "", name: str = "") -> None:
-        self.blocks.append(EdgeBlock(name or tensor or f"{self.groups[src].name}->{self.groups[dst].name}",
-                                     src, dst, kind, tensor))
+        name = name or tensor or f"{self.groups[src].name}->{self.groups[dst].name}"
+        self.blocks.append(EdgeBlock(name, src, dst, kind, tensor).validate())
 
     def used_tensors(self) -> set[str]:
         used = {b.tensor for b in self.blocks if b.tensor}

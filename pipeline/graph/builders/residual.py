@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import re
 
-from pipeline.graph.builders.common import GraphAssembler, Module, chain, parse_modules
+from pipeline.graph.builders.common import GraphAssembler, Module, chain
 
 _BLOCK = re.compile(r"^((?:.*\.)?(?:blocks|layers|layer\d+)\.\d+)\.(.+)$")
 _SKIP = ("downsample", "shortcut", "skip")
 _HEAD = ("head", "fc", "classifier", "out", "output", "readout", "final")
 
 
-def build_residual(tensors, names: list[str], activation: str):
-    """``(assembler, "resnet")`` or ``None`` when the tensors are not a residual network we know."""
-    modules = parse_modules(tensors, names)
-    if not modules:
-        return None
+def build_residual(tensors, modules: list[Module], activation: str):
+    """``(assembler, "resnet")`` or ``None`` when the modules are not a residual network we know."""
     blocks: dict[str, list[Module]] = {}
     stem, head = [], []
     for m in modules:

@@ -6,13 +6,12 @@ order and must chain by shape.
 """
 from __future__ import annotations
 
-from pipeline.graph.builders.common import GraphAssembler, chain, parse_modules
+from pipeline.graph.builders.common import GraphAssembler, Module, chain
 
 
-def build_sequential(tensors, names: list[str], activation: str, family_hint: str):
-    """``(assembler, family)`` or ``None`` when the tensors are not one chain of layers."""
-    modules = parse_modules(tensors, names)
-    if not modules or modules[0].kind == "norm":
+def build_sequential(tensors, modules: list[Module], activation: str, family_hint: str):
+    """``(assembler, family)`` or ``None`` when the modules are not one chain of layers."""
+    if modules[0].kind == "norm":
         return None
     asm = GraphAssembler(tensors)
     inputs = asm.group("input", tensors[modules[0].weight].shape[1], "input", 0)

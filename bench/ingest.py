@@ -1,0 +1,181 @@
+"""Ingestion benchmark: conversion throughput against the raw read+write limit, the full Ray Data job
+on thousands of small checkpoints, and one ~22M-parameter BERT-shaped checkpoint.
+
+    python bench/ingest.py                 # 3,000 Small-CNN-Zoo checkpoints + a 22.7M BERT (MiniLM-L6 shape)
+    python bench/ingest.py --small 500     # quicker
+
+Each single-process measurement runs in a fresh subprocess so its peak RSS is its own (best of 3
+runs); the raw limit
+(parse the same safetensors, write the same tensors to Parquet, no graph, no hashing) runs in the
+same invocation, so ratios are comparable even when the machine's speed drifts. Prints a table, then
+one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import psutil
+import pyarrow as pa
+
+SMALL_CNN = {"convs.0.weight": (16, 1, 3, 3), "convs.0.bias": (16,), "convs.1.weight": (16, 16, 3, 3),
+             "convs.1.bias": (16,), "convs.2.weight": (16, 16, 3, 3), "convs.2.bias": (16,),
+             "head.weight": (10, 16), "head.bias": (10,)}
+
+
+def bert_shapes(vocab=30522, hidden=384, layers=6, ffn=1536, positions=512) -> dict[str, tuple]:
+    """Hugging Face BERT parameter shapes (defaults: MiniLM-L6-H384, about 22.7M parameters)."""
+    shapes = {"embeddings.word_embeddings.weight": (vocab, hidden),
+              "embeddings.position_embeddings.weight": (positions, hidden),
+              "embeddings.token_type_embeddings.weight": (2, hidden),
+              "embeddings.LayerNorm.weight": (hidden,), "embeddings.LayerNorm.bias": (hidden,)}
+    for i in range(layers):
+        p = f"encoder.layer.{i}."
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+            shapes[f"{p}{name}.weight"], shapes[f"{p}{name}.bias"] = (hidden, hidden), (hidden,)
+        shapes[f"{p}intermediate.dense.weight"], shapes[f"{p}intermediate.dense.bias"] = (ffn, hidden), (ffn,)
+        shapes[f"{p}output.dense.weight"], shapes[f"{p}output.dense.bias"] = (hidden, ffn), (hidden,)
+        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes[f"{p}{ln}.weight"], shapes[f"{p}{ln}.bias"] = (hidden,), (hidden,)
+    shapes["pooler.dense.weight"], shapes["pooler.dense.bias"] = (hidden, hidden), (hidden,)
+    return shapes
+
+
+def write_random(path: str, shapes: dict[str, tuple], seed: int, metadata: dict[str, str]) -> None:
+    from pipeline.checkpoint import save_checkpoint
+
+    rng = np.random.default_rng(seed)
+    save_checkpoint({n: rng.standard_normal(s, dtype=np.float32) * 0.05 for n, s in shapes.items()}, path, metadata)
+
+
+# --- measured in a subprocess --------------------------------------------------------------------
+
+def _raw(paths: list[str], out: str, batch: int) -> None:
+    """Limit: parse the same safetensors and write the same tensor bytes with the shards' weights
+    writer; no finite check, no hashing, no graph."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from pipeline.checkpoint import fs as cfs
+    from pipeline.checkpoint.safetensors_format import parse_safetensors
+    from pipeline.graph.rows import WEIGHTS_PARQUET, weight_batches
+    from pipeline.graph.schema import WEIGHT_SCHEMA, WeightGraph
+
+    fs = pafs.LocalFileSystem()
+    for start in range(0, len(paths), batch):
+        bare = [WeightGraph([], [], parse_safetensors(cfs.read_buffer(fs, p), p)[0], info={"content_id": p})
+                for p in paths[start:start + batch]]
+        with pq.ParquetWriter(f"{out}/raw-{start}.parquet", WEIGHT_SCHEMA, **WEIGHTS_PARQUET) as writer:
+            for record_batch in weight_batches(bare, "fp32"):
+                writer.write_table(pa.Table.from_batches([record_batch]))
+
+
+def _convert(paths: list[str], out: str, batch: int) -> None:
+    """The ingestion actor's work without Ray: open, check, hash, build the graph, write a shard."""
+    import pyarrow.fs as pafs
+
+    from pipeline.checkpoint.reader import open_checkpoint
+    from pipeline.graph import build_graph, write_shard
+
+    fs = pafs.LocalFileSystem()
+    for start in range(0, len(paths), batch):
+        graphs = [build_graph(c) for c in map(open_checkpoint, paths[start:start + batch])]
+        write_shard(fs, f"{out}/part-{start}", graphs)
+
+
+def measure_worker(kind: str, list_file: str, out: str, batch: int) -> None:
+    paths = open(list_file).read().split("\n")
+    baseline = psutil.Process().memory_info().rss
+    started = time.perf_counter()
+    (_raw if kind == "raw" else _convert)(paths, out, batch)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": seconds, "peak_rss": peak, "peak_rss_increase": peak - baseline}))
+
+
+def best_of(kind: str, paths: list[str], batch: int = 64, repeats: int = 3) -> dict:
+    """Fastest of ``repeats`` runs (timing noise on shared machines only ever adds time)."""
+    return min((measure(kind, paths, batch) for _ in range(repeats)), key=lambda r: r["seconds"])
+
+
+def measure(kind: str, paths: list[str], batch: int = 64) -> dict:
+    with tempfile.TemporaryDirectory() as out, tempfile.NamedTemporaryFile("w", suffix=".txt") as lst:
+        lst.write("\n".join(paths))
+        lst.flush()
+        result = subprocess.run([sys.executable, __file__, "--worker", kind, lst.name, out, str(batch)],
+                                check=True, capture_output=True, text=True)
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", type=int, default=3000, help="number of small CNN checkpoints")
+    parser.add_argument("--workdir", default=None, help="where to generate checkpoints (default: a temp dir)")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        kind, list_file, out, batch = args.worker
+        return measure_worker(kind, list_file, out, int(batch))
+
+    work = args.workdir or tempfile.mkdtemp(prefix="bench-ingest-")
+    small_dir = os.path.join(work, "small")
+    small = [os.path.join(small_dir, f"cnn-{i:05d}.safetensors") for i in range(args.small)]
+    for i, path in enumerate(small):
+        if not os.path.exists(path):
+            write_random(path, SMALL_CNN, i, {"activation": "relu"})
+    small_params = sum(int(np.prod(s)) for s in SMALL_CNN.values())
+    bert = os.path.join(work, "bert22m.safetensors")
+    shapes = bert_shapes()
+    if not os.path.exists(bert):
+        write_random(bert, shapes, 0, {"activation": "gelu", "num_attention_heads": "12"})
+    bert_params, bert_bytes = sum(int(np.prod(s)) for s in shapes.values()), os.path.getsize(bert)
+
+    raw_small, conv_small = best_of("raw", small), best_of("convert", small)
+    raw_bert, conv_bert = best_of("raw", [bert], 1), best_of("convert", [bert], 1)
+
+    from pipeline.ingest import IngestConfig, run_ingest
+    from pipeline.ray_utils import ensure_ray
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ensure_ray(num_cpus=os.cpu_count())          # start-up is excluded from the job's time
+    with tempfile.TemporaryDirectory() as out:
+        job = run_ingest(IngestConfig([small_dir], out, batch_size=128))
+    job_rate = args.small / job["seconds"]
+
+    rows = [
+        ("small CNN, raw read+write (1 proc)", args.small / raw_small["seconds"], small_params * args.small / raw_small["seconds"], raw_small["peak_rss"]),
+        ("small CNN, conversion (1 proc)", args.small / conv_small["seconds"], small_params * args.small / conv_small["seconds"], conv_small["peak_rss"]),
+        ("small CNN, Ray Data job (all cores)", job_rate, small_params * job_rate, float("nan")),
+        ("BERT 22.7M, raw read+write", 1 / raw_bert["seconds"], bert_params / raw_bert["seconds"], raw_bert["peak_rss"]),
+        ("BERT 22.7M, conversion", 1 / conv_bert["seconds"], bert_params / conv_bert["seconds"], conv_bert["peak_rss"]),
+    ]
+    print(f"\n{'measurement':<40}{'ckpt/s':>10}{'params/s':>14}{'peak RSS MiB':>14}")
+    for name, rate, params, rss in rows:
+        print(f"{name:<40}{rate:>10.1f}{params:>14.3e}{rss / 2**20:>14.0f}")
+    result = {
+        "small_ckpt_per_s": round(job_rate, 1),
+        "small_params_per_s": round(small_params * job_rate),
+        "convert_vs_raw_ratio": round(raw_small["seconds"] / conv_small["seconds"], 3),
+        "bert22m_convert_vs_raw_ratio": round(raw_bert["seconds"] / conv_bert["seconds"], 3),
+        "bert22m_params": bert_params,
+        "bert22m_file_mib": round(bert_bytes / 2**20, 1),
+        "bert22m_convert_s": round(conv_bert["seconds"], 3),
+        "bert22m_peak_rss_over_file": round(conv_bert["peak_rss_increase"] / bert_bytes, 3),
+        "bert22m_peak_rss_abs_over_file": round(conv_bert["peak_rss"] / bert_bytes, 3),
+        "small_convert_peak_rss_mib": round(conv_small["peak_rss"] / 2**20, 1),
+    }
+    print(f"\nconversion/raw: small {result['convert_vs_raw_ratio']}x, BERT {result['bert22m_convert_vs_raw_ratio']}x; "
+          f"BERT peak RSS increase {result['bert22m_peak_rss_over_file']}x its file "
+          f"({result['bert22m_peak_rss_abs_over_file']}x counting the interpreter and libraries)")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
