@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Create .venv in the repository root and install the project with its test extras.
+# torch is pinned to 2.13.0 so this machine's local CPU wheel is used (no multi-GB CUDA packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+quiet_pip() { .venv/bin/pip install --quiet --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+quiet_pip "torch==2.13.0"
+quiet_pip -e ".[test]"
+.venv/bin/python -c "import torch, ray, torch_geometric, faiss, pyarrow, safetensors, pipeline; print('environment ready: torch', torch.__version__, '| ray', ray.__version__)"
