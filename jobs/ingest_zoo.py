@@ -22,6 +22,9 @@ def print_summary(summary: dict) -> None:
     for key in ("discovered", "skipped_unchanged", "converted", "duplicate", "error", "stored_models",
                 "total_errors", "cleaned_uncommitted"):
         print(f"  {key:<20}{summary[key]:>8}")
+    print("  stored, by family/graph mode:")
+    for key, count in summary["stored_by_family"].items():
+        print(f"    {key:<26}{count:>6}")
     for path, kind, message in summary["run_errors"][:20]:
         print(f"  ! {kind}: {message}")
     if len(summary["run_errors"]) > 20:

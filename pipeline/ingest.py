@@ -246,10 +246,15 @@ def run_ingest(config: IngestConfig) -> dict:
     manifest, errors = consolidate(fs, root)
 
     run = pa.concat_tables(new_records).to_pylist() if new_records else []
+    stored = manifest.filter(pa.compute.equal(manifest.column("status"), "converted")).to_pylist()
+    by_family: dict[str, int] = {}
+    for r in stored:
+        key = f"{r['family']}/{r['graph_mode']}"
+        by_family[key] = by_family.get(key, 0) + 1
     status_counts = {s: sum(r["status"] == s for r in run) for s in ("converted", "duplicate", "error")}
     return {"output": config.output, "discovered": len(refs), "skipped_unchanged": len(refs) - len(todo),
             "cleaned_uncommitted": cleaned, **status_counts, "seconds": round(seconds, 3),
             "checkpoints_per_s": round(len(todo) / seconds, 1) if todo and seconds else 0.0,
-            "stored_models": manifest.filter(pa.compute.equal(manifest.column("status"), "converted")).num_rows,
+            "stored_models": len(stored), "stored_by_family": dict(sorted(by_family.items())),
             "total_errors": errors.num_rows,
             "run_errors": [(r["source_path"], r["error_kind"], r["error"]) for r in run if r["status"] == "error"]}

@@ -15,6 +15,10 @@ class _BasicBlock(nn.Module):
         if project:
             self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
 
+    def forward(self, x):
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(out + (self.downsample(x) if hasattr(self, "downsample") else x))
+
 
 class TorchvisionStyleResNet(nn.Module):
     """Parameter names as in torchvision's ResNet (conv1/bn1, layerK.N.*, downsample, fc)."""
@@ -26,11 +30,16 @@ class TorchvisionStyleResNet(nn.Module):
         self.layer2 = nn.Sequential(_BasicBlock(8, 16, True))
         self.fc = nn.Linear(16, 10)
 
+    def forward(self, x):
+        x = self.layer2(self.layer1(torch.relu(self.bn1(self.conv1(x)))))
+        return self.fc(x.mean(dim=(2, 3)))
+
 
 def family_models() -> dict[str, tuple[nn.Module, dict[str, str], str]]:
-    """name -> (model, safetensors metadata, expected family)."""
+    """name -> (model, safetensors metadata, expected family); models in eval mode, BatchNorm with
+    non-trivial running statistics."""
     torch.manual_seed(0)
-    return {
+    models = {
         "mlp": (MLP(5, [16, 8], 3, "tanh"), {"activation": "tanh"}, "mlp"),
         "mlp_relu": (MLP(5, [16, 16, 16], 2, "relu"), {"activation": "relu"}, "mlp"),
         "resmlp": (ResMLP(5, 16, 32, 2, 3, "relu"), {"activation": "relu"}, "resnet"),
@@ -41,3 +50,24 @@ def family_models() -> dict[str, tuple[nn.Module, dict[str, str], str]]:
         "resnet_tv": (TorchvisionStyleResNet(), {"activation": "relu"}, "resnet"),
         "bert": (TinyBert(16, 8, 32, 4, 64, 2, 2), {"activation": "gelu", "num_attention_heads": "4"}, "transformer"),
     }
+    for model, _, _ in models.values():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+        model.eval()
+    return models
+
+
+def example_input(name: str, model: nn.Module) -> torch.Tensor:
+    """A batch of inputs for one of :func:`family_models`."""
+    gen = torch.Generator().manual_seed(1)
+    if name == "bert":
+        return torch.randint(0, 16, (4, 8), generator=gen)
+    if name in ("cnn",):
+        return torch.randn(4, 1, 8, 8, generator=gen)
+    if name in ("cnn_flatten_bn", "resnet_tv"):
+        return torch.randn(4, 3, 8, 8, generator=gen)
+    if name == "siren":
+        return torch.rand(16, 2, generator=gen) * 2 - 1
+    return torch.randn(4, 5, generator=gen)

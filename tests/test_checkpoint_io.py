@@ -101,3 +101,35 @@ def test_writer_makes_fortran_arrays_contiguous(tmp_path):
     loaded = load_file(str(tmp_path / "w.safetensors"))
     np.testing.assert_array_equal(loaded["f"], fortran)
     np.testing.assert_array_equal(loaded["t"], transposed.numpy())
+
+
+def test_non_local_filesystem_through_fsspec(tmp_path):
+    """URIs that pyarrow does not know natively go through fsspec: the code path s3:// etc. take."""
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    from safetensors.torch import save as torch_save_bytes
+    with memory.open("/zoo/a.safetensors", "wb") as f:
+        f.write(torch_save_bytes(STATE, metadata={"activation": "relu"}))
+    with memory.open("/zoo/notes.txt", "wb") as f:
+        f.write(b"not a model")
+    refs = discover(["memory://zoo"])
+    assert [r.uri for r in refs] == ["memory:///zoo/a.safetensors"]
+    ckpt = open_checkpoint(refs[0].uri)
+    assert ckpt.metadata == {"activation": "relu"} and ckpt.num_params == 26
+    save_checkpoint(STATE, str(tmp_path / "local.safetensors"))
+    assert ckpt.content_id() == open_checkpoint(str(tmp_path / "local.safetensors")).content_id()
+
+
+def test_non_contiguous_torch_tensors_round_trip_through_a_shard(tmp_path):
+    import pyarrow.fs as pafs
+
+    from pipeline.graph import build_graph, read_shard, write_shard
+
+    transposed = torch.arange(12, dtype=torch.float32).reshape(3, 4).t()  # stored with strides
+    torch.save({"layers.0.weight": transposed, "layers.0.bias": torch.ones(4)}, tmp_path / "t.pt")
+    ckpt = open_checkpoint(str(tmp_path / "t.pt"))
+    assert not ckpt.tensors["layers.0.weight"].flags.c_contiguous
+    write_shard(pafs.LocalFileSystem(), str(tmp_path / "part"), [build_graph(ckpt)])
+    (graph,) = read_shard(pafs.LocalFileSystem(), str(tmp_path / "part"))
+    np.testing.assert_array_equal(graph.tensors["layers.0.weight"], transposed.numpy())

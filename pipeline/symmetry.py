@@ -1,0 +1,140 @@
+"""The symmetry group of a network, acting on its weights: the one definition used by augmentations,
+tests and re-basin.
+
+An element is read off a :class:`~pipeline.graph.schema.WeightGraph`'s annotations: for every node
+group with a symmetry, a permutation of its nodes (shared by all groups with the same ``perm_group``,
+and for attention built from one head permutation per ``head_group`` and one within-head permutation
+per head and ``perm_group``), and for ``perm_scale`` / ``perm_sign`` groups a per-node factor ``q``
+(positive, or +-1). Acting on the weights, every tensor that *produces* a group's nodes (incoming edge
+blocks along their destination axis, the bias, normalization parameters) is permuted and multiplied
+by ``q``; every tensor that *reads* them (outgoing blocks along their source axis) is permuted and
+divided by ``q``. The network's function is unchanged.
+
+Permutations are ``new <- old`` index arrays: ``new_weights[j] = old_weights[perm[j]]``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.graph.schema import EdgeBlock, WeightGraph
+
+
+@dataclass
+class GroupElement:
+    """``perms``: permutation per permutation key (see :func:`perm_key`); ``factors``: per node group
+    index, the per-node factor ``q`` (absent means 1)."""
+    perms: dict[str, np.ndarray] = field(default_factory=dict)
+    factors: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def perm_key(graph: WeightGraph, index: int) -> str:
+    """The key of the permutation acting on node group ``index`` (shared within a ``perm_group``)."""
+    return graph.node_groups[index].perm_group or f"#{index}"
+
+
+def symmetric_groups(graph: WeightGraph) -> list[int]:
+    """Indices of the node groups that have a symmetry."""
+    return [i for i, g in enumerate(graph.node_groups) if g.symmetry != "none"]
+
+
+def random_element(graph: WeightGraph, rng: np.random.Generator, permute: bool = True, scale: bool = True,
+                   sign: bool = True, scale_range: tuple[float, float] = (0.25, 4.0)) -> GroupElement:
+    """A random group element: uniform permutations; log-uniform positive factors in ``scale_range``
+    for ``perm_scale`` groups; uniform signs for ``perm_sign`` groups."""
+    element = GroupElement()
+    head_perms: dict[str, np.ndarray] = {}
+    for i in symmetric_groups(graph):
+        g = graph.node_groups[i]
+        key = perm_key(graph, i)
+        if permute and key not in element.perms:
+            if g.heads > 1:
+                heads = head_perms.setdefault(g.head_group, rng.permutation(g.heads))
+                dim = g.size // g.heads
+                within = [rng.permutation(dim) for _ in range(g.heads)]
+                element.perms[key] = np.concatenate([h * dim + within[h] for h in heads])
+            else:
+                element.perms[key] = rng.permutation(g.size)
+        if g.symmetry == "perm_scale" and scale:
+            lo, hi = np.log(scale_range[0]), np.log(scale_range[1])
+            element.factors[i] = np.exp(rng.uniform(lo, hi, g.size))
+        elif g.symmetry == "perm_sign" and sign:
+            element.factors[i] = rng.choice([-1.0, 1.0], g.size)
+    return element
+
+
+def _axes(graph: WeightGraph, block: EdgeBlock) -> tuple[int, int]:
+    """(destination axis, source axis) of a block's tensor, in its edge view (see :func:`_edge_view`)."""
+    return (1, 0) if block.kind == "embedding" else (0, 1)
+
+
+def _edge_view(graph: WeightGraph, block: EdgeBlock, tensor: np.ndarray) -> np.ndarray:
+    """The tensor with node axes first: ``flatten`` weights ``[dst, src*s]`` seen as ``[dst, src, s]``."""
+    if block.kind == "flatten":
+        dst, src, s = graph.block_shape(block)
+        return tensor.reshape(dst, src, s)
+    return tensor
+
+
+def apply(graph: WeightGraph, element: GroupElement) -> dict[str, np.ndarray]:
+    """The transformed state dict (new float64-computed arrays cast back to each tensor's dtype;
+    tensors no symmetry touches are returned as they are)."""
+    out = {name: t for name, t in graph.tensors.items()}
+    work: dict[str, np.ndarray] = {}
+
+    def get(name: str) -> np.ndarray:
+        if name not in work:
+            work[name] = np.array(graph.tensors[name], dtype=np.float64)
+        return work[name]
+
+    for i in symmetric_groups(graph):
+        g = graph.node_groups[i]
+        perm = element.perms.get(perm_key(graph, i))
+        q = element.factors.get(i)
+        if perm is None and q is None:
+            continue
+        perm = np.arange(g.size) if perm is None else perm
+        q = np.ones(g.size) if q is None else q
+
+        def transform(array: np.ndarray, axis: int, multiply: bool) -> np.ndarray:
+            moved = np.moveaxis(array, axis, 0)[perm]
+            factor = (q if multiply else 1.0 / q).reshape((-1,) + (1,) * (moved.ndim - 1))
+            return np.moveaxis(moved * factor, 0, axis)
+
+        for name in (g.bias, *g.norm):  # normalized groups are permutation-only: q = 1 there
+            if name:
+                work[name] = transform(get(name), 0, True)
+        for block in graph.edge_blocks:
+            if not block.tensor or i not in (block.src, block.dst):
+                continue
+            dst_axis, src_axis = _axes(graph, block)
+            view = _edge_view(graph, block, get(block.tensor))
+            if block.dst == i:
+                view = transform(view, dst_axis, True)
+            if block.src == i:
+                view = transform(view, src_axis, False)
+            work[block.tensor] = view.reshape(graph.tensors[block.tensor].shape)
+    for name, array in work.items():
+        out[name] = array.astype(graph.tensors[name].dtype)
+    return out
+
+
+def uncoupled_permutation(graph: WeightGraph, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Permute the rows of one hidden layer's incoming weights (and bias) *without* the matching
+    columns of the next layer: not a symmetry, so the function changes. For negative tests."""
+    hidden = [i for i in symmetric_groups(graph) if graph.node_groups[i].size > 1
+              and any(b.dst == i and b.tensor for b in graph.edge_blocks)]
+    i = hidden[rng.integers(len(hidden))]
+    g = graph.node_groups[i]
+    perm = rng.permutation(g.size)
+    while np.array_equal(perm, np.arange(g.size)):
+        perm = rng.permutation(g.size)
+    out = dict(graph.tensors)
+    block = next(b for b in graph.edge_blocks if b.dst == i and b.tensor)
+    dst_axis, _ = _axes(graph, block)
+    view = _edge_view(graph, block, np.asarray(graph.tensors[block.tensor]))
+    out[block.tensor] = np.take(view, perm, axis=dst_axis).reshape(graph.tensors[block.tensor].shape)
+    if g.bias:
+        out[g.bias] = np.asarray(graph.tensors[g.bias])[perm]
+    return out
