@@ -11,10 +11,13 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 
+LOCAL = pafs.LocalFileSystem()
+
+
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """``uri`` -> (filesystem, path within it). Plain paths are local and made absolute."""
     if "://" not in uri:
-        return pafs.LocalFileSystem(), os.path.abspath(uri)
+        return LOCAL, os.path.abspath(uri)
     try:
         return pafs.FileSystem.from_uri(uri)
     except pa.ArrowInvalid:

@@ -61,20 +61,20 @@ class Checkpoint:
     @property
     def dtype(self) -> str:
         """Safetensors name of the floating dtype holding most parameters (``F32``, ``BF16``...)."""
-        sizes: dict[str, int] = {}
+        sizes: dict[np.dtype, int] = {}
         for t in self.tensors.values():
-            if is_float(t.dtype):
-                sizes[dtype_name(t.dtype)] = sizes.get(dtype_name(t.dtype), 0) + t.size
-        return max(sizes, key=sizes.get) if sizes else "none"
+            sizes[t.dtype] = sizes.get(t.dtype, 0) + t.size
+        floats = {d: n for d, n in sizes.items() if is_float(d)}
+        return dtype_name(max(floats, key=floats.get)) if floats else "none"
 
     def content_id(self) -> str:
         """sha256 of the tensors (names, dtypes, shapes and bytes, in sorted-name order): the same
         weights under two file names, or in two formats, get one id."""
-        h = hashlib.sha256()
-        for name in sorted(self.tensors):
-            t = self.tensors[name]
-            h.update(f"{name}\0{dtype_name(t.dtype)}\0{list(t.shape)}\0".encode())
-            h.update(raw_bytes(t))
+        names = sorted(self.tensors)
+        h = hashlib.sha256("\0".join(f"{n}:{dtype_name(self.tensors[n].dtype)}:{self.tensors[n].shape}"
+                                     for n in names).encode())
+        for name in names:
+            h.update(raw_bytes(self.tensors[name]))
         return h.hexdigest()
 
     def check_finite(self) -> None:

@@ -21,7 +21,7 @@ _BUFFERS = ("position_ids", "token_type_ids")
 
 def build_transformer(tensors, names: list[str], activation: str, num_heads: int | None):
     """``(assembler, "transformer")`` or ``None``."""
-    match = next((m for m in map(_EMBEDDING.match, names) if m), None)
+    match = next((_EMBEDDING.match(n) for n in names if "word_embeddings" in n), None)
     if match is None:
         return None
     p = match.group(1)
