@@ -1,0 +1,52 @@
+"""Weight encoders: graphs in, ``[batch, dim]`` embeddings out, chosen by name.
+
+=====================  ==============================================================  ===========
+name                   invariant to                                                    graph
+=====================  ==============================================================  ===========
+``scale_gmn``          hidden permutations (coupled), positive scaling, sign flips     computational
+``neural_graphs``      hidden permutations (coupled)                                   computational
+``equivariant_gnn``    per-tensor row and column permutations (also uncoupled ones)    any
+``pca``                nothing                                                         any
+``weight_transformer`` nothing                                                         any
+=====================  ==============================================================  ===========
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.encoders.baselines import PCAEncoder, WeightTransformer
+from pipeline.encoders.equivariant_gnn import EquivariantGNN
+from pipeline.encoders.inputs import GraphInput, prepare
+from pipeline.encoders.neural_graphs import NeuralGraphs
+from pipeline.encoders.scale_gmn import ScaleGMN
+from pipeline.graph.schema import WeightGraph
+
+ENCODERS: dict[str, type[nn.Module]] = {
+    "scale_gmn": ScaleGMN,
+    "neural_graphs": NeuralGraphs,
+    "equivariant_gnn": EquivariantGNN,
+    "pca": PCAEncoder,
+    "weight_transformer": WeightTransformer,
+}
+#: Encoders that read the network's wiring: they must not be invariant to uncoupled permutations.
+WIRING_AWARE = ("scale_gmn", "neural_graphs")
+
+
+def build_encoder(name: str, **kwargs) -> nn.Module:
+    if name not in ENCODERS:
+        raise KeyError(f"unknown encoder {name!r}; choose from {sorted(ENCODERS)}")
+    return ENCODERS[name](**kwargs)
+
+
+@torch.no_grad()
+def embed(encoder: nn.Module, graphs: list[WeightGraph | GraphInput]) -> torch.Tensor:
+    """Embeddings ``[len(graphs), dim]`` of graphs (prepared on the fly), in eval mode."""
+    encoder.eval()
+    dtype = next(iter(encoder.parameters()), next(iter(encoder.buffers()), None)).dtype
+    inputs = [g if isinstance(g, GraphInput) else prepare(g, dtype) for g in graphs]
+    return encoder(inputs)
+
+
+__all__ = ["ENCODERS", "WIRING_AWARE", "EquivariantGNN", "GraphInput", "NeuralGraphs", "PCAEncoder", "ScaleGMN",
+           "WeightTransformer", "build_encoder", "embed", "prepare"]

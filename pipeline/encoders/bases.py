@@ -1,0 +1,22 @@
+"""Edge bases: elementwise functions of a block's weights ``[dst, src, F]`` that condition messages."""
+from __future__ import annotations
+
+import torch
+
+from pipeline.encoders.conv.symmetric_update import TINY
+
+
+def _rel_abs(w: torch.Tensor) -> torch.Tensor:
+    return w.abs() / w.norm().clamp_min(TINY)
+
+
+EDGE_BASES = {
+    "w": lambda w: w,                 # linear in the weights: keeps scale equivariance
+    "abs": torch.abs,
+    "sq": torch.square,
+    "rel_abs": _rel_abs,              # the first seed's |w| / ||W||_F
+}
+
+
+def edge_bases(weight: torch.Tensor, names: tuple[str, ...]) -> list[torch.Tensor]:
+    return [EDGE_BASES[n](weight) for n in names]

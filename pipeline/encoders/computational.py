@@ -1,0 +1,94 @@
+"""Encoders that run on the full computational graph: the ScaleGMN-style and Neural-Graphs-style
+encoders are this module with different settings (see :mod:`.scale_gmn`, :mod:`.neural_graphs`)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.encoders.bases import edge_bases
+from pipeline.encoders.conv import EdgeMessage, SymmetricUpdate
+from pipeline.encoders.conv.symmetric_update import canonicalize
+from pipeline.encoders.inputs import GraphInput, positional_features
+from pipeline.graph.schema import NODE_KINDS
+
+_SCALED = ("perm_scale", "perm_sign")
+_POSITIONAL = (NODE_KINDS.index("input"), NODE_KINDS.index("output"))
+
+
+class ComputationalGraphEncoder(nn.Module):
+    """Message passing over a network's own wiring, swept in topological order (each layer of the
+    encoder is one forward pass over the network: every group updates from its freshly updated
+    sources), then an invariant readout per node group and attention pooling over groups.
+
+    ``scale_aware``: groups keep the per-node factor ``q`` of their symmetry through every layer
+    (no additive terms on scaled groups, gated nonlinearity, messages linear in the weights), and
+    the readout removes it; else every group gets plain updates (permutation symmetry only).
+    Input and output neurons get positional features, so they are not treated as interchangeable.
+
+    ``graphs`` (list of :class:`GraphInput`) -> ``[batch, dim]``.
+    """
+
+    def __init__(self, dim: int = 256, hidden: int = 128, layers: int = 4, scale_aware: bool = True,
+                 bases: tuple[str, ...] = ("w",), max_kernel: int = 9):
+        super().__init__()
+        if scale_aware and bases != ("w",):
+            raise ValueError("scale-aware message passing must be linear in the weights: bases=('w',)")
+        self.scale_aware, self.bases, self.hidden = scale_aware, bases, hidden
+        self.kind = nn.Embedding(len(NODE_KINDS), hidden)
+        self.depth = nn.Linear(1, hidden)
+        self.bias_in = nn.Parameter(torch.randn(hidden))
+        self.norm_in = nn.Linear(4, hidden)
+        self.position_in = nn.Linear(hidden, hidden)
+        self.messages = nn.ModuleList(EdgeMessage(len(bases), hidden, hidden, max_kernel) for _ in range(layers))
+        self.skips = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in range(layers))
+        self.updates = nn.ModuleList(SymmetricUpdate(hidden) for _ in range(layers))
+        self.readout = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.attention = nn.Linear(hidden, 1)
+        self.out = nn.Linear(hidden, dim)
+
+    def symmetry(self, graph: GraphInput, index: int) -> str:
+        s = graph.groups[index].symmetry
+        return s if self.scale_aware else ("perm" if s in _SCALED else s)
+
+    def node_states(self, graph: GraphInput) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Final node states per group ``[size, hidden]`` (equivariant: permuted and multiplied by
+        ``q`` like the nodes) and the invariant per-group context vectors."""
+        dtype = self.bias_in.dtype
+        context = [self.kind.weight[g.kind] + self.depth(torch.tensor([g.depth], dtype=dtype))
+                   for g in graph.groups]
+        states = [self._initial(graph, i, context[i]) for i in range(len(graph.groups))]
+        bases = [edge_bases(b.weight, self.bases) if b.weight is not None else None for b in graph.blocks]
+        incoming = {i: [(b, bases[k]) for k, b in enumerate(graph.blocks) if b.dst == i] for i in graph.order}
+        for message, skip, update in zip(self.messages, self.skips, self.updates):
+            for i in graph.order:
+                if not incoming[i]:
+                    continue
+                m = None
+                for block, block_bases in incoming[i]:
+                    term = skip(states[block.src]) if block_bases is None else message(block_bases, states[block.src])
+                    m = term if m is None else m + term
+                states[i] = update(states[i], m, self.symmetry(graph, i), context[i])
+        return states, context
+
+    def _initial(self, graph: GraphInput, i: int, context: torch.Tensor) -> torch.Tensor:
+        g = graph.groups[i]
+        dtype = self.bias_in.dtype
+        x = g.bias[:, None] * self.bias_in if g.bias is not None else torch.zeros(g.size, self.hidden, dtype=dtype)
+        if self.symmetry(graph, i) in _SCALED:
+            return x  # scales with q: nothing invariant may be added
+        if g.norm is not None:
+            x = x + self.norm_in(g.norm)
+        if g.kind in _POSITIONAL:
+            x = x + self.position_in(positional_features(g.size, self.hidden, dtype))
+        return x + context
+
+    def embed_one(self, graph: GraphInput) -> torch.Tensor:
+        states, context = self.node_states(graph)
+        summaries = torch.stack([
+            self.readout(torch.cat([canonicalize(x, self.symmetry(graph, i)).mean(0), context[i]]))
+            for i, x in enumerate(states)])
+        weights = torch.softmax(self.attention(summaries), dim=0)
+        return self.out((weights * summaries).sum(0))
+
+    def forward(self, graphs: list[GraphInput]) -> torch.Tensor:
+        return torch.stack([self.embed_one(g) for g in graphs])

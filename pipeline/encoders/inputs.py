@@ -1,0 +1,110 @@
+"""Data side of the encoders: a :class:`WeightGraph` as torch tensors, ready for message passing.
+
+Every edge block becomes its weights in *edge view* ``[dst, src, F]`` (``F`` features per edge: the
+kernel of a conv, the spatial positions of a ``flatten`` block, 1 for dense layers; embeddings are
+transposed to ``[dst, src]``; residual blocks carry no tensor). No per-edge objects are built: edge
+indices stay implied by the shapes, and messages are matrix products over these blocks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.graph.schema import NODE_KINDS, SYMMETRIES, WeightGraph
+
+
+@dataclass
+class Group:
+    index: int
+    size: int
+    kind: int          # index into NODE_KINDS
+    symmetry: str
+    depth: float       # layer / max layer, in [0, 1]
+    bias: torch.Tensor | None       # [size]
+    norm: torch.Tensor | None       # [size, 4] (gamma, beta, mean, var; missing ones zero)
+
+
+@dataclass
+class Block:
+    src: int
+    dst: int
+    kind: str
+    weight: torch.Tensor | None     # [dst, src, F] edge view, None for residual
+
+
+@dataclass
+class GraphInput:
+    """One model, prepared. ``order`` is a topological order of the groups (sources first)."""
+    groups: list[Group]
+    blocks: list[Block]
+    order: list[int]
+    family: str
+    mode: str
+    num_params: int
+
+    def incoming(self, index: int) -> list[Block]:
+        return [b for b in self.blocks if b.dst == index]
+
+
+def _f32(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(array, dtype=np.float32))
+
+
+def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> GraphInput:
+    """Torch view of a graph (copies weights once, to ``dtype``)."""
+    max_layer = max((g.layer for g in graph.node_groups), default=0) or 1
+    groups = []
+    for i, g in enumerate(graph.node_groups):
+        norm = None
+        if g.norm:
+            norm = torch.zeros(g.size, 4, dtype=dtype)
+            for j, name in enumerate(g.norm):
+                norm[:, j] = _f32(graph.tensors[name]).to(dtype)
+        groups.append(Group(i, g.size, NODE_KINDS.index(g.kind), g.symmetry, g.layer / max_layer,
+                            _f32(graph.tensors[g.bias]).to(dtype) if g.bias else None, norm))
+    blocks = []
+    for b in graph.edge_blocks:
+        weight = None
+        if b.kind != "residual":
+            dst, src, feat = graph.block_shape(b)
+            w = graph.tensors[b.tensor]
+            w = np.asarray(w).T if b.kind == "embedding" else np.asarray(w)
+            weight = _f32(w.reshape(dst, src, feat)).to(dtype)
+        blocks.append(Block(b.src, b.dst, b.kind, weight))
+    return GraphInput(groups, blocks, _topological_order(len(groups), blocks), graph.family, graph.mode,
+                      graph.num_params)
+
+
+def _topological_order(n: int, blocks: list[Block]) -> list[int]:
+    indegree = [0] * n
+    for b in blocks:
+        indegree[b.dst] += 1
+    ready = [i for i in range(n) if indegree[i] == 0]
+    order = []
+    while ready:
+        i = ready.pop(0)
+        order.append(i)
+        for b in blocks:
+            if b.src == i:
+                indegree[b.dst] -= 1
+                if indegree[b.dst] == 0:
+                    ready.append(b.dst)
+    if len(order) != n:
+        raise ValueError("weight graph has a cycle")
+    return order
+
+
+SYMMETRY_INDEX = {s: i for i, s in enumerate(SYMMETRIES)}
+
+
+def positional_features(count: int, dim: int, dtype=torch.float32) -> torch.Tensor:
+    """``[count, dim]`` sinusoidal features of node indices: input and output neurons are not
+    interchangeable, so encoders see which one is which."""
+    position = torch.arange(count, dtype=torch.float64)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-np.log(10000.0) / dim))
+    out = torch.zeros(count, dim, dtype=torch.float64)
+    out[:, 0::2] = torch.sin(position * freq)
+    out[:, 1::2] = torch.cos(position * freq[: dim // 2])
+    return out.to(dtype)
