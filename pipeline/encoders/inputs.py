@@ -49,7 +49,8 @@ class GraphInput:
 
 
 def _f32(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(array, dtype=np.float32))
+    array = np.asarray(array, dtype=np.float32)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
 def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> GraphInput:
