@@ -172,3 +172,26 @@ def tables_to_graphs(graphs: pa.Table, weights: pa.Table) -> Iterator[WeightGrap
             tensors=tensors, family=rec["family"], mode=rec["graph_mode"], activation=rec["activation"],
             info={k: rec[k] for k in ("content_id", "source_path", "source_layout", "source_dtype", "stored_dtype",
                                       "metadata")})
+
+
+def graph_records(graphs: list[WeightGraph], precision: str = "fp32") -> pa.Table:
+    """Self-contained rows (graphs table plus ``tensor_data``: each tensor's bytes) for passing small
+    models through Ray Data; :func:`records_to_graphs` reads them back."""
+    table = graphs_table(graphs, precision)
+    data = [[stored_bytes(t, precision) for t in g.tensors.values()] for g in graphs]
+    return table.append_column("tensor_data", pa.array(data, pa.list_(pa.large_binary())))
+
+
+def stored_bytes(tensor: np.ndarray, precision: str) -> bytes:
+    return np.ascontiguousarray(tensor, dtype=stored_dtype(tensor.dtype, precision)).tobytes()
+
+
+def records_to_graphs(records: pa.Table) -> Iterator[WeightGraph]:
+    """Graphs from :func:`graph_records` rows."""
+    data = records.column("tensor_data").combine_chunks()
+    counts = np.diff(np.asarray(data.offsets))
+    weights = pa.table({"content_id": np.repeat(records.column("content_id").to_numpy(zero_copy_only=False), counts),
+                        "index": np.concatenate([np.arange(c, dtype=np.int32) for c in counts]) if len(counts)
+                        else np.empty(0, np.int32),
+                        "data": data.flatten()})
+    return tables_to_graphs(records.drop_columns(["tensor_data"]), weights)

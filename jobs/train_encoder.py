@@ -1,0 +1,88 @@
+"""Train weight encoders contrastively with Ray Train and report test-split retrieval.
+
+    python jobs/train_encoder.py --graphs data/graphs --catalog data/zoo/catalog.parquet --encoder scale_gmn
+    python jobs/train_encoder.py ... --compare            # every encoder and both baselines, side by side
+    python jobs/train_encoder.py ... --num-workers 4 --use-gpu   # on a GPU cluster: only flags change
+
+A run restarted with the same --run-name and --out resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from pipeline.dataset import labelled_models, model_dataset
+from pipeline.encoders import ENCODERS, build_encoder, prepare
+from pipeline.graph.rows import records_to_graphs
+from pipeline.ray_utils import ensure_ray
+from pipeline.train import TrainConfig, evaluate, fit_encoder, load_trained
+
+
+def _split(models: pa.Table, name: str) -> pa.Table:
+    return models.filter(pc.equal(models.column("split"), name))
+
+
+def run_one(name: str, args, models: pa.Table, test: pa.Table) -> dict:
+    if name == "pca":
+        train_rows = model_dataset(args.graphs, _split(models, "train")).to_arrow_refs()
+        import ray
+        train_table = pa.concat_tables(ray.get(train_rows))
+        encoder = build_encoder("pca", dim=args.dim).fit([prepare(g) for g in records_to_graphs(train_table)])
+    else:
+        config = TrainConfig(encoder=name, encoder_kwargs={"dim": args.dim}, epochs=args.epochs,
+                             batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+        result = fit_encoder(args.graphs, models, config, args.out, f"{args.run_name}-{name}",
+                             args.num_workers, args.use_gpu, args.cpus_per_worker)
+        with result.checkpoint.as_directory() as folder:
+            encoder, _ = load_trained(folder)
+            os.makedirs(os.path.join(args.out, "encoders"), exist_ok=True)
+            torch.save(torch.load(os.path.join(folder, "state.pt"), weights_only=True),
+                       os.path.join(args.out, "encoders", f"{name}.pt"))
+    return evaluate(encoder, test)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--graphs", required=True, help="ingestion output folder (shards + manifest)")
+    parser.add_argument("--catalog", required=True, help="the zoo's catalog.parquet")
+    parser.add_argument("--encoder", default="scale_gmn", choices=sorted(ENCODERS))
+    parser.add_argument("--compare", action="store_true", help="train and report every encoder")
+    parser.add_argument("--split-by", default="seed", choices=["seed", "hparams_key"])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs")
+    parser.add_argument("--run-name", default="encoder")
+    parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument("--use-gpu", action="store_true")
+    parser.add_argument("--address", default=None)
+    args = parser.parse_args(argv)
+    ensure_ray(args.address)
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    models = labelled_models(args.graphs, args.catalog, args.split_by)
+    test_rows = model_dataset(args.graphs, _split(models, "test")).take_all()
+    test = pa.Table.from_pylist(test_rows)
+    names = sorted(ENCODERS) if args.compare else [args.encoder]
+    report = {name: run_one(name, args, models, test) for name in names}
+    print(f"\ntest split ({test.num_rows} models, split by {args.split_by}; relevant = same task and data set)")
+    print(f"{'encoder':<20}{'P@1':>8}{'P@5':>8}{'P@10':>8}{'mAP':>8}")
+    for name, m in report.items():
+        print(f"{name:<20}{m['p_at_1']:>8.3f}{m['p_at_5']:>8.3f}{m['p_at_10']:>8.3f}{m['map']:>8.3f}")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"{args.run_name}-report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

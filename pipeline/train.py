@@ -1,0 +1,210 @@
+"""Contrastive training of weight encoders under Ray Train.
+
+Loss (first seed): multi-positive InfoNCE at temperature ``tau`` over two augmented views of every
+model in the batch, where the positives of a view are the other view of the same model and the views
+of other *well-performing* models of the same task (``test_metric`` at or above the task's 25th
+percentile); every other model in the batch, including the task's low performers, is a negative.
+Plus ``lambda`` times the MSE of a metric head predicting the model's standardized test metric.
+
+Runs as ``TorchTrainer(train_loop, ScalingConfig(num_workers, use_gpu))`` on CPU or GPU workers; each
+epoch reports metrics and a checkpoint, and a run restarted with the same name and storage path
+resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pipeline.augment import augment
+from pipeline.encoders import build_encoder, prepare
+from pipeline.graph.rows import records_to_graphs
+from pipeline.retrieval import retrieval_metrics
+
+
+@dataclass
+class TrainConfig:
+    encoder: str = "scale_gmn"
+    encoder_kwargs: dict = field(default_factory=dict)
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    temperature: float = 0.07
+    metric_weight: float = 0.8
+    seed: int = 0
+    # filled from the training split by fit_encoder:
+    good_threshold: dict = field(default_factory=dict)   # task -> test_metric 25th percentile
+    metric_stats: dict = field(default_factory=dict)     # metric_name -> (mean, std)
+
+
+class EncoderWithHead(nn.Module):
+    """An encoder and its metric-prediction head: graphs -> (embeddings ``[B, dim]``, metric ``[B]``)."""
+
+    def __init__(self, encoder: nn.Module, dim: int):
+        super().__init__()
+        self.encoder = encoder
+        self.metric_head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1))
+
+    def forward(self, graphs):
+        z = self.encoder(graphs)
+        return z, self.metric_head(z).squeeze(-1)
+
+
+def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, groups: torch.Tensor, good: torch.Tensor,
+                     temperature: float) -> torch.Tensor:
+    """Multi-positive InfoNCE over ``2B`` views: ``-log`` of the softmax mass on the positives."""
+    z = F.normalize(torch.cat([z1, z2]), dim=-1)
+    n = len(z1)
+    sim = z @ z.T / temperature
+    eye = torch.eye(2 * n, dtype=torch.bool)
+    same_model = torch.roll(eye, n, dims=1)
+    g, ok = groups.repeat(2), good.repeat(2)
+    positive = same_model | ((g[:, None] == g[None, :]) & ok[:, None] & ok[None, :] & ~eye)
+    sim = sim.masked_fill(eye, float("-inf"))
+    return (torch.logsumexp(sim, 1) - torch.logsumexp(sim.masked_fill(~positive, float("-inf")), 1)).mean()
+
+
+def batch_labels(table: pa.Table, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(task group ids, well-performing mask, standardized metric) of a batch of model rows."""
+    tasks = table.column("label_task").to_pylist()
+    metrics = table.column("label_test_metric").to_pylist()
+    names = table.column("label_metric_name").to_pylist()
+    ids = {t: i for i, t in enumerate(sorted(set(tasks)))}
+    good = [m >= config.good_threshold.get(t, -np.inf) for t, m in zip(tasks, metrics)]
+    target = [(m - config.metric_stats[n][0]) / config.metric_stats[n][1] for m, n in zip(metrics, names)]
+    return torch.tensor([ids[t] for t in tasks]), torch.tensor(good), torch.tensor(target, dtype=torch.float32)
+
+
+def embed_table(model: nn.Module, table: pa.Table, batch_size: int = 64) -> np.ndarray:
+    encoder = model.module.encoder if hasattr(model, "module") else model.encoder
+    encoder.eval()
+    out = []
+    with torch.no_grad():
+        graphs = [prepare(g) for g in records_to_graphs(table)]
+        for start in range(0, len(graphs), batch_size):
+            out.append(encoder(graphs[start:start + batch_size]).numpy())
+    encoder.train()
+    return np.concatenate(out) if out else np.zeros((0, 1))
+
+
+def train_loop(config_dict: dict) -> None:
+    """Ray Train worker loop (also runs in-process when ``num_workers=0``)."""
+    import ray.train
+    import ray.train.torch
+
+    config = TrainConfig(**config_dict)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed + ray.train.get_context().get_world_rank())
+    encoder = build_encoder(config.encoder, **config.encoder_kwargs)
+    dim = config.encoder_kwargs.get("dim", 256)
+    model = ray.train.torch.prepare_model(EncoderWithHead(encoder, dim),
+                                          parallel_strategy_kwargs={"find_unused_parameters": True})
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(os.path.join(folder, "state.pt"), weights_only=True)
+        (model.module if hasattr(model, "module") else model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = state["epoch"] + 1
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_table = pa.concat_tables(list(ray.train.get_dataset_shard("val").iter_batches(batch_format="pyarrow",
+                                                                                      batch_size=None)))
+    for epoch in range(start_epoch, config.epochs):
+        losses = []
+        for table in train_shard.iter_batches(batch_size=config.batch_size, batch_format="pyarrow",
+                                              local_shuffle_buffer_size=4 * config.batch_size,
+                                              local_shuffle_seed=config.seed + epoch):
+            graphs = list(records_to_graphs(table))
+            if len(graphs) < 2:
+                continue
+            groups, good, target = batch_labels(table, config)
+            views = [[prepare(augment(g, rng)) for g in graphs] for _ in range(2)]
+            (z1, m1), (z2, m2) = model(views[0]), model(views[1])
+            loss = (contrastive_loss(z1, z2, groups, good, config.temperature)
+                    + config.metric_weight * 0.5 * (F.mse_loss(m1, target) + F.mse_loss(m2, target)))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        val = retrieval_metrics(embed_table(model, val_table), _task_labels(val_table))
+        metrics = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+                   "val_p_at_1": val["p_at_1"], "val_map": val["map"]}
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint = None
+            if ray.train.get_context().get_world_rank() == 0:
+                torch.save({"model": (model.module if hasattr(model, "module") else model).state_dict(),
+                            "optimizer": optimizer.state_dict(), "epoch": epoch, "config": asdict(config)},
+                           os.path.join(folder, "state.pt"))
+                checkpoint = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _task_labels(table: pa.Table) -> np.ndarray:
+    """Relevance label: same task and data set."""
+    return np.array([f"{t}|{d}" for t, d in zip(table.column("label_task").to_pylist(),
+                                                table.column("label_dataset").to_pylist())])
+
+
+def label_statistics(train_models: pa.Table) -> tuple[dict, dict]:
+    """Per-task 25th-percentile thresholds and per-metric (mean, std) from the training split."""
+    rows = train_models.to_pylist()
+    thresholds, stats = {}, {}
+    for task in {r["task"] for r in rows}:
+        thresholds[task] = float(np.percentile([r["test_metric"] for r in rows if r["task"] == task], 25))
+    for name in {r["metric_name"] for r in rows}:
+        values = np.array([r["test_metric"] for r in rows if r["metric_name"] == name])
+        stats[name] = (float(values.mean()), float(values.std() + 1e-6))
+    return thresholds, stats
+
+
+def fit_encoder(graphs_dir: str, models: pa.Table, config: TrainConfig, storage_path: str, run_name: str,
+                num_workers: int = 1, use_gpu: bool = False, cpus_per_worker: float = 1.0):
+    """Train ``config.encoder`` on the ``train`` split of ``models`` (see
+    :func:`pipeline.dataset.labelled_models`), validating on ``val``. Returns the Ray Train result."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from pipeline.dataset import model_dataset
+
+    split = models.column("split")
+    train = models.filter(pa.compute.equal(split, "train"))
+    val = models.filter(pa.compute.equal(split, "val"))
+    config.good_threshold, config.metric_stats = label_statistics(train)
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=asdict(config),
+        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                               resources_per_worker={"CPU": cpus_per_worker}),
+        run_config=ray.train.RunConfig(name=run_name, storage_path=os.path.abspath(storage_path)
+                                       if "://" not in storage_path else storage_path,
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                                       failure_config=ray.train.FailureConfig(max_failures=2)),
+        datasets={"train": model_dataset(graphs_dir, train).materialize(),
+                  "val": model_dataset(graphs_dir, val).materialize()},
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]))
+    return trainer.fit()
+
+
+def load_trained(checkpoint_dir: str) -> tuple[nn.Module, TrainConfig]:
+    """The encoder (eval mode) and its training config from a checkpoint folder."""
+    state = torch.load(os.path.join(checkpoint_dir, "state.pt"), weights_only=True)
+    config = TrainConfig(**state["config"])
+    model = EncoderWithHead(build_encoder(config.encoder, **config.encoder_kwargs),
+                            config.encoder_kwargs.get("dim", 256))
+    model.load_state_dict(state["model"])
+    return model.encoder.eval(), config
+
+
+def evaluate(encoder: nn.Module, table: pa.Table) -> dict[str, float]:
+    """Retrieval metrics of ``encoder`` over model rows (relevant = same task and data set)."""
+    return retrieval_metrics(embed_table(EncoderWithHead(encoder, 1), table), _task_labels(table))
