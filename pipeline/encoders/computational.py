@@ -2,6 +2,8 @@
 encoders are this module with different settings (see :mod:`.scale_gmn`, :mod:`.neural_graphs`)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -35,7 +37,7 @@ class ComputationalGraphEncoder(nn.Module):
             raise ValueError("scale-aware message passing must be linear in the weights: bases=('w',)")
         self.scale_aware, self.bases, self.hidden = scale_aware, bases, hidden
         self.kind = nn.Embedding(len(NODE_KINDS), hidden)
-        self.depth = nn.Linear(1, hidden)
+        self.depth = nn.Linear(2, hidden)  # relative depth and log group size: invariant context
         self.bias_in = nn.Parameter(torch.randn(hidden))
         self.norm_in = nn.Linear(4, hidden)
         self.position_in = nn.Linear(hidden, hidden)
@@ -54,7 +56,7 @@ class ComputationalGraphEncoder(nn.Module):
         """Final node states per group ``[size, hidden]`` (equivariant: permuted and multiplied by
         ``q`` like the nodes) and the invariant per-group context vectors."""
         dtype = self.bias_in.dtype
-        context = [self.kind.weight[g.kind] + self.depth(torch.tensor([g.depth], dtype=dtype))
+        context = [self.kind.weight[g.kind] + self.depth(torch.tensor([g.depth, math.log(g.size)], dtype=dtype))
                    for g in graph.groups]
         states = [self._initial(graph, i, context[i]) for i in range(len(graph.groups))]
         bases = [edge_bases(b.weight, self.bases) if b.weight is not None else None for b in graph.blocks]

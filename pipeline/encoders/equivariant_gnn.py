@@ -2,6 +2,8 @@
 readout per layer and a GRU over layers."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -44,7 +46,7 @@ class EquivariantGNN(nn.Module):
         self.update_out = nn.ModuleList(_mlp(2 * hidden, hidden) for _ in range(layers))
         self.update_in = nn.ModuleList(_mlp(2 * hidden, hidden) for _ in range(layers))
         self.attend_out, self.attend_in = nn.Linear(hidden, 1), nn.Linear(hidden, 1)
-        self.layer_summary = nn.Linear(2 * hidden, hidden)
+        self.layer_summary = nn.Linear(2 * hidden + 2, hidden)
         self.gru = nn.GRU(hidden, hidden, batch_first=True)
         self.out = nn.Linear(hidden, dim)
 
@@ -63,7 +65,8 @@ class EquivariantGNN(nn.Module):
             x_in = x_in + update_in(torch.cat([x_in, m_in], -1))
         pooled_out = (torch.softmax(self.attend_out(x_out), 0) * x_out).sum(0)
         pooled_in = (torch.softmax(self.attend_in(x_in), 0) * x_in).sum(0)
-        return self.layer_summary(torch.cat([pooled_out, pooled_in]))
+        sizes = torch.tensor([math.log(weight.shape[0]), math.log(weight.shape[1])], dtype=weight.dtype)
+        return self.layer_summary(torch.cat([pooled_out, pooled_in, sizes]))
 
     def embed_one(self, graph: GraphInput) -> torch.Tensor:
         layers = [self.layer_vector(b.weight, graph.groups[b.dst].bias if graph.mode == "computational" else None)
