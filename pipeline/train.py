@@ -138,7 +138,8 @@ def train_loop(config_dict: dict) -> None:
             optimizer.step()
             losses.append(loss.item())
         val = retrieval_metrics(embed_table(model, val_table), _task_labels(val_table))
-        metrics = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+        metrics = {"epoch": epoch, "resumed_at_epoch": start_epoch,
+                   "loss": float(np.mean(losses)) if losses else float("nan"),
                    "val_p_at_1": val["p_at_1"], "val_map": val["map"]}
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = None

@@ -1,0 +1,98 @@
+"""Training pieces: retrieval metrics conventions, the contrastive loss, augmentations, and a real
+Ray Train run on the tiny zoo that checkpoints and resumes."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import torch
+
+from models import example_input, family_models
+from pipeline.augment import augment
+from pipeline.checkpoint import open_checkpoint, save_checkpoint
+from pipeline.graph import build_graph
+from pipeline.retrieval import retrieval_metrics
+from pipeline.train import contrastive_loss
+
+
+def test_retrieval_metrics_follow_trec_eval():
+    # labels a a b b. Query 0 ranks 2(b), 3(b), 1(a): P@1 0, AP 1/3; query 1 likewise 1/3;
+    # queries 2 and 3 find their match second: AP 1/2. MAP = 5/12; recall@2 = (0 + 0 + 1 + 1) / 4.
+    emb = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])
+    m = retrieval_metrics(emb, np.array(["a", "a", "b", "b"]), ks=(1, 2))
+    assert (m["p_at_1"], m["map"], m["r_at_2"]) == (0.0, pytest.approx(5 / 12), pytest.approx(0.5))
+    perfect = retrieval_metrics(np.array([[1, 0], [1, 0.1], [0, 1], [0.1, 1]]), ["a", "a", "b", "b"])
+    assert perfect["p_at_1"] == 1.0 and perfect["map"] == 1.0
+    # every item is ranked, so MAP equals scikit-learn's non-interpolated average precision
+    from sklearn.metrics import average_precision_score
+    rng = np.random.default_rng(0)
+    emb, labels = rng.normal(size=(40, 5)), rng.integers(0, 4, 40)
+    z = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    expected = np.mean([average_precision_score(np.delete(labels == labels[i], i), np.delete(z @ z[i], i))
+                        for i in range(40)])
+    assert retrieval_metrics(emb, labels)["map"] == pytest.approx(expected)
+
+
+def test_contrastive_loss_prefers_aligned_positives():
+    torch.manual_seed(0)
+    z = torch.randn(6, 8)
+    groups, good = torch.tensor([0, 0, 1, 1, 2, 2]), torch.ones(6, dtype=torch.bool)
+    aligned = contrastive_loss(z, z + 0.01 * torch.randn(6, 8), groups, good, 0.07)
+    shuffled = contrastive_loss(z, torch.randn(6, 8), groups, good, 0.07)
+    assert aligned < shuffled
+    # a low performer's only positive is its own other view
+    bad = good.clone()
+    bad[0] = False
+    assert contrastive_loss(z, z, groups, bad, 0.07) != contrastive_loss(z, z, groups, good, 0.07)
+
+
+@pytest.mark.parametrize("name", ["mlp_relu", "siren", "resnet_tv", "bert"])
+def test_augmentation_without_dropconnect_preserves_the_function(tmp_path, name):
+    model, metadata, _ = family_models()[name]
+    model = model.double()
+    save_checkpoint(model.state_dict(), str(tmp_path / "m.safetensors"), metadata)
+    graph = build_graph(open_checkpoint(str(tmp_path / "m.safetensors")))
+    view = augment(graph, np.random.default_rng(0), permute_fraction=1.0, dropconnect=0.0)
+    assert any(not np.array_equal(view.tensors[n], graph.tensors[n]) for n in graph.tensors)
+    x = example_input(name, model)
+    with torch.no_grad():
+        reference = model(x if x.dtype == torch.long else x.double())
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in view.tensors.items()})
+        moved = model(x if x.dtype == torch.long else x.double())
+    torch.testing.assert_close(moved, reference, rtol=1e-9, atol=1e-9)
+    dropped = augment(graph, np.random.default_rng(0), dropconnect=0.5)
+    weights = [b.tensor for b in graph.edge_blocks if b.tensor]
+    assert np.mean([np.mean(dropped.tensors[w] == 0) for w in weights]) > 0.3
+
+
+def test_ray_train_run_checkpoints_and_resumes(ray_session, tiny_zoo, tmp_path):
+    from pipeline.dataset import labelled_models, split_of
+    from pipeline.ingest import IngestConfig, run_ingest
+    from pipeline.train import TrainConfig, evaluate, fit_encoder, load_trained
+
+    folder, _ = tiny_zoo
+    graphs = str(tmp_path / "graphs")
+    run_ingest(IngestConfig([str(folder / "models")], graphs))
+    models = labelled_models(graphs, str(folder / "catalog.parquet"))
+    assert models.num_rows == 60 and set(models.column("split").to_pylist()) == {"train", "val", "test"}
+    assert all(split_of(s) == sp for s, sp in zip(models.column("seed").to_pylist(), models.column("split").to_pylist()))
+
+    config = TrainConfig(encoder="scale_gmn", encoder_kwargs={"dim": 32, "hidden": 32, "layers": 2}, epochs=1,
+                         batch_size=16)
+    first = fit_encoder(graphs, models, config, str(tmp_path / "runs"), "resume-test", cpus_per_worker=0.5)
+    assert (first.metrics["epoch"], first.metrics["resumed_at_epoch"]) == (0, 0) and first.checkpoint is not None
+    config = dataclasses.replace(config, epochs=2)
+    second = fit_encoder(graphs, models, config, str(tmp_path / "runs"), "resume-test", cpus_per_worker=0.5)
+    assert (second.metrics["epoch"], second.metrics["resumed_at_epoch"]) == (1, 1)  # not started over
+
+    with second.checkpoint.as_directory() as ckpt:
+        encoder, loaded = load_trained(ckpt)
+    assert loaded.epochs == 2 and loaded.good_threshold
+    test = models.filter(pc.equal(models.column("split"), "test"))
+    from pipeline.dataset import model_dataset
+    rows = pa.Table.from_pylist(model_dataset(graphs, test).take_all())
+    metrics = evaluate(encoder, rows)
+    assert 0.0 <= metrics["p_at_1"] <= 1.0 and 0.0 < metrics["map"] <= 1.0
