@@ -31,10 +31,17 @@ def _loguniform(rng, lo, hi) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
+SEEDS_PER_SETTING = 2
+
+
 def sample_spec(task: str, family: str, index: int, seed: int) -> dict:
-    """Hyperparameters of one model. ``hparams_key`` names the setting without its seed."""
-    rng = np.random.default_rng([seed, index, zlib.crc32(f"{task}/{family}".encode())])
-    spec = {"task": task, "family": family, "seed": int(rng.integers(0, 2**31)),
+    """Hyperparameters of one model. Consecutive indices share a hyperparameter setting and differ
+    in their training seed (``SEEDS_PER_SETTING`` each), so splits can hold out seeds or whole
+    settings; ``hparams_key`` names the setting."""
+    setting, replica = divmod(index, SEEDS_PER_SETTING)
+    rng = np.random.default_rng([seed, setting, zlib.crc32(f"{task}/{family}".encode())])
+    train_seed = int(np.random.default_rng([seed, setting, replica, 7]).integers(0, 2**31))
+    spec = {"task": task, "family": family, "seed": train_seed,
             "lr": round(_loguniform(rng, 3e-4, 1e-2), 6), "weight_decay": float(rng.choice([0.0, 1e-4, 1e-3])),
             "init": str(rng.choice(INITS)), "dropout": float(rng.choice([0.0, 0.0, 0.1])),
             "batch_size": int(rng.choice([32, 64, 128]))}
