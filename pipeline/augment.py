@@ -28,3 +28,31 @@ def augment(graph: WeightGraph, rng: np.random.Generator, permute_fraction: floa
                 t = tensors[block.tensor]
                 tensors[block.tensor] = np.where(rng.random(t.shape) < dropconnect, 0, t).astype(t.dtype)
     return dataclasses.replace(graph, tensors=tensors)
+
+
+def adversarial(graph: WeightGraph, spec: dict, rng: np.random.Generator, epsilon: float = 0.05,
+                examples: int = 256) -> WeightGraph:
+    """A hard negative: FGSM on the model's own task loss. Every parameter moves by ``epsilon``
+    times its tensor's standard deviation in the sign of the loss gradient, giving a nearby model
+    that computes something worse. ``spec``: the model's zoo catalog row (family, arch, activation,
+    dropout, task, image_index)."""
+    import json
+
+    import torch
+
+    from pipeline.zoo.train import build_model, spec_data
+
+    spec = {**spec, "arch": json.loads(spec["arch"]) if isinstance(spec["arch"], str) else spec["arch"]}
+    data = spec_data(spec)
+    model = build_model(spec, data.num_inputs, data.num_outputs)
+    model.load_state_dict({n: torch.from_numpy(np.array(t, dtype=np.float32)) for n, t in graph.tensors.items()})
+    pick = torch.from_numpy(rng.choice(len(data.x_train), min(examples, len(data.x_train)), replace=False))
+    params = dict(model.named_parameters())
+    loss = data.loss(model(data.x_train[pick]), data.y_train[pick])
+    grads = torch.autograd.grad(loss, list(params.values()))
+    tensors = dict(graph.tensors)
+    with torch.no_grad():
+        for (name, p), g in zip(params.items(), grads):
+            moved = p + epsilon * p.std(unbiased=False) * g.sign()
+            tensors[name] = moved.numpy().astype(graph.tensors[name].dtype)
+    return dataclasses.replace(graph, tensors=tensors)

@@ -12,7 +12,7 @@ from pipeline.checkpoint.fs import resolve
 from pipeline.graph.rows import graph_records, read_shard
 
 LABEL_COLUMNS = ["model_id", "task", "dataset", "family", "activation", "seed", "hparams_key", "metric_name",
-                 "test_metric"]
+                 "test_metric", "arch", "dropout", "image_index"]
 SPLITS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
 
@@ -37,7 +37,7 @@ def labelled_models(graphs_dir: str, catalog_path: str, split_by: str = "seed") 
         m = by_name.get(posixpath.basename(c["path"]))
         if m is None:
             continue
-        rows.append({"content_id": m["content_id"], "shard": m["shard"], **{k: c[k] for k in LABEL_COLUMNS},
+        rows.append({"content_id": m["content_id"], "shard": m["shard"], **{k: c.get(k) for k in LABEL_COLUMNS},
                      "split": split_of(c[split_by])})
     return pa.Table.from_pylist(rows)
 

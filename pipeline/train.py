@@ -4,6 +4,7 @@ Loss (first seed): multi-positive InfoNCE at temperature ``tau`` over two augmen
 model in the batch, where the positives of a view are the other view of the same model and the views
 of other *well-performing* models of the same task (``test_metric`` at or above the task's 25th
 percentile); every other model in the batch, including the task's low performers, is a negative.
+Adversarial copies of the batch's models (FGSM on their own task loss) join as negatives only.
 Plus ``lambda`` times the MSE of a metric head predicting the model's standardized test metric.
 
 Runs as ``TorchTrainer(train_loop, ScalingConfig(num_workers, use_gpu))`` on CPU or GPU workers; each
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pipeline.augment import augment
+from pipeline.augment import adversarial, augment
 from pipeline.encoders import build_encoder, prepare
 from pipeline.graph.rows import records_to_graphs
 from pipeline.retrieval import retrieval_metrics
@@ -39,10 +40,14 @@ class TrainConfig:
     weight_decay: float = 1e-4
     temperature: float = 0.07
     metric_weight: float = 0.8
+    adversarial: bool = True     # FGSM copies of each model as extra negatives
     seed: int = 0
     # filled from the training split by fit_encoder:
     good_threshold: dict = field(default_factory=dict)   # task -> test_metric 25th percentile
     metric_stats: dict = field(default_factory=dict)     # metric_name -> (mean, std)
+
+
+ADVERSARIAL_FIELDS = ("family", "arch", "activation", "dropout", "task", "image_index")
 
 
 class EncoderWithHead(nn.Module):
@@ -59,8 +64,9 @@ class EncoderWithHead(nn.Module):
 
 
 def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, groups: torch.Tensor, good: torch.Tensor,
-                     temperature: float) -> torch.Tensor:
-    """Multi-positive InfoNCE over ``2B`` views: ``-log`` of the softmax mass on the positives."""
+                     temperature: float, negatives: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-positive InfoNCE over ``2B`` views: ``-log`` of the softmax mass on the positives.
+    ``negatives [M, dim]`` (adversarial copies) are extra candidates that are never positive."""
     z = F.normalize(torch.cat([z1, z2]), dim=-1)
     n = len(z1)
     sim = z @ z.T / temperature
@@ -69,7 +75,10 @@ def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, groups: torch.Tensor, g
     g, ok = groups.repeat(2), good.repeat(2)
     positive = same_model | ((g[:, None] == g[None, :]) & ok[:, None] & ok[None, :] & ~eye)
     sim = sim.masked_fill(eye, float("-inf"))
-    return (torch.logsumexp(sim, 1) - torch.logsumexp(sim.masked_fill(~positive, float("-inf")), 1)).mean()
+    positive_mass = torch.logsumexp(sim.masked_fill(~positive, float("-inf")), 1)
+    if negatives is not None and len(negatives):
+        sim = torch.cat([sim, z @ F.normalize(negatives, dim=-1).T / temperature], 1)
+    return (torch.logsumexp(sim, 1) - positive_mass).mean()
 
 
 def batch_labels(table: pa.Table, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -131,7 +140,12 @@ def train_loop(config_dict: dict) -> None:
             groups, good, target = batch_labels(table, config)
             views = [[prepare(augment(g, rng)) for g in graphs] for _ in range(2)]
             (z1, m1), (z2, m2) = model(views[0]), model(views[1])
-            loss = (contrastive_loss(z1, z2, groups, good, config.temperature)
+            negatives = None
+            if config.adversarial:
+                specs = table.select([f"label_{c}" for c in ADVERSARIAL_FIELDS]).to_pylist()
+                copies = [prepare(adversarial(g, {k[6:]: v for k, v in s.items()}, rng)) for g, s in zip(graphs, specs)]
+                negatives = model(copies)[0]
+            loss = (contrastive_loss(z1, z2, groups, good, config.temperature, negatives)
                     + config.metric_weight * 0.5 * (F.mse_loss(m1, target) + F.mse_loss(m2, target)))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -96,3 +96,24 @@ def test_ray_train_run_checkpoints_and_resumes(ray_session, tiny_zoo, tmp_path):
     rows = pa.Table.from_pylist(model_dataset(graphs, test).take_all())
     metrics = evaluate(encoder, rows)
     assert 0.0 <= metrics["p_at_1"] <= 1.0 and 0.0 < metrics["map"] <= 1.0
+
+
+def test_adversarial_copy_is_nearby_and_worse(tiny_zoo):
+    from pipeline.augment import adversarial
+    from pipeline.zoo.train import build_model, spec_data
+
+    folder, catalog = tiny_zoo
+    for row in [r for r in catalog.to_pylist() if r["family"] in ("mlp", "cnn")][:2]:
+        graph = build_graph(open_checkpoint(str(folder / row["path"])))
+        copy = adversarial(graph, row, np.random.default_rng(0), epsilon=0.05)
+        spec = {**row, "arch": __import__("json").loads(row["arch"])}
+        data = spec_data(spec)
+
+        def loss(tensors):
+            model = build_model(spec, data.num_inputs, data.num_outputs).eval()
+            model.load_state_dict({n: torch.from_numpy(np.array(t)) for n, t in tensors.items()})
+            with torch.no_grad():
+                return float(data.loss(model(data.x_train), data.y_train))
+        relative = max(float(np.abs(copy.tensors[n] - t).max() / (np.abs(t).max() + 1e-12))
+                       for n, t in graph.tensors.items())
+        assert 0 < relative < 0.2 and loss(copy.tensors) > loss(graph.tensors)

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
@@ -47,26 +48,51 @@ def _metric(kind: str, out: torch.Tensor, y: torch.Tensor) -> float:
     return float(1 - F.mse_loss(out, y) / y.var(unbiased=False).clamp_min(1e-12))  # R^2
 
 
+@dataclass
+class SpecData:
+    """A spec's training and test tensors, shaped for its family, and what they are."""
+    kind: str            # classification | regression | sequence | inr
+    dataset: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_inputs: int
+    num_outputs: int
+    label: int           # the digit of an INR's image, else -1
+
+    @property
+    def loss(self):
+        return F.cross_entropy if self.kind in ("classification", "sequence") else F.mse_loss
+
+
+def spec_data(spec: dict) -> SpecData:
+    """The data a zoo model of ``spec`` is trained and tested on."""
+    if spec["family"] == "inr":
+        *arrays, label = digit_image(spec["image_index"])
+        x_tr, y_tr, x_te, y_te = map(torch.from_numpy, arrays)
+        return SpecData("inr", "sklearn.digits", x_tr, y_tr, x_te, y_te, 2, 1, label)
+    data = load_task(spec["task"])
+    x_tr, y_tr, x_te, y_te = (torch.from_numpy(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test))
+    if data.kind == "sequence":
+        x_tr, x_te = x_tr.long(), x_te.long()
+    if spec["family"] in ("mlp", "resnet"):
+        x_tr, x_te = x_tr.flatten(1), x_te.flatten(1)
+    return SpecData(data.kind, data.dataset, x_tr, y_tr, x_te, y_te, data.num_inputs, data.num_outputs, -1)
+
+
 def train_model(spec: dict, out_dir: str) -> dict:
     """Train ``spec``, write ``<out_dir>/models/<model_id>.safetensors``; return its catalog row."""
     started = time.perf_counter()
     torch.manual_seed(spec["seed"])
-    if spec["family"] == "inr":
-        *arrays, label = digit_image(spec["image_index"])
-        x_tr, y_tr, x_te, y_te = map(torch.from_numpy, arrays)
-        kind, dataset, num_in, num_out = "inr", "sklearn.digits", 2, 1
-    else:
-        data = load_task(spec["task"])
-        x_tr, y_tr, x_te, y_te = (torch.from_numpy(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test))
-        if data.kind == "sequence":
-            x_tr, x_te = x_tr.long(), x_te.long()
-        kind, dataset, num_in, num_out, label = data.kind, data.dataset, data.num_inputs, data.num_outputs, -1
-    if spec["family"] in ("mlp", "resnet"):
-        x_tr, x_te = x_tr.flatten(1), x_te.flatten(1)
+    data = spec_data(spec)
+    kind, dataset, label = data.kind, data.dataset, data.label
+    x_tr, y_tr, x_te, y_te = data.x_train, data.y_train, data.x_test, data.y_test
+    num_in, num_out = data.num_inputs, data.num_outputs
     model = build_model(spec, num_in, num_out)
     _initialize(model, spec["init"])
     opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"], weight_decay=spec["weight_decay"])
-    loss_fn = F.cross_entropy if kind in ("classification", "sequence") else F.mse_loss
+    loss_fn = data.loss
     gen = torch.Generator().manual_seed(spec["seed"])
     n, bs = len(x_tr), spec["batch_size"]
     model.train()
@@ -86,6 +112,7 @@ def train_model(spec: dict, out_dir: str) -> dict:
     metric_name = {"classification": "accuracy", "sequence": "accuracy", "inr": "psnr"}.get(kind, "r2")
     row = {"model_id": spec["model_id"], "path": path, "task": spec["task"], "dataset": dataset,
            "family": spec["family"], "activation": spec["activation"], "label": label,
+           "image_index": spec.get("image_index", -1),
            "seed": spec["seed"], "lr": spec["lr"], "weight_decay": spec["weight_decay"], "init": spec["init"],
            "dropout": spec["dropout"], "epochs": spec["epochs"], "batch_size": spec["batch_size"],
            "arch": json.dumps(spec["arch"], sort_keys=True), "hparams_key": spec["hparams_key"],
