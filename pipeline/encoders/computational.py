@@ -9,7 +9,7 @@ from torch import nn
 
 from pipeline.encoders.bases import edge_bases
 from pipeline.encoders.conv import EdgeMessage, SymmetricUpdate
-from pipeline.encoders.conv.symmetric_update import canonicalize
+from pipeline.encoders.conv.symmetric_update import TINY, canonicalize
 from pipeline.encoders.inputs import GraphInput, positional_features
 from pipeline.graph.schema import NODE_KINDS
 
@@ -42,8 +42,10 @@ class ComputationalGraphEncoder(nn.Module):
         self.norm_in = nn.Linear(4, hidden)
         self.position_in = nn.Linear(hidden, hidden)
         self.messages = nn.ModuleList(EdgeMessage(len(bases), hidden, hidden, max_kernel) for _ in range(layers))
+        self.input_messages = nn.ModuleList(EdgeMessage(len(bases), hidden, hidden, max_kernel) for _ in range(layers))
         self.skips = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in range(layers))
         self.updates = nn.ModuleList(SymmetricUpdate(hidden) for _ in range(layers))
+        self.node_readout = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.readout = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.attention = nn.Linear(hidden, 1)
         self.out = nn.Linear(hidden, dim)
@@ -61,7 +63,10 @@ class ComputationalGraphEncoder(nn.Module):
         states = [self._initial(graph, i, context[i]) for i in range(len(graph.groups))]
         bases = [edge_bases(b.weight, self.bases) if b.weight is not None else None for b in graph.blocks]
         incoming = {i: [(b, bases[k]) for k, b in enumerate(graph.blocks) if b.dst == i] for i in graph.order}
-        for message, skip, update in zip(self.messages, self.skips, self.updates):
+        inputs = [i for i in graph.order if not incoming[i]]
+        outgoing = {i: [(b, [x.transpose(0, 1) for x in bases[k]]) for k, b in enumerate(graph.blocks)
+                        if b.src == i and bases[k] is not None] for i in inputs}
+        for message, input_message, skip, update in zip(self.messages, self.input_messages, self.skips, self.updates):
             for i in graph.order:
                 if not incoming[i]:
                     continue
@@ -70,7 +75,21 @@ class ComputationalGraphEncoder(nn.Module):
                     term = skip(states[block.src]) if block_bases is None else message(block_bases, states[block.src])
                     m = term if m is None else m + term
                 states[i] = update(states[i], m, self.symmetry(graph, i), context[i])
+            for i in inputs:  # input neurons learn how the network reads them (invariant messages)
+                terms = [input_message(t_bases, self._invariant_source(states[b.dst], self.symmetry(graph, b.dst)))
+                         for b, t_bases in outgoing[i]]
+                if terms:
+                    states[i] = update(states[i], sum(terms), "none", context[i])
         return states, context
+
+    @staticmethod
+    def _invariant_source(x: torch.Tensor, symmetry: str) -> torch.Tensor:
+        """States of a group as seen through its incoming weights ``w_vu`` (which scale by ``q_v``):
+        ``x_v / ||x_v||^2`` scales by ``1/q_v`` for positive scaling, so ``w_vu x_v / ||x_v||^2`` is
+        invariant; with signs, ``w_vu x_v`` already is (``q_v^2 = 1``)."""
+        if symmetry == "perm_scale":
+            return x / x.square().sum(-1, keepdim=True).clamp_min(TINY)
+        return x
 
     def _initial(self, graph: GraphInput, i: int, context: torch.Tensor) -> torch.Tensor:
         g = graph.groups[i]
@@ -87,7 +106,7 @@ class ComputationalGraphEncoder(nn.Module):
     def embed_one(self, graph: GraphInput) -> torch.Tensor:
         states, context = self.node_states(graph)
         summaries = torch.stack([
-            self.readout(torch.cat([canonicalize(x, self.symmetry(graph, i)).mean(0), context[i]]))
+            self.readout(torch.cat([self.node_readout(canonicalize(x, self.symmetry(graph, i))).mean(0), context[i]]))
             for i, x in enumerate(states)])
         weights = torch.softmax(self.attention(summaries), dim=0)
         return self.out((weights * summaries).sum(0))
