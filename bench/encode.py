@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 from pipeline.zoo.synthetic import BERT_5M, SMALL_CNN, bert_shapes, num_params, write_random

@@ -13,7 +13,6 @@ one JSON line.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import resource

@@ -13,25 +13,18 @@ import json
 import os
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
-from pipeline.dataset import labelled_models, model_dataset
+from pipeline.dataset import labelled_models, model_table, split
 from pipeline.encoders import ENCODERS, build_encoder, prepare
 from pipeline.graph.rows import records_to_graphs
 from pipeline.ray_utils import ensure_ray
 from pipeline.train import TrainConfig, evaluate, fit_encoder, load_trained
 
 
-def _split(models: pa.Table, name: str) -> pa.Table:
-    return models.filter(pc.equal(models.column("split"), name))
-
-
 def run_one(name: str, args, models: pa.Table, test: pa.Table) -> dict:
     if name == "pca":
-        train_rows = model_dataset(args.graphs, _split(models, "train")).to_arrow_refs()
-        import ray
-        train_table = pa.concat_tables(ray.get(train_rows))
+        train_table = model_table(args.graphs, split(models, "train"))
         encoder = build_encoder("pca", dim=args.dim).fit([prepare(g) for g in records_to_graphs(train_table)])
     else:
         config = TrainConfig(encoder=name, encoder_kwargs={"dim": args.dim}, epochs=args.epochs,
@@ -69,8 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
 
     models = labelled_models(args.graphs, args.catalog, args.split_by)
-    test_rows = model_dataset(args.graphs, _split(models, "test")).take_all()
-    test = pa.Table.from_pylist(test_rows)
+    test = model_table(args.graphs, split(models, "test"))
     names = sorted(ENCODERS) if args.compare else [args.encoder]
     report = {name: run_one(name, args, models, test) for name in names}
     print(f"\ntest split ({test.num_rows} models, split by {args.split_by}; relevant = same task and data set)")

@@ -6,6 +6,7 @@ import posixpath
 import zlib
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.checkpoint.fs import resolve
@@ -67,3 +68,16 @@ def model_dataset(graphs_dir: str, models: pa.Table):
     return (ray.data.from_items([{"shard": s} for s in shards], override_num_blocks=max(1, len(shards)))
             .map_batches(_read_shards, fn_kwargs={"graphs_dir": graphs_dir, "labels": labels}, batch_size=1,
                          batch_format="pyarrow"))
+
+
+def split(models: pa.Table, name: str) -> pa.Table:
+    """The rows of ``models`` in split ``name`` (train, val or test)."""
+    return models.filter(pc.equal(models.column("split"), name))
+
+
+def model_table(graphs_dir: str, models: pa.Table) -> pa.Table:
+    """All of :func:`model_dataset` as one Arrow table (for evaluation and fitting baselines)."""
+    import ray
+
+    refs = model_dataset(graphs_dir, models).to_arrow_refs()
+    return pa.concat_tables(ray.get(refs))

@@ -17,7 +17,6 @@ never committed are deleted at start-up.
 """
 from __future__ import annotations
 
-import posixpath
 import time
 import uuid
 from dataclasses import dataclass

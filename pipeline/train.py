@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -190,11 +189,9 @@ def fit_encoder(graphs_dir: str, models: pa.Table, config: TrainConfig, storage_
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from pipeline.dataset import model_dataset
+    from pipeline.dataset import model_dataset, split
 
-    split = models.column("split")
-    train = models.filter(pa.compute.equal(split, "train"))
-    val = models.filter(pa.compute.equal(split, "val"))
+    train, val = split(models, "train"), split(models, "val")
     config.good_threshold, config.metric_stats = label_statistics(train)
     trainer = TorchTrainer(
         train_loop, train_loop_config=asdict(config),

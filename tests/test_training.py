@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 import torch
 
@@ -91,10 +89,8 @@ def test_ray_train_run_checkpoints_and_resumes(ray_session, tiny_zoo, tmp_path):
     with second.checkpoint.as_directory() as ckpt:
         encoder, loaded = load_trained(ckpt)
     assert loaded.epochs == 2 and loaded.good_threshold
-    test = models.filter(pc.equal(models.column("split"), "test"))
-    from pipeline.dataset import model_dataset
-    rows = pa.Table.from_pylist(model_dataset(graphs, test).take_all())
-    metrics = evaluate(encoder, rows)
+    from pipeline.dataset import model_table, split
+    metrics = evaluate(encoder, model_table(graphs, split(models, "test")))
     assert 0.0 <= metrics["p_at_1"] <= 1.0 and 0.0 < metrics["map"] <= 1.0
 
 

@@ -39,8 +39,9 @@ def sample_spec(task: str, family: str, index: int, seed: int) -> dict:
     in their training seed (``SEEDS_PER_SETTING`` each), so splits can hold out seeds or whole
     settings; ``hparams_key`` names the setting."""
     setting, replica = divmod(index, SEEDS_PER_SETTING)
-    rng = np.random.default_rng([seed, setting, zlib.crc32(f"{task}/{family}".encode())])
-    train_seed = int(np.random.default_rng([seed, setting, replica, 7]).integers(0, 2**31))
+    cell = zlib.crc32(f"{task}/{family}".encode())
+    rng = np.random.default_rng([seed, setting, cell])
+    train_seed = int(np.random.default_rng([seed, setting, cell, replica]).integers(0, 2**31))
     spec = {"task": task, "family": family, "seed": train_seed,
             "lr": round(_loguniform(rng, 3e-4, 1e-2), 6), "weight_decay": float(rng.choice([0.0, 1e-4, 1e-3])),
             "init": str(rng.choice(INITS)), "dropout": float(rng.choice([0.0, 0.0, 0.1])),
