@@ -30,6 +30,15 @@ def augment(graph: WeightGraph, rng: np.random.Generator, permute_fraction: floa
     return dataclasses.replace(graph, tensors=tensors)
 
 
+def rebuildable(spec: dict) -> bool:
+    """Whether :func:`adversarial` can rebuild a model from its catalog row (zoo members only)."""
+    from pipeline.zoo.tasks import TASKS
+
+    if spec.get("family") == "inr":
+        return spec.get("image_index") is not None and spec["image_index"] >= 0
+    return spec.get("task") in TASKS and bool(spec.get("arch"))
+
+
 def adversarial(graph: WeightGraph, spec: dict, rng: np.random.Generator, epsilon: float = 0.05,
                 examples: int = 256) -> WeightGraph:
     """A hard negative: FGSM on the model's own task loss. Every parameter moves by ``epsilon``

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pipeline.augment import adversarial, augment
+from pipeline.augment import adversarial, augment, rebuildable
 from pipeline.encoders import build_encoder, prepare
 from pipeline.graph.rows import records_to_graphs
 from pipeline.retrieval import retrieval_metrics
@@ -141,9 +141,10 @@ def train_loop(config_dict: dict) -> None:
             (z1, m1), (z2, m2) = model(views[0]), model(views[1])
             negatives = None
             if config.adversarial:
-                specs = table.select([f"label_{c}" for c in ADVERSARIAL_FIELDS]).to_pylist()
-                copies = [prepare(adversarial(g, {k[6:]: v for k, v in s.items()}, rng)) for g, s in zip(graphs, specs)]
-                negatives = model(copies)[0]
+                specs = [{k[6:]: v for k, v in s.items()}
+                         for s in table.select([f"label_{c}" for c in ADVERSARIAL_FIELDS]).to_pylist()]
+                copies = [prepare(adversarial(g, s, rng)) for g, s in zip(graphs, specs) if rebuildable(s)]
+                negatives = model(copies)[0] if copies else None
             loss = (contrastive_loss(z1, z2, groups, good, config.temperature, negatives)
                     + config.metric_weight * 0.5 * (F.mse_loss(m1, target) + F.mse_loss(m2, target)))
             optimizer.zero_grad(set_to_none=True)
