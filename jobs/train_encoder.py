@@ -66,9 +66,10 @@ def main(argv: list[str] | None = None) -> dict:
     names = sorted(ENCODERS) if args.compare else [args.encoder]
     report = {name: run_one(name, args, models, test) for name in names}
     print(f"\ntest split ({test.num_rows} models, split by {args.split_by}; relevant = same task and data set)")
-    print(f"{'encoder':<20}{'P@1':>8}{'P@5':>8}{'P@10':>8}{'mAP':>8}")
+    print(f"{'encoder':<20}{'P@1':>8}{'P@5':>8}{'P@10':>8}{'mAP':>8}{'broken-copy cos':>17}{'broken-copy top1':>18}")
     for name, m in report.items():
-        print(f"{name:<20}{m['p_at_1']:>8.3f}{m['p_at_5']:>8.3f}{m['p_at_10']:>8.3f}{m['map']:>8.3f}")
+        print(f"{name:<20}{m['p_at_1']:>8.3f}{m['p_at_5']:>8.3f}{m['p_at_10']:>8.3f}{m['map']:>8.3f}"
+              f"{m['broken_copy_cos']:>17.4f}{m['broken_copy_top1']:>18.3f}")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"{args.run_name}-report.json"), "w") as f:
         json.dump(report, f, indent=2)

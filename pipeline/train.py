@@ -91,16 +91,11 @@ def batch_labels(table: pa.Table, config: TrainConfig) -> tuple[torch.Tensor, to
     return torch.tensor([ids[t] for t in tasks]), torch.tensor(good), torch.tensor(target, dtype=torch.float32)
 
 
-def embed_table(model: nn.Module, table: pa.Table, batch_size: int = 64) -> np.ndarray:
+def _validation_embeddings(model: nn.Module, table: pa.Table) -> np.ndarray:
     encoder = model.module.encoder if hasattr(model, "module") else model.encoder
-    encoder.eval()
-    out = []
-    with torch.no_grad():
-        graphs = [prepare(g) for g in records_to_graphs(table)]
-        for start in range(0, len(graphs), batch_size):
-            out.append(encoder(graphs[start:start + batch_size]).numpy())
+    z = embed_graphs(encoder, list(records_to_graphs(table)))
     encoder.train()
-    return np.concatenate(out) if out else np.zeros((0, 1))
+    return z
 
 
 def train_loop(config_dict: dict) -> None:
@@ -151,7 +146,7 @@ def train_loop(config_dict: dict) -> None:
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        val = retrieval_metrics(embed_table(model, val_table), _task_labels(val_table))
+        val = retrieval_metrics(_validation_embeddings(model, val_table), _task_labels(val_table))
         metrics = {"epoch": epoch, "resumed_at_epoch": start_epoch,
                    "loss": float(np.mean(losses)) if losses else float("nan"),
                    "val_p_at_1": val["p_at_1"], "val_map": val["map"]}
@@ -218,6 +213,33 @@ def load_trained(checkpoint_dir: str) -> tuple[nn.Module, TrainConfig]:
     return model.encoder.eval(), config
 
 
-def evaluate(encoder: nn.Module, table: pa.Table) -> dict[str, float]:
-    """Retrieval metrics of ``encoder`` over model rows (relevant = same task and data set)."""
-    return retrieval_metrics(embed_table(EncoderWithHead(encoder, 1), table), _task_labels(table))
+def evaluate(encoder: nn.Module, table: pa.Table, seed: int = 0) -> dict[str, float]:
+    """Retrieval metrics of ``encoder`` over model rows (relevant = same task and data set), and
+    what it makes of *broken copies*: each model with one hidden layer's rows permuted but not the
+    next layer's columns (a different function). ``broken_copy_cos``: mean cosine similarity of a
+    model and its broken copy; ``broken_copy_top1``: how often the broken copy is the model's
+    nearest neighbour among all models and copies (an encoder blind to wiring says 1.0)."""
+    import dataclasses
+
+    from pipeline.symmetry import uncoupled_permutation
+
+    graphs = list(records_to_graphs(table))
+    rng = np.random.default_rng(seed)
+    z = embed_graphs(encoder, graphs)
+    broken = embed_graphs(encoder, [dataclasses.replace(g, tensors=uncoupled_permutation(g, rng)) for g in graphs])
+    metrics = retrieval_metrics(z, _task_labels(table))
+    unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)  # noqa: E731
+    zu, bu = unit(z), unit(broken)
+    sim = zu @ np.concatenate([zu, bu]).T
+    np.fill_diagonal(sim[:, :len(z)], -np.inf)
+    metrics["broken_copy_cos"] = float(np.mean(np.sum(zu * bu, 1)))
+    metrics["broken_copy_top1"] = float(np.mean(sim.argmax(1) == np.arange(len(z)) + len(z)))
+    return metrics
+
+
+def embed_graphs(encoder: nn.Module, graphs: list, batch_size: int = 64) -> np.ndarray:
+    """``[len(graphs), dim]`` embeddings, in eval mode."""
+    encoder.eval()
+    with torch.no_grad():
+        inputs = [prepare(g) for g in graphs]
+        return np.concatenate([encoder(inputs[i:i + batch_size]).numpy() for i in range(0, len(inputs), batch_size)])
