@@ -69,7 +69,7 @@ def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, groups: torch.Tensor, g
     z = F.normalize(torch.cat([z1, z2]), dim=-1)
     n = len(z1)
     sim = z @ z.T / temperature
-    eye = torch.eye(2 * n, dtype=torch.bool)
+    eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     same_model = torch.roll(eye, n, dims=1)
     g, ok = groups.repeat(2), good.repeat(2)
     positive = same_model | ((g[:, None] == g[None, :]) & ok[:, None] & ok[None, :] & ~eye)
@@ -111,11 +111,12 @@ def train_loop(config_dict: dict) -> None:
     model = ray.train.torch.prepare_model(EncoderWithHead(encoder, dim),
                                           parallel_strategy_kwargs={"find_unused_parameters": True})
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    device = ray.train.torch.get_device()
     start_epoch = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
-            state = torch.load(os.path.join(folder, "state.pt"), weights_only=True)
+            state = torch.load(os.path.join(folder, "state.pt"), weights_only=True, map_location=device)
         (model.module if hasattr(model, "module") else model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"] + 1
@@ -131,14 +132,14 @@ def train_loop(config_dict: dict) -> None:
             graphs = list(records_to_graphs(table))
             if len(graphs) < 2:
                 continue
-            groups, good, target = batch_labels(table, config)
-            views = [[prepare(augment(g, rng)) for g in graphs] for _ in range(2)]
+            groups, good, target = (t.to(device) for t in batch_labels(table, config))
+            views = [[prepare(augment(g, rng)).to(device) for g in graphs] for _ in range(2)]
             (z1, m1), (z2, m2) = model(views[0]), model(views[1])
             negatives = None
             if config.adversarial:
                 specs = [{k[6:]: v for k, v in s.items()}
                          for s in table.select([f"label_{c}" for c in ADVERSARIAL_FIELDS]).to_pylist()]
-                copies = [prepare(adversarial(g, s, rng)) for g, s in zip(graphs, specs) if rebuildable(s)]
+                copies = [prepare(adversarial(g, s, rng)).to(device) for g, s in zip(graphs, specs) if rebuildable(s)]
                 negatives = model(copies)[0] if copies else None
             loss = (contrastive_loss(z1, z2, groups, good, config.temperature, negatives)
                     + config.metric_weight * 0.5 * (F.mse_loss(m1, target) + F.mse_loss(m2, target)))
@@ -205,7 +206,7 @@ def fit_encoder(graphs_dir: str, models: pa.Table, config: TrainConfig, storage_
 
 def load_trained(checkpoint_dir: str) -> tuple[nn.Module, TrainConfig]:
     """The encoder (eval mode) and its training config from a checkpoint folder."""
-    state = torch.load(os.path.join(checkpoint_dir, "state.pt"), weights_only=True)
+    state = torch.load(os.path.join(checkpoint_dir, "state.pt"), weights_only=True, map_location="cpu")
     config = TrainConfig(**state["config"])
     model = EncoderWithHead(build_encoder(config.encoder, **config.encoder_kwargs),
                             config.encoder_kwargs.get("dim", 256))
@@ -238,8 +239,10 @@ def evaluate(encoder: nn.Module, table: pa.Table, seed: int = 0) -> dict[str, fl
 
 
 def embed_graphs(encoder: nn.Module, graphs: list, batch_size: int = 64) -> np.ndarray:
-    """``[len(graphs), dim]`` embeddings, in eval mode."""
+    """``[len(graphs), dim]`` embeddings, in eval mode, on the encoder's device."""
     encoder.eval()
+    device = next(iter(encoder.parameters()), next(iter(encoder.buffers()), None)).device
     with torch.no_grad():
-        inputs = [prepare(g) for g in graphs]
-        return np.concatenate([encoder(inputs[i:i + batch_size]).numpy() for i in range(0, len(inputs), batch_size)])
+        inputs = [prepare(g).to(device) for g in graphs]
+        return np.concatenate([encoder(inputs[i:i + batch_size]).cpu().numpy()
+                               for i in range(0, len(inputs), batch_size)])

@@ -41,7 +41,7 @@ class PCAEncoder(nn.Module):
         return self
 
     def forward(self, graphs: list[GraphInput]) -> torch.Tensor:
-        x = torch.stack([flat_weights(g, self.length) for g in graphs]).to(self.mean.dtype)
+        x = torch.stack([flat_weights(g, self.length) for g in graphs]).to(self.mean)
         return (x - self.mean) @ self.components.T
 
 
@@ -69,8 +69,8 @@ class WeightTransformer(nn.Module):
     def forward(self, graphs: list[GraphInput]) -> torch.Tensor:
         tokens = [self.tokens(g) for g in graphs]
         n = max(len(t) for t in tokens)
-        batch = torch.stack([torch.nn.functional.pad(t, (0, 0, 0, n - len(t))) for t in tokens]).to(self.position.dtype)
-        mask = torch.stack([torch.arange(n) >= len(t) for t in tokens])
+        batch = torch.stack([torch.nn.functional.pad(t, (0, 0, 0, n - len(t))) for t in tokens]).to(self.position)
+        mask = torch.stack([torch.arange(n, device=batch.device) >= len(t) for t in tokens])
         h = self.encoder(self.embed(batch) + self.position[:n], src_key_padding_mask=mask)
         keep = (~mask).unsqueeze(-1).to(h.dtype)
         return self.out((h * keep).sum(1) / keep.sum(1))

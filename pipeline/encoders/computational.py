@@ -57,8 +57,9 @@ class ComputationalGraphEncoder(nn.Module):
     def node_states(self, graph: GraphInput) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Final node states per group ``[size, hidden]`` (equivariant: permuted and multiplied by
         ``q`` like the nodes) and the invariant per-group context vectors."""
-        dtype = self.bias_in.dtype
-        context = [self.kind.weight[g.kind] + self.depth(torch.tensor([g.depth, math.log(g.size)], dtype=dtype))
+        dtype, device = self.bias_in.dtype, self.bias_in.device
+        context = [self.kind.weight[g.kind]
+                   + self.depth(torch.tensor([g.depth, math.log(g.size)], dtype=dtype, device=device))
                    for g in graph.groups]
         states = [self._initial(graph, i, context[i]) for i in range(len(graph.groups))]
         bases = [edge_bases(b.weight, self.bases) if b.weight is not None else None for b in graph.blocks]
@@ -93,14 +94,15 @@ class ComputationalGraphEncoder(nn.Module):
 
     def _initial(self, graph: GraphInput, i: int, context: torch.Tensor) -> torch.Tensor:
         g = graph.groups[i]
-        dtype = self.bias_in.dtype
-        x = g.bias[:, None] * self.bias_in if g.bias is not None else torch.zeros(g.size, self.hidden, dtype=dtype)
+        dtype, device = self.bias_in.dtype, self.bias_in.device
+        x = (g.bias[:, None] * self.bias_in if g.bias is not None
+             else torch.zeros(g.size, self.hidden, dtype=dtype, device=device))
         if self.symmetry(graph, i) in _SCALED:
             return x  # scales with q: nothing invariant may be added
         if g.norm is not None:
             x = x + self.norm_in(g.norm)
         if g.kind in _POSITIONAL:
-            x = x + self.position_in(positional_features(g.size, self.hidden, dtype))
+            x = x + self.position_in(positional_features(g.size, self.hidden, dtype).to(device))
         return x + context
 
     def embed_one(self, graph: GraphInput) -> torch.Tensor:

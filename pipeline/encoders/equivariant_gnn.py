@@ -53,7 +53,7 @@ class EquivariantGNN(nn.Module):
     def layer_vector(self, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """One layer graph ``weight [dst, src, F]`` (+ its out-nodes' bias) -> ``[hidden]``."""
         row = _stats(weight, (1, 2))
-        bias = bias if bias is not None else torch.zeros(len(weight), dtype=weight.dtype)
+        bias = bias if bias is not None else torch.zeros(len(weight), dtype=weight.dtype, device=weight.device)
         x_out = self.out_init(torch.cat([row, bias[:, None]], -1))
         x_in = self.in_init(_stats(weight, (0, 2)))
         bases = edge_bases(weight, _BASES)
@@ -65,7 +65,8 @@ class EquivariantGNN(nn.Module):
             x_in = x_in + update_in(torch.cat([x_in, m_in], -1))
         pooled_out = (torch.softmax(self.attend_out(x_out), 0) * x_out).sum(0)
         pooled_in = (torch.softmax(self.attend_in(x_in), 0) * x_in).sum(0)
-        sizes = torch.tensor([math.log(weight.shape[0]), math.log(weight.shape[1])], dtype=weight.dtype)
+        sizes = torch.tensor([math.log(weight.shape[0]), math.log(weight.shape[1])], dtype=weight.dtype,
+                             device=weight.device)
         return self.layer_summary(torch.cat([pooled_out, pooled_in, sizes]))
 
     def embed_one(self, graph: GraphInput) -> torch.Tensor:

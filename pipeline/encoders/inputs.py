@@ -44,8 +44,12 @@ class GraphInput:
     mode: str
     num_params: int
 
-    def incoming(self, index: int) -> list[Block]:
-        return [b for b in self.blocks if b.dst == index]
+    def to(self, device) -> "GraphInput":
+        """A copy with every tensor on ``device``."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        groups = [Group(g.index, g.size, g.kind, g.symmetry, g.depth, move(g.bias), move(g.norm)) for g in self.groups]
+        blocks = [Block(b.src, b.dst, b.kind, move(b.weight)) for b in self.blocks]
+        return GraphInput(groups, blocks, self.order, self.family, self.mode, self.num_params)
 
 
 def _f32(array: np.ndarray) -> torch.Tensor:
