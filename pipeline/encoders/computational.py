@@ -20,7 +20,8 @@ _POSITIONAL = (NODE_KINDS.index("input"), NODE_KINDS.index("output"))
 class ComputationalGraphEncoder(nn.Module):
     """Message passing over a network's own wiring, swept in topological order (each layer of the
     encoder is one forward pass over the network: every group updates from its freshly updated
-    sources), then an invariant readout per node group and attention pooling over groups.
+    sources; then the input neurons update from the layers that read them), then an invariant
+    readout per node group and attention pooling over groups.
 
     ``scale_aware``: groups keep the per-node factor ``q`` of their symmetry through every layer
     (no additive terms on scaled groups, gated nonlinearity, messages linear in the weights), and
