@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline.augment import adversarial, augment, rebuildable
-from pipeline.encoders import build_encoder, prepare
+from pipeline.encoders import build_encoder, embed, prepare
 from pipeline.graph.rows import records_to_graphs
 from pipeline.retrieval import retrieval_metrics
 
@@ -93,7 +93,7 @@ def batch_labels(table: pa.Table, config: TrainConfig) -> tuple[torch.Tensor, to
 
 def _validation_embeddings(model: nn.Module, table: pa.Table) -> np.ndarray:
     encoder = model.module.encoder if hasattr(model, "module") else model.encoder
-    z = embed_graphs(encoder, list(records_to_graphs(table)))
+    z = embed(encoder, list(records_to_graphs(table))).numpy()
     encoder.train()
     return z
 
@@ -226,8 +226,8 @@ def evaluate(encoder: nn.Module, table: pa.Table, seed: int = 0) -> dict[str, fl
 
     graphs = list(records_to_graphs(table))
     rng = np.random.default_rng(seed)
-    z = embed_graphs(encoder, graphs)
-    broken = embed_graphs(encoder, [dataclasses.replace(g, tensors=uncoupled_permutation(g, rng)) for g in graphs])
+    z = embed(encoder, graphs).numpy()
+    broken = embed(encoder, [dataclasses.replace(g, tensors=uncoupled_permutation(g, rng)) for g in graphs]).numpy()
     metrics = retrieval_metrics(z, _task_labels(table))
     unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)  # noqa: E731
     zu, bu = unit(z), unit(broken)
@@ -238,11 +238,3 @@ def evaluate(encoder: nn.Module, table: pa.Table, seed: int = 0) -> dict[str, fl
     return metrics
 
 
-def embed_graphs(encoder: nn.Module, graphs: list, batch_size: int = 64) -> np.ndarray:
-    """``[len(graphs), dim]`` embeddings, in eval mode, on the encoder's device."""
-    encoder.eval()
-    device = next(iter(encoder.parameters()), next(iter(encoder.buffers()), None)).device
-    with torch.no_grad():
-        inputs = [prepare(g).to(device) for g in graphs]
-        return np.concatenate([encoder(inputs[i:i + batch_size]).cpu().numpy()
-                               for i in range(0, len(inputs), batch_size)])

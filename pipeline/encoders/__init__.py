@@ -40,12 +40,13 @@ def build_encoder(name: str, **kwargs) -> nn.Module:
 
 
 @torch.no_grad()
-def embed(encoder: nn.Module, graphs: list[WeightGraph | GraphInput]) -> torch.Tensor:
-    """Embeddings ``[len(graphs), dim]`` of graphs (prepared on the fly), in eval mode."""
+def embed(encoder: nn.Module, graphs: list[WeightGraph | GraphInput], batch_size: int = 64) -> torch.Tensor:
+    """Embeddings ``[len(graphs), dim]`` (on the CPU) of graphs prepared on the fly, in batches,
+    on the encoder's device and dtype; eval mode."""
     encoder.eval()
-    dtype = next(iter(encoder.parameters()), next(iter(encoder.buffers()), None)).dtype
-    inputs = [g if isinstance(g, GraphInput) else prepare(g, dtype) for g in graphs]
-    return encoder(inputs)
+    reference = next(iter(encoder.parameters()), next(iter(encoder.buffers()), None))
+    inputs = [(g if isinstance(g, GraphInput) else prepare(g, reference.dtype)).to(reference.device) for g in graphs]
+    return torch.cat([encoder(inputs[i:i + batch_size]).cpu() for i in range(0, len(inputs), batch_size)])
 
 
 __all__ = ["ENCODERS", "WIRING_AWARE", "EquivariantGNN", "GraphInput", "NeuralGraphs", "PCAEncoder", "ScaleGMN",
