@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 
 import pyarrow as pa
 import torch
@@ -34,8 +35,7 @@ def run_one(name: str, args, models: pa.Table, test: pa.Table) -> dict:
         with result.checkpoint.as_directory() as folder:
             encoder, _ = load_trained(folder)
             os.makedirs(os.path.join(args.out, "encoders"), exist_ok=True)
-            torch.save(torch.load(os.path.join(folder, "state.pt"), weights_only=True),
-                       os.path.join(args.out, "encoders", f"{name}.pt"))
+            shutil.copyfile(os.path.join(folder, "state.pt"), os.path.join(args.out, "encoders", f"{name}.pt"))
     return evaluate(encoder, test)
 
 
