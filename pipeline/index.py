@@ -1,0 +1,84 @@
+"""A faiss index of model embeddings: vectors by content id, named by a faiss factory string, tied
+to the encoder version that produced them.
+
+Vectors are L2-normalized and searched by inner product, so scores are cosine similarities.
+``Flat`` is exact (right up to about 1e5 models); ``IVF{n},Flat`` or ``HNSW32`` beyond. Saved as
+``index.faiss`` + ``ids.parquet`` + ``index.json`` in a folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class EncoderMismatch(ValueError):
+    """Vectors from one encoder version queried against an index built with another."""
+
+
+class ModelIndex:
+    def __init__(self, dim: int, encoder_version: str, factory: str = "Flat"):
+        self.dim, self.encoder_version, self.factory = dim, encoder_version, factory
+        self.index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        self.ids: list[str] = []
+        self._rows: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _check(self, vectors: np.ndarray, encoder_version: str) -> np.ndarray:
+        if encoder_version != self.encoder_version:
+            raise EncoderMismatch(f"index holds {self.encoder_version!r} embeddings; got {encoder_version!r}")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
+
+    def add(self, ids: list[str], vectors: np.ndarray, encoder_version: str) -> int:
+        """Add the vectors of ids not indexed yet (re-adding is a no-op); returns how many were new."""
+        vectors = self._check(vectors, encoder_version)
+        fresh = [i for i, cid in enumerate(ids) if cid not in self._rows and cid not in ids[:i]]
+        if not fresh:
+            return 0
+        if not self.index.is_trained:
+            self.index.train(vectors[fresh])
+        self.index.add(vectors[fresh])
+        for i in fresh:
+            self._rows[ids[i]] = len(self.ids)
+            self.ids.append(ids[i])
+        return len(fresh)
+
+    def search(self, vectors: np.ndarray, k: int, encoder_version: str) -> list[list[tuple[str, float]]]:
+        """Top-``k`` (content id, cosine) per query vector."""
+        scores, rows = self.index.search(self._check(vectors, encoder_version), min(k, len(self.ids)))
+        return [[(self.ids[r], float(s)) for r, s in zip(rr, ss) if r >= 0] for rr, ss in zip(rows, scores)]
+
+    def vector(self, content_id: str) -> np.ndarray:
+        if content_id not in self._rows:
+            raise KeyError(f"model {content_id!r} is not in the index")
+        ivf = faiss.try_extract_index_ivf(self.index)
+        if ivf is not None and not ivf.direct_map.type:
+            ivf.make_direct_map()
+        return self.index.reconstruct(self._rows[content_id])
+
+    def save(self, folder: str) -> None:
+        os.makedirs(folder, exist_ok=True)
+        faiss.write_index(self.index, os.path.join(folder, "index.faiss"))
+        pq.write_table(pa.table({"content_id": self.ids}), os.path.join(folder, "ids.parquet"))
+        with open(os.path.join(folder, "index.json"), "w") as f:
+            json.dump({"dim": self.dim, "encoder_version": self.encoder_version, "factory": self.factory,
+                       "count": len(self.ids)}, f)
+
+    @classmethod
+    def load(cls, folder: str) -> "ModelIndex":
+        with open(os.path.join(folder, "index.json")) as f:
+            meta = json.load(f)
+        index = cls(meta["dim"], meta["encoder_version"], meta["factory"])
+        index.index = faiss.read_index(os.path.join(folder, "index.faiss"))
+        index.ids = pq.read_table(os.path.join(folder, "ids.parquet")).column("content_id").to_pylist()
+        index._rows = {cid: i for i, cid in enumerate(index.ids)}
+        if len(index.ids) != index.index.ntotal or len(index.ids) != meta["count"]:
+            raise ValueError(f"{folder}: index holds {index.index.ntotal} vectors for {len(index.ids)} ids")
+        return index
