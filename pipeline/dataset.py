@@ -51,16 +51,24 @@ def _read_shards(batch: pa.Table, graphs_dir: str, labels: dict[str, dict]) -> p
         graphs = [g for g in read_shard(fs, f"{root}/shards/{shard}") if g.info["content_id"] in labels]
         if graphs:
             records = graph_records(graphs)
-            for column in LABEL_COLUMNS:
+            for column in (c for c in LABEL_COLUMNS if c in labels[graphs[0].info["content_id"]]):
                 records = records.append_column(
                     f"label_{column}", pa.array([labels[g.info["content_id"]][column] for g in graphs]))
             tables.append(records)
     return pa.concat_tables(tables)
 
 
+def stored_models(graphs_dir: str) -> pa.Table:
+    """``content_id`` and ``shard`` of every model stored in an ingestion output (no labels)."""
+    fs, root = resolve(graphs_dir)
+    manifest = pq.read_table(f"{root}/manifest.parquet", filesystem=fs, columns=["content_id", "shard", "status"])
+    return manifest.filter(pc.equal(manifest.column("status"), "converted")).select(["content_id", "shard"])
+
+
 def model_dataset(graphs_dir: str, models: pa.Table):
-    """A Ray Data dataset of the ``models`` rows (from :func:`labelled_models`): graph records with
-    ``label_*`` columns, read shard by shard; each row is self-contained."""
+    """A Ray Data dataset of the ``models`` rows (from :func:`labelled_models` or :func:`stored_models`):
+    graph records with ``label_*`` columns for the labels present, read shard by shard; each row is
+    self-contained."""
     import ray.data
 
     labels = {r["content_id"]: r for r in models.to_pylist()}

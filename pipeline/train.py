@@ -204,9 +204,10 @@ def fit_encoder(graphs_dir: str, models: pa.Table, config: TrainConfig, storage_
     return trainer.fit()
 
 
-def load_trained(checkpoint_dir: str) -> tuple[nn.Module, TrainConfig]:
-    """The encoder (eval mode) and its training config from a checkpoint folder."""
-    state = torch.load(os.path.join(checkpoint_dir, "state.pt"), weights_only=True, map_location="cpu")
+def load_trained(path: str) -> tuple[nn.Module, TrainConfig]:
+    """The encoder (eval mode) and its training config from a checkpoint folder or its ``state.pt``."""
+    path = os.path.join(path, "state.pt") if os.path.isdir(path) else path
+    state = torch.load(path, weights_only=True, map_location="cpu")
     config = TrainConfig(**state["config"])
     model = EncoderWithHead(build_encoder(config.encoder, **config.encoder_kwargs),
                             config.encoder_kwargs.get("dim", 256))

@@ -1,0 +1,50 @@
+"""Embed a zoo's stored graphs with a trained encoder and build its faiss index (incremental).
+
+    python jobs/embed_zoo.py --graphs data/graphs --encoder-state runs/encoders/scale_gmn.pt --out data/index
+    python jobs/embed_zoo.py --ingest data/zoo/models --graphs data/graphs ... --query-first 5
+
+--ingest first runs the ingestion job on raw checkpoints (folders, globs, URIs), so one command goes
+from checkpoints to a queryable index. Re-running embeds only models not embedded by this encoder
+version.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from pipeline.embed import read_embeddings, run_embed
+from pipeline.ingest import IngestConfig, run_ingest
+from pipeline.ray_utils import ensure_ray
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--graphs", required=True, help="ingestion output folder")
+    parser.add_argument("--encoder-state", required=True, help="a trained encoder's state.pt (jobs/train_encoder.py)")
+    parser.add_argument("--out", required=True, help="embeddings and index folder")
+    parser.add_argument("--ingest", nargs="*", default=None, help="checkpoints to ingest first")
+    parser.add_argument("--factory", default="Flat", help="faiss index factory string (Flat, HNSW32, IVF1024,Flat)")
+    parser.add_argument("--num-actors", type=int, default=None)
+    parser.add_argument("--query-first", type=int, default=0, help="print the top-5 of this many models")
+    parser.add_argument("--address", default=None)
+    args = parser.parse_args(argv)
+    ensure_ray(args.address)
+    if args.ingest:
+        run_ingest(IngestConfig(args.ingest, args.graphs))
+    summary = run_embed(args.graphs, args.encoder_state, args.out, args.factory, args.num_actors)
+    print(json.dumps(summary))
+    if args.query_first:
+        from pipeline.index import ModelIndex
+        import numpy as np
+
+        index = ModelIndex.load(summary["index"])
+        table = read_embeddings(args.out, summary["encoder_version"]).slice(0, args.query_first)
+        vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
+        for cid, hits in zip(table.column("content_id").to_pylist(),
+                             index.search(vectors, 6, summary["encoder_version"])):
+            print(f"{cid[:12]}: " + ", ".join(f"{h[:12]} {s:.3f}" for h, s in hits if h != cid)[:200])
+    return summary
+
+
+if __name__ == "__main__":
+    main()
