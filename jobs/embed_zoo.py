@@ -34,15 +34,21 @@ def main(argv: list[str] | None = None) -> dict:
     summary = run_embed(args.graphs, args.encoder_state, args.out, args.factory, args.num_actors)
     print(json.dumps(summary))
     if args.query_first:
-        from pipeline.index import ModelIndex
-        import numpy as np
+        import posixpath
 
+        import numpy as np
+        import pyarrow.parquet as pq
+
+        from pipeline.index import ModelIndex
+
+        manifest = pq.read_table(posixpath.join(args.graphs, "manifest.parquet")).to_pylist()
+        name = {r["content_id"]: posixpath.basename(r["source_path"]) for r in manifest if r["status"] == "converted"}
         index = ModelIndex.load(summary["index"])
         table = read_embeddings(args.out, summary["encoder_version"]).slice(0, args.query_first)
         vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
         for cid, hits in zip(table.column("content_id").to_pylist(),
                              index.search(vectors, 6, summary["encoder_version"])):
-            print(f"{cid[:12]}: " + ", ".join(f"{h[:12]} {s:.3f}" for h, s in hits if h != cid)[:200])
+            print(f"{name[cid]}:\n  " + "\n  ".join(f"{s:.3f}  {name[h]}" for h, s in hits if h != cid))
     return summary
 
 
