@@ -4,7 +4,8 @@ Loss (first seed): multi-positive InfoNCE at temperature ``tau`` over two augmen
 model in the batch, where the positives of a view are the other view of the same model and the views
 of other *well-performing* models of the same task (``test_metric`` at or above the task's 25th
 percentile); every other model in the batch, including the task's low performers, is a negative.
-Adversarial copies of the batch's models (FGSM on their own task loss) join as negatives only.
+Adversarial copies of the batch's models (FGSM on their own task loss) and broken copies (one
+layer's rows permuted without the next layer's columns) join as negatives only.
 Plus ``lambda`` times the MSE of a metric head predicting the model's standardized test metric.
 
 Runs as ``TorchTrainer(train_loop, ScalingConfig(num_workers, use_gpu))`` on CPU or GPU workers; each
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +28,7 @@ from pipeline.augment import adversarial, augment, rebuildable
 from pipeline.encoders import build_encoder, embed, prepare
 from pipeline.graph.rows import records_to_graphs
 from pipeline.retrieval import retrieval_metrics
+from pipeline.symmetry import uncoupled_permutation
 
 
 @dataclass
@@ -40,6 +42,7 @@ class TrainConfig:
     temperature: float = 0.07
     metric_weight: float = 0.8
     adversarial: bool = True     # FGSM copies of each model as extra negatives
+    broken_negatives: bool = True  # uncoupled-permuted copies (a different function) as extra negatives
     seed: int = 0
     # filled from the training split by fit_encoder:
     good_threshold: dict = field(default_factory=dict)   # task -> test_metric 25th percentile
@@ -135,12 +138,15 @@ def train_loop(config_dict: dict) -> None:
             groups, good, target = (t.to(device) for t in batch_labels(table, config))
             views = [[prepare(augment(g, rng)).to(device) for g in graphs] for _ in range(2)]
             (z1, m1), (z2, m2) = model(views[0]), model(views[1])
-            negatives = None
+            copies = []
             if config.adversarial:
                 specs = [{k[6:]: v for k, v in s.items()}
                          for s in table.select([f"label_{c}" for c in ADVERSARIAL_FIELDS]).to_pylist()]
-                copies = [prepare(adversarial(g, s, rng)).to(device) for g, s in zip(graphs, specs) if rebuildable(s)]
-                negatives = model(copies)[0] if copies else None
+                copies += [adversarial(g, s, rng) for g, s in zip(graphs, specs) if rebuildable(s)]
+            if config.broken_negatives:
+                copies += [replace(g, tensors=uncoupled_permutation(g, rng)) for g in graphs
+                           if g.mode == "computational"]
+            negatives = model([prepare(c).to(device) for c in copies])[0] if copies else None
             loss = (contrastive_loss(z1, z2, groups, good, config.temperature, negatives)
                     + config.metric_weight * 0.5 * (F.mse_loss(m1, target) + F.mse_loss(m2, target)))
             optimizer.zero_grad(set_to_none=True)
@@ -221,14 +227,10 @@ def evaluate(encoder: nn.Module, table: pa.Table, seed: int = 0) -> dict[str, fl
     next layer's columns (a different function). ``broken_copy_cos``: mean cosine similarity of a
     model and its broken copy; ``broken_copy_top1``: how often the broken copy is the model's
     nearest neighbour among all models and copies (an encoder blind to wiring says 1.0)."""
-    import dataclasses
-
-    from pipeline.symmetry import uncoupled_permutation
-
     graphs = list(records_to_graphs(table))
     rng = np.random.default_rng(seed)
     z = embed(encoder, graphs).numpy()
-    broken = embed(encoder, [dataclasses.replace(g, tensors=uncoupled_permutation(g, rng)) for g in graphs]).numpy()
+    broken = embed(encoder, [replace(g, tensors=uncoupled_permutation(g, rng)) for g in graphs]).numpy()
     metrics = retrieval_metrics(z, _task_labels(table))
     unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)  # noqa: E731
     zu, bu = unit(z), unit(broken)
