@@ -32,7 +32,8 @@ def run_one(name: str, args, models: pa.Table, test: pa.Table) -> dict:
                              batch_size=args.batch_size, lr=args.lr, seed=args.seed)
         result = fit_encoder(args.graphs, models, config, args.out, f"{args.run_name}-{name}",
                              args.num_workers, args.use_gpu, args.cpus_per_worker)
-        with result.checkpoint.as_directory() as folder:
+        best = result.get_best_checkpoint("val_map", "max") or result.checkpoint
+        with best.as_directory() as folder:
             encoder, _ = load_trained(folder)
             os.makedirs(os.path.join(args.out, "encoders"), exist_ok=True)
             shutil.copyfile(os.path.join(folder, "state.pt"), os.path.join(args.out, "encoders", f"{name}.pt"))

@@ -188,7 +188,9 @@ def label_statistics(train_models: pa.Table) -> tuple[dict, dict]:
 def fit_encoder(graphs_dir: str, models: pa.Table, config: TrainConfig, storage_path: str, run_name: str,
                 num_workers: int = 1, use_gpu: bool = False, cpus_per_worker: float = 1.0):
     """Train ``config.encoder`` on the ``train`` split of ``models`` (see
-    :func:`pipeline.dataset.labelled_models`), validating on ``val``. Returns the Ray Train result."""
+    :func:`pipeline.dataset.labelled_models`), validating on ``val``. Returns the Ray Train result:
+    its ``checkpoint`` is the latest (what a restart resumes from); the best by validation mAP is
+    kept too (``result.get_best_checkpoint("val_map", "max")``)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -202,7 +204,9 @@ def fit_encoder(graphs_dir: str, models: pa.Table, config: TrainConfig, storage_
                                                resources_per_worker={"CPU": cpus_per_worker}),
         run_config=ray.train.RunConfig(name=run_name, storage_path=os.path.abspath(storage_path)
                                        if "://" not in storage_path else storage_path,
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                                       checkpoint_config=ray.train.CheckpointConfig(
+                                           num_to_keep=3, checkpoint_score_attribute="val_map",
+                                           checkpoint_score_order="max"),
                                        failure_config=ray.train.FailureConfig(max_failures=2)),
         datasets={"train": model_dataset(graphs_dir, train).materialize(),
                   "val": model_dataset(graphs_dir, val).materialize()},

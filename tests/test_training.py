@@ -86,6 +86,7 @@ def test_ray_train_run_checkpoints_and_resumes(ray_session, tiny_zoo, tmp_path):
     second = fit_encoder(graphs, models, config, str(tmp_path / "runs"), "resume-test", cpus_per_worker=0.5)
     assert (second.metrics["epoch"], second.metrics["resumed_at_epoch"]) == (1, 1)  # not started over
 
+    assert second.get_best_checkpoint("val_map", "max") is not None
     with second.checkpoint.as_directory() as ckpt:
         encoder, loaded = load_trained(ckpt)
     assert loaded.epochs == 2 and loaded.good_threshold
