@@ -120,11 +120,14 @@ def apply(graph: WeightGraph, element: GroupElement) -> dict[str, np.ndarray]:
     return out
 
 
-def uncoupled_permutation(graph: WeightGraph, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def uncoupled_permutation(graph: WeightGraph, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
     """Permute the rows of one hidden layer's incoming weights (and bias) *without* the matching
-    columns of the next layer: not a symmetry, so the function changes. For negative tests."""
+    columns of the next layer: not a symmetry, so the function changes. For negative tests and
+    hard negatives. ``None`` when the graph has no such layer (per-layer graphs, linear models)."""
     hidden = [i for i in symmetric_groups(graph) if graph.node_groups[i].size > 1
               and any(b.dst == i and b.tensor for b in graph.edge_blocks)]
+    if not hidden:
+        return None
     i = hidden[rng.integers(len(hidden))]
     g = graph.node_groups[i]
     perm = rng.permutation(g.size)

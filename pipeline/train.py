@@ -144,8 +144,8 @@ def train_loop(config_dict: dict) -> None:
                          for s in table.select([f"label_{c}" for c in ADVERSARIAL_FIELDS]).to_pylist()]
                 copies += [adversarial(g, s, rng) for g, s in zip(graphs, specs) if rebuildable(s)]
             if config.broken_negatives:
-                copies += [replace(g, tensors=uncoupled_permutation(g, rng)) for g in graphs
-                           if g.mode == "computational"]
+                broken = ((g, uncoupled_permutation(g, rng)) for g in graphs)
+                copies += [replace(g, tensors=t) for g, t in broken if t is not None]
             negatives = model([prepare(c).to(device) for c in copies])[0] if copies else None
             loss = (contrastive_loss(z1, z2, groups, good, config.temperature, negatives)
                     + config.metric_weight * 0.5 * (F.mse_loss(m1, target) + F.mse_loss(m2, target)))
@@ -234,14 +234,19 @@ def evaluate(encoder: nn.Module, table: pa.Table, seed: int = 0) -> dict[str, fl
     graphs = list(records_to_graphs(table))
     rng = np.random.default_rng(seed)
     z = embed(encoder, graphs).numpy()
-    broken = embed(encoder, [replace(g, tensors=uncoupled_permutation(g, rng)) for g in graphs]).numpy()
     metrics = retrieval_metrics(z, _task_labels(table))
+    broken = [(k, uncoupled_permutation(g, rng)) for k, g in enumerate(graphs)]
+    broken = [(k, t) for k, t in broken if t is not None]  # models with a layer to break
+    if not broken:
+        return metrics
+    rows = np.array([k for k, _ in broken])
+    b = embed(encoder, [replace(graphs[k], tensors=t) for k, t in broken]).numpy()
     unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)  # noqa: E731
-    zu, bu = unit(z), unit(broken)
-    sim = zu @ np.concatenate([zu, bu]).T
-    np.fill_diagonal(sim[:, :len(z)], -np.inf)
-    metrics["broken_copy_cos"] = float(np.mean(np.sum(zu * bu, 1)))
-    metrics["broken_copy_top1"] = float(np.mean(sim.argmax(1) == np.arange(len(z)) + len(z)))
+    zu, bu = unit(z), unit(b)
+    sim = zu[rows] @ np.concatenate([zu, bu]).T                    # queries: the breakable models
+    sim[np.arange(len(rows)), rows] = -np.inf                        # not themselves
+    metrics["broken_copy_cos"] = float(np.mean(np.sum(zu[rows] * bu, 1)))
+    metrics["broken_copy_top1"] = float(np.mean(sim.argmax(1) == len(z) + np.arange(len(rows))))
     return metrics
 
 

@@ -51,3 +51,9 @@ def test_uncoupled_permutation_changes_the_function(tmp_path, name):
     reference = _outputs(model, graph.tensors, x)
     out = _outputs(model, uncoupled_permutation(graph, np.random.default_rng(0)), x)
     assert np.abs(out - reference).max() > 1e-3 * np.abs(reference).max()
+
+
+def test_uncoupled_permutation_needs_a_hidden_layer(tmp_path):
+    save_checkpoint({"a.mystery": torch.randn(3, 4), "b": torch.randn(5)}, str(tmp_path / "odd.safetensors"))
+    assert uncoupled_permutation(build_graph(open_checkpoint(str(tmp_path / "odd.safetensors"))),
+                                 np.random.default_rng(0)) is None
