@@ -141,3 +141,58 @@ def uncoupled_permutation(graph: WeightGraph, rng: np.random.Generator) -> dict[
     if g.bias:
         out[g.bias] = np.asarray(graph.tensors[g.bias])[perm]
     return out
+
+
+def _group_perm(graph: WeightGraph, element: GroupElement, index: int) -> np.ndarray:
+    perm = element.perms.get(perm_key(graph, index))
+    return np.arange(graph.node_groups[index].size) if perm is None else perm
+
+
+def compose(graph: WeightGraph, first: GroupElement, second: GroupElement) -> GroupElement:
+    """The element acting as ``first`` then ``second``: ``apply(apply(g, first), second)`` equals
+    ``apply(g, compose(g, first, second))`` (``perm = perm1[perm2]``, ``q = q1[perm2] * q2``)."""
+    perms = {}
+    for key in set(first.perms) | set(second.perms):
+        p1, p2 = first.perms.get(key), second.perms.get(key)
+        perms[key] = p2 if p1 is None else p1 if p2 is None else p1[p2]
+    factors = {}
+    for i in set(first.factors) | set(second.factors):
+        q1 = first.factors.get(i, np.ones(graph.node_groups[i].size))
+        factors[i] = q1[_group_perm(graph, second, i)] * second.factors.get(i, 1.0)
+    return GroupElement(perms, factors)
+
+
+def inverse(graph: WeightGraph, element: GroupElement) -> GroupElement:
+    """The element undoing ``element`` (``compose(g, element, inverse(g, element))`` is the identity)."""
+    perms = {key: np.argsort(p) for key, p in element.perms.items()}
+    factors = {i: 1.0 / q[np.argsort(_group_perm(graph, element, i))] for i, q in element.factors.items()}
+    return GroupElement(perms, factors)
+
+
+def is_identity(element: GroupElement, rtol: float = 0.0) -> bool:
+    """Every permutation is the identity and every factor is 1 (within relative ``rtol``; signs exactly)."""
+    return (all(np.array_equal(p, np.arange(len(p))) for p in element.perms.values())
+            and all(np.all(q > 0) and np.all(np.abs(q - 1.0) <= rtol) for q in element.factors.values()))
+
+
+def acted_axes(graph: WeightGraph) -> list[tuple[str, int, int, bool, tuple[int, ...]]]:
+    """Every tensor axis the group acts on, as ``(tensor, axis, group, produces, view_shape)``: the axis
+    is in the tensor's edge view of shape ``view_shape`` (``flatten`` weights seen as ``[dst, src, s]``);
+    ``produces`` is true where the group's factor multiplies (incoming blocks, bias, normalization) and
+    false where it divides (outgoing blocks). The same axes :func:`apply` transforms."""
+    out = []
+    for i in symmetric_groups(graph):
+        g = graph.node_groups[i]
+        for name in (g.bias, *g.norm):
+            if name:
+                out.append((name, 0, i, True, graph.tensors[name].shape))
+        for block in graph.edge_blocks:
+            if not block.tensor or i not in (block.src, block.dst):
+                continue
+            dst_axis, src_axis = _axes(graph, block)
+            shape = _edge_view(graph, block, graph.tensors[block.tensor]).shape
+            if block.dst == i:
+                out.append((block.tensor, dst_axis, i, True, shape))
+            if block.src == i:
+                out.append((block.tensor, src_axis, i, False, shape))
+    return out

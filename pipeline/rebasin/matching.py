@@ -1,0 +1,251 @@
+"""Weight matching (Git Re-Basin, Ainsworth et al. 2023) under permutation, sign and positive-scale
+symmetries.
+
+Model B is aligned to model A by a group element ``g`` (see :mod:`pipeline.symmetry`) maximizing
+``J(g) = sum_t <A_t, (g . B)_t>`` over all tensors, in a scale-free *matching space*:
+
+* ``perm_scale`` groups (ReLU family) are first normalized in both models, in depth order: each
+  neuron's incoming weights and bias (after the upstream normalization) get unit norm, its outgoing
+  weights carry the scale. Both models' normalizers ``n_A, n_B`` are group elements, so the scale is
+  carried through: the answer is ``g = n_B, then m, then n_A^-1`` for the matching-space element
+  ``m``, and aligned B has A's per-neuron scales.
+* ``m`` is found by coordinate descent over linear assignment problems: for one permutation ``p``
+  (the others fixed) ``J`` is ``sum_j q_j C[j, p_j]`` plus a constant, with
+  ``C = sum over p's axes of A (axis first, flattened) @ B (others applied)^T``. Plain groups solve
+  ``max_p sum_j C[j, p_j]``; ``perm_sign`` groups (tanh, sine) solve it on ``|C|`` and take
+  ``q_j = sign(C[j, p_j])`` (the seed's Algorithm 1), exact for a fixed ``C``. Attention heads are
+  matched whole: per head pair the within-head assignment's value, then an assignment over heads.
+  Units are visited in random order until a sweep brings no improvement. Restarts keep the best
+  ``J``: first a *forward* start (units in depth order, each solved from the axes whose other
+  permutations are already solved -- incoming weights from solved layers, outgoing weights to
+  unpermuted outputs -- as a layer-by-layer match does), then the identity, then random permutations.
+
+Cost matrices are float32 BLAS products, cached per axis until a neighbouring permutation changes;
+the LAP solver is scipy's (a Jonker-Volgenant variant).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from pipeline.graph.schema import WeightGraph
+from pipeline.rebasin.spec import Axis, PermutationSpec, permutation_spec, same_architecture
+from pipeline.symmetry import GroupElement, apply, compose, inverse, random_element
+
+WORK_DTYPE = np.float32
+_RTOL = 1e-10      # a unit update must raise its part of J by more than this, relatively
+_TINY = 1e-12      # neurons with smaller incoming norm are left unscaled
+
+
+@dataclass
+class MatchResult:
+    """``aligned``: B's state dict transformed by ``element`` (``symmetry.apply(graph_b, element)``, B's
+    dtypes); ``objective`` / ``naive_objective``: ``J`` in matching space for the found element and
+    for none; ``similarity`` / ``naive_similarity``: the same as cosines (``J / (|A| |B|)``)."""
+    aligned: dict[str, np.ndarray]
+    element: GroupElement
+    objective: float
+    naive_objective: float
+    similarity: float
+    naive_similarity: float
+    sweeps: int
+    restart: int
+    seconds: float
+
+
+def match(graph_a: WeightGraph, graph_b: WeightGraph, restarts: int = 3, scale: bool = True, sign: bool = True,
+          max_sweeps: int = 100, seed: int = 0) -> MatchResult:
+    """Align B to A. ``scale`` / ``sign``: use the positive-scale / sign symmetries where the graph has
+    them (else those groups are matched by permutation only). Raises ``ValueError`` when the two
+    graphs differ in architecture."""
+    started = time.perf_counter()
+    if not same_architecture(graph_a, graph_b):
+        raise ValueError("models differ in architecture; weight matching needs one spec for both")
+    spec = permutation_spec(graph_a)
+    used = {"perm_scale": scale, "perm_sign": sign}
+    sym = {i: s if used.get(s, True) else "perm" for i, s in spec.symmetry.items()}
+    scaled = sorted((i for i, s in sym.items() if s == "perm_scale"), key=lambda i: graph_a.node_groups[i].layer)
+    a, norm_a = _to_matching_space(spec, graph_a, scaled)
+    b, norm_b = _to_matching_space(spec, graph_b, scaled)
+    constant = sum(float(np.vdot(np.asarray(t, np.float64), np.asarray(graph_b.tensors[n], np.float64)))
+                   for n, t in graph_a.tensors.items() if n not in spec.views and t.dtype.kind == "f")
+    descent = _Descent(spec, sym, a, b)
+    rng = np.random.default_rng(seed)
+    naive = descent.objective({}, {}) + constant
+    best = None
+    for restart in range(max(1, restarts)):
+        start = {} if restart < 2 else random_element(graph_a, rng, scale=False, sign=False).perms
+        perms, signs, sweeps = descent.run(dict(start), rng, max_sweeps, forward=restart == 0)
+        value = descent.objective(perms, signs) + constant
+        if best is None or value > best[0] + _RTOL * abs(best[0]):
+            best = (value, perms, signs, sweeps, restart)
+    value, perms, signs, sweeps, restart = best
+    found = GroupElement(perms, {i: q for i, q in signs.items() if np.any(q < 0)})
+    element = compose(graph_b, compose(graph_b, GroupElement(factors=norm_b), found),
+                      inverse(graph_a, GroupElement(factors=norm_a)))
+    sizes = np.sqrt(descent.squared_norm(a) + _squared_rest(graph_a, spec)) * np.sqrt(
+        descent.squared_norm(b) + _squared_rest(graph_b, spec))
+    return MatchResult(apply(graph_b, element), element, value, naive, value / max(sizes, _TINY),
+                       naive / max(sizes, _TINY), sweeps, restart, time.perf_counter() - started)
+
+
+def matching_objective(graph_a: WeightGraph, tensors_b: dict[str, np.ndarray]) -> float:
+    """``sum_t <A_t, B_t>`` over the float tensors, in raw weights (the permutation-only objective that
+    Git Re-Basin and the ``rebasin`` package maximize)."""
+    return sum(float(np.vdot(np.asarray(t, np.float64), np.asarray(tensors_b[n], np.float64)))
+               for n, t in graph_a.tensors.items() if t.dtype.kind == "f")
+
+
+def _squared_rest(graph: WeightGraph, spec: PermutationSpec) -> float:
+    return sum(float(np.vdot(t, t)) for n, t in graph.tensors.items() if n not in spec.views and t.dtype.kind == "f")
+
+
+def _along(q: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    return q.reshape((1,) * axis + (-1,) + (1,) * (ndim - axis - 1))
+
+
+def _act(spec: PermutationSpec, tensor: str, array: np.ndarray, perms: dict, factors: dict,
+         skip: int | None = None) -> np.ndarray:
+    """``array`` (edge view) with the permutations and factors applied on every acted axis but ``skip``."""
+    for ax in spec.tensor_axes[tensor]:
+        if ax.axis == skip:
+            continue
+        perm, q = perms.get(spec.key_of[ax.group]), factors.get(ax.group)
+        if perm is not None:
+            array = np.take(array, perm, axis=ax.axis)
+        if q is not None:
+            array = array * _along(q if ax.produces else 1.0 / q, ax.axis, array.ndim)
+    return array
+
+
+def _to_matching_space(spec: PermutationSpec, graph: WeightGraph, scaled: list[int]):
+    """Edge views in the work dtype with every ``perm_scale`` neuron's incoming weights and bias
+    normalized (groups in depth order, so upstream factors are applied first); and the normalizer's
+    factors ``{group: q}``."""
+    views = {t: np.asarray(graph.tensors[t], dtype=np.float64).reshape(shape) for t, shape in spec.views.items()}
+    factors: dict[int, np.ndarray] = {}
+    for i in scaled:
+        squared = 0.0
+        for ax in spec.perms[spec.key_of[i]].axes:
+            if ax.group == i and ax.produces:
+                incoming = _act(spec, ax.tensor, views[ax.tensor], {}, factors, skip=ax.axis)
+                squared = squared + np.square(np.moveaxis(incoming, ax.axis, 0)).reshape(incoming.shape[ax.axis], -1).sum(1)
+        norm = np.sqrt(squared)
+        factors[i] = np.where(norm > _TINY, 1.0 / np.maximum(norm, _TINY), 1.0)
+    out = {t: _act(spec, t, v, {}, factors).astype(WORK_DTYPE) for t, v in views.items()}
+    return out, factors
+
+
+def _lap(cost: np.ndarray) -> np.ndarray:
+    """Columns of the maximizing assignment (rows in order)."""
+    return linear_sum_assignment(cost, maximize=True)[1]
+
+
+class _Descent:
+    """Coordinate descent over the spec's units, for fixed matching-space arrays ``a`` and ``b``."""
+
+    def __init__(self, spec: PermutationSpec, sym: dict[int, str], a: dict, b: dict):
+        self.spec, self.sym, self.a, self.b = spec, sym, a, b
+        self.rows = {ax: np.ascontiguousarray(np.moveaxis(a[ax.tensor], ax.axis, 0)).reshape(
+            spec.perms[spec.key_of[ax.group]].size, -1) for p in spec.perms.values() for ax in p.axes}
+        self.sign_groups = [i for i, s in sym.items() if s == "perm_sign"]
+
+    def squared_norm(self, arrays: dict) -> float:
+        return sum(float(np.vdot(v.astype(np.float64), v.astype(np.float64))) for v in arrays.values())
+
+    def objective(self, perms: dict, signs: dict) -> float:
+        """``J`` over the acted tensors, in float64."""
+        return sum(float(np.vdot(self.a[t].astype(np.float64), _act(self.spec, t, v, perms, signs).astype(np.float64)))
+                   for t, v in self.b.items())
+
+    def run(self, perms: dict, rng: np.random.Generator, max_sweeps: int, forward: bool = False):
+        """Descend from ``perms`` (missing keys: identity), after a forward pass if ``forward``."""
+        spec = self.spec
+        self.perms = {k: perms.get(k, np.arange(p.size)) for k, p in spec.perms.items()}
+        self.signs = {i: np.ones(spec.perms[spec.key_of[i]].size) for i in self.sign_groups}
+        self.version = dict.fromkeys(spec.perms, 0)
+        self.cache: dict[Axis, tuple] = {}
+        if forward:
+            solved: set[str] = set()
+            for unit in spec.units:
+                self._update(unit, solved)
+                solved.update(unit)
+        sweeps = 0
+        for sweeps in range(1, max_sweeps + 1):
+            improved = False
+            for u in rng.permutation(len(spec.units)):
+                improved |= self._update(spec.units[u])
+            if not improved:
+                break
+        return self.perms, self.signs, sweeps
+
+    def _cost(self, ax: Axis) -> np.ndarray:
+        """``C`` of one axis: A's rows along it against B's, all other acted axes transformed."""
+        others = [o for o in self.spec.tensor_axes[ax.tensor] if o.axis != ax.axis]
+        stamp = tuple(self.version[self.spec.key_of[o.group]] for o in others)
+        hit = self.cache.get(ax)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        b = _act(self.spec, ax.tensor, self.b[ax.tensor], self.perms, self.signs, skip=ax.axis)
+        rows = self.rows[ax]
+        cost = rows @ np.moveaxis(b, ax.axis, 0).reshape(rows.shape[0], -1).T
+        self.cache[ax] = (stamp, cost)
+        return cost
+
+    def _update(self, unit: tuple[str, ...], solved: set[str] | None = None) -> bool:
+        """Re-solve the permutations (and signs) of one unit; keep them if ``J`` rises. With ``solved``
+        (the forward pass), solve from the axes whose other permutations are all solved (all axes if
+        none is) and keep the answer."""
+        parts = {}
+        for key in unit:
+            plain, signed = 0.0, {}
+            axes = self.spec.perms[key].axes
+            if solved is not None:
+                anchored = [ax for ax in axes if all(self.spec.key_of[o.group] in solved
+                                                     for o in self.spec.tensor_axes[ax.tensor] if o.axis != ax.axis)]
+                axes = anchored or axes
+            for ax in axes:
+                if self.sym[ax.group] == "perm_sign":
+                    signed[ax.group] = signed.get(ax.group, 0.0) + self._cost(ax)
+                else:
+                    plain = plain + self._cost(ax)
+            total = plain + sum(np.abs(c) for c in signed.values())
+            parts[key] = (np.broadcast_to(total, (self.spec.perms[key].size,) * 2), plain, signed)
+        new = self._solve(unit, {k: p[0] for k, p in parts.items()})
+        old_value = new_value = 0.0
+        for key, (total, plain, signed) in parts.items():
+            rows, old = np.arange(len(new[key])), self.perms[key]
+            old_value += float(np.sum(np.broadcast_to(plain, total.shape)[rows, old], dtype=np.float64))
+            old_value += sum(float(np.sum(self.signs[i] * c[rows, old], dtype=np.float64)) for i, c in signed.items())
+            new_value += float(np.sum(total[rows, new[key]], dtype=np.float64))
+        if solved is None and new_value <= old_value + _RTOL * max(abs(old_value), abs(new_value)):
+            return False
+        for key, (total, plain, signed) in parts.items():
+            self.perms[key] = new[key]
+            for i, c in signed.items():
+                self.signs[i] = np.where(c[np.arange(len(new[key])), new[key]] < 0, -1.0, 1.0)
+            self.version[key] += 1
+        return True
+
+    def _solve(self, unit: tuple[str, ...], totals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The maximizing permutation of each key; for heads, whole heads by the summed value of their
+        within-head assignments, then the units within each matched head pair."""
+        p = self.spec.perms[unit[0]]
+        if p.heads == 1:
+            return {unit[0]: _lap(totals[unit[0]])}
+        h, d = p.heads, p.size // p.heads
+        values = np.zeros((h, h))
+        within = {}
+        for key in unit:
+            blocks = totals[key].reshape(h, d, h, d)
+            cols = np.empty((h, h, d), dtype=np.int64)
+            for s in range(h):
+                for t in range(h):
+                    cols[s, t] = _lap(blocks[s, :, t, :])
+                    values[s, t] += blocks[s, np.arange(d), t, cols[s, t]].sum()
+            within[key] = cols
+        heads = _lap(values)
+        return {key: (heads[:, None] * d + cols[np.arange(h), heads]).reshape(-1) for key, cols in within.items()}

@@ -1,0 +1,93 @@
+"""The permutation spec of a weight graph: for every permutation, the tensor axes it acts on.
+
+Derived from the graph's symmetry annotations through :func:`pipeline.symmetry.acted_axes`, so it is
+exactly the action :func:`pipeline.symmetry.apply` performs: one permutation per
+:func:`~pipeline.symmetry.perm_key` (a residual stream's groups, a layer with its normalization, the
+query and key units of one attention layer share theirs), acting on the destination axis of every
+incoming block, on biases and normalization parameters, and on the source axis of every outgoing
+block. Permutations of groups with ``heads > 1`` are built from one whole-head permutation per
+``head_group`` and within-head permutations; the keys of one head group form one descent *unit*.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.graph.schema import WeightGraph
+from pipeline.symmetry import acted_axes, perm_key
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Axis ``axis`` of tensor ``tensor`` (in its edge view) holds the nodes of group ``group``;
+    ``produces``: the group's factor multiplies there (else it divides)."""
+    tensor: str
+    axis: int
+    group: int
+    produces: bool
+
+
+@dataclass(frozen=True)
+class Perm:
+    """One permutation: ``size`` nodes in ``heads`` equal heads, shared by ``groups`` (the first at
+    ``depth``)."""
+    key: str
+    size: int
+    depth: int
+    heads: int
+    head_group: str
+    groups: tuple[int, ...]
+    axes: tuple[Axis, ...]
+
+
+@dataclass(frozen=True)
+class PermutationSpec:
+    perms: dict[str, Perm]
+    tensor_axes: dict[str, tuple[Axis, ...]]   # tensor -> the axes permutations act on
+    views: dict[str, tuple[int, ...]]          # tensor -> edge-view shape
+    key_of: dict[int, str]                     # node group -> permutation key
+    symmetry: dict[int, str]                   # node group -> perm | perm_scale | perm_sign
+    units: tuple[tuple[str, ...], ...]         # descent units (one key, or a head group's), by depth
+
+
+def permutation_spec(graph: WeightGraph) -> PermutationSpec:
+    """The spec of ``graph``. Raises ``ValueError`` where matching is not a linear assignment (one
+    permutation on two axes of a tensor) or head annotations disagree within a key."""
+    axes: dict[str, list[Axis]] = {}
+    by_tensor: dict[str, list[Axis]] = {}
+    views: dict[str, tuple[int, ...]] = {}
+    key_of: dict[int, str] = {}
+    for tensor, axis, group, produces, shape in acted_axes(graph):
+        key = key_of.setdefault(group, perm_key(graph, group))
+        ax = Axis(tensor, axis, group, produces)
+        axes.setdefault(key, []).append(ax)
+        by_tensor.setdefault(tensor, []).append(ax)
+        views[tensor] = tuple(shape)
+    for tensor, members in by_tensor.items():
+        keys = [key_of[a.group] for a in members]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"tensor {tensor!r}: one permutation acts on two of its axes")
+    perms, heads_of = {}, {}
+    for key, members in axes.items():
+        groups = tuple(sorted({a.group for a in members}))
+        shapes = {(graph.node_groups[i].size, graph.node_groups[i].heads, graph.node_groups[i].head_group)
+                  for i in groups}
+        if len(shapes) != 1:
+            raise ValueError(f"permutation {key!r}: groups disagree on size or heads: {shapes}")
+        size, heads, head_group = shapes.pop()
+        depth = min(graph.node_groups[i].layer for i in groups)
+        perms[key] = Perm(key, size, depth, heads, head_group if heads > 1 else "", groups, tuple(members))
+        if heads > 1:
+            heads_of.setdefault(head_group, []).append(key)
+    units = [(key,) for key, p in perms.items() if p.heads == 1] + [tuple(keys) for keys in heads_of.values()]
+    units.sort(key=lambda unit: min(perms[k].depth for k in unit))
+    for keys in heads_of.values():
+        if len({perms[k].heads for k in keys}) != 1:
+            raise ValueError(f"head group of {keys}: different head counts")
+    return PermutationSpec(perms, {t: tuple(a) for t, a in by_tensor.items()}, views, key_of,
+                           {i: graph.node_groups[i].symmetry for i in key_of}, tuple(units))
+
+
+def same_architecture(graph_a: WeightGraph, graph_b: WeightGraph) -> bool:
+    """Two graphs with the same structure and tensor shapes (so one's spec serves both)."""
+    return (graph_a.node_groups == graph_b.node_groups and graph_a.edge_blocks == graph_b.edge_blocks
+            and {n: t.shape for n, t in graph_a.tensors.items()} == {n: t.shape for n, t in graph_b.tensors.items()})
