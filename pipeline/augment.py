@@ -45,16 +45,11 @@ def adversarial(graph: WeightGraph, spec: dict, rng: np.random.Generator, epsilo
     times its tensor's standard deviation in the sign of the loss gradient, giving a nearby model
     that computes something worse. ``spec``: the model's zoo catalog row (family, arch, activation,
     dropout, task, image_index)."""
-    import json
-
     import torch
 
-    from pipeline.zoo.train import build_model, spec_data
+    from pipeline.zoo.train import rebuild_model
 
-    spec = {**spec, "arch": json.loads(spec["arch"]) if isinstance(spec["arch"], str) else spec["arch"]}
-    data = spec_data(spec)
-    model = build_model(spec, data.num_inputs, data.num_outputs)
-    model.load_state_dict({n: torch.from_numpy(np.array(t, dtype=np.float32)) for n, t in graph.tensors.items()})
+    model, data = rebuild_model(spec, graph.tensors)
     pick = torch.from_numpy(rng.choice(len(data.x_train), min(examples, len(data.x_train)), replace=False))
     params = dict(model.named_parameters())
     loss = data.loss(model(data.x_train[pick]), data.y_train[pick])

@@ -27,7 +27,9 @@ def labelled_models(graphs_dir: str, catalog_path: str, split_by: str = "seed") 
     """One row per stored model of the catalog: content_id, shard, the label columns, ``split``.
 
     Catalog rows join the ingestion manifest on the checkpoint's file name. ``split_by``: ``seed``
-    (models never seen in training) or ``hparams_key`` (hyperparameter settings never seen)."""
+    (models never seen in training) or ``hparams_key`` (hyperparameter settings never seen). Planted
+    near-duplicate copies (``duplicate_of`` set) are left out: they are for near-duplicate detection,
+    and a copy beside its parent would make retrieval trivially easy."""
     fs, root = resolve(graphs_dir)
     manifest = pq.read_table(f"{root}/manifest.parquet", filesystem=fs).to_pylist()
     cfs, catalog_file = resolve(catalog_path)
@@ -36,7 +38,7 @@ def labelled_models(graphs_dir: str, catalog_path: str, split_by: str = "seed") 
     rows = []
     for c in catalog:
         m = by_name.get(posixpath.basename(c["path"]))
-        if m is None:
+        if m is None or c.get("duplicate_of"):
             continue
         rows.append({"content_id": m["content_id"], "shard": m["shard"], **{k: c.get(k) for k in LABEL_COLUMNS},
                      "split": split_of(c[split_by])})

@@ -12,12 +12,14 @@ import torch
 from models import family_models
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.encoders import ENCODERS, WIRING_AWARE, build_encoder, embed, prepare
+from pipeline.encoders.probes import probe_inputs
 from pipeline.graph import build_graph
 from pipeline.symmetry import apply, perm_key, random_element, uncoupled_permutation
 
 FAMILIES = family_models()
 #: what each encoder claims: kwargs of random_element
 CLAIMS = {"scale_gmn": dict(permute=True, scale=True, sign=True),
+          "scale_gmn_no_probes": dict(permute=True, scale=True, sign=True),
           "neural_graphs": dict(permute=True, scale=False, sign=False),
           "equivariant_gnn": dict(permute=True, scale=False, sign=False)}
 
@@ -122,3 +124,20 @@ def test_invariance_on_real_zoo_members(tiny_zoo):
             encoder = _encoder(encoder_name, {family: graph})
             moved = embed(encoder, [_with(graph, apply(graph, random_element(graph, rng, **claims)))])
             assert _relative(moved, embed(encoder, [graph])) < 1e-5, (family, encoder_name)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_probe_features_are_the_networks_outputs(graphs, family):
+    """The probe executor computes exactly what the network computes (dense families), and declines
+    the graphs it cannot execute (convolutions, attention, sine networks)."""
+    model = FAMILIES[family][0]
+    probes = prepare(graphs[family], torch.float64).outputs_at_probes
+    if family not in ("mlp", "mlp_relu", "resmlp"):
+        assert probes is None
+        return
+    x = probe_inputs(graphs[family].node_groups[0].size)
+    with torch.no_grad():
+        expected = torch.asinh(model.double()(x)).T
+    model.float()
+    assert probes.shape == expected.shape
+    assert _relative(probes, expected) < 1e-6

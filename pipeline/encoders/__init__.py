@@ -1,16 +1,20 @@
 """Weight encoders: graphs in, ``[batch, dim]`` embeddings out, chosen by name.
 
-=====================  ==============================================================  ===========
-name                   invariant to                                                    graph
-=====================  ==============================================================  ===========
-``scale_gmn``          hidden permutations (coupled), positive scaling, sign flips     computational
-``neural_graphs``      hidden permutations (coupled)                                   computational
-``equivariant_gnn``    per-tensor row and column permutations (also uncoupled ones)    any
-``pca``                nothing                                                         any
-``weight_transformer`` nothing                                                         any
-=====================  ==============================================================  ===========
+=======================  ============================================================  =============
+name                     invariant to                                                  graph
+=======================  ============================================================  =============
+``scale_gmn``            hidden permutations (coupled), positive scaling, sign flips   computational
+``scale_gmn_no_probes``  the same; without functional probe features (ablation)        computational
+``neural_graphs``        hidden permutations (coupled)                                 computational
+``equivariant_gnn``      per-tensor row and column permutations (also uncoupled ones)  any
+``pca``                  nothing                                                       any
+``weight_transformer``   nothing                                                       any
+=======================  ============================================================  =============
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
@@ -22,15 +26,16 @@ from pipeline.encoders.neural_graphs import NeuralGraphs
 from pipeline.encoders.scale_gmn import ScaleGMN
 from pipeline.graph.schema import WeightGraph
 
-ENCODERS: dict[str, type[nn.Module]] = {
+ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "scale_gmn": ScaleGMN,
+    "scale_gmn_no_probes": partial(ScaleGMN, probes=False),
     "neural_graphs": NeuralGraphs,
     "equivariant_gnn": EquivariantGNN,
     "pca": PCAEncoder,
     "weight_transformer": WeightTransformer,
 }
 #: Encoders that read the network's wiring: they must not be invariant to uncoupled permutations.
-WIRING_AWARE = ("scale_gmn", "neural_graphs")
+WIRING_AWARE = ("scale_gmn", "scale_gmn_no_probes", "neural_graphs")
 
 
 def build_encoder(name: str, **kwargs) -> nn.Module:

@@ -11,10 +11,12 @@ from pipeline.encoders.bases import edge_bases
 from pipeline.encoders.conv import EdgeMessage, SymmetricUpdate
 from pipeline.encoders.conv.symmetric_update import TINY, canonicalize
 from pipeline.encoders.inputs import GraphInput, positional_features
+from pipeline.encoders.probes import NUM_PROBES
 from pipeline.graph.schema import NODE_KINDS
 
 _SCALED = ("perm_scale", "perm_sign")
 _POSITIONAL = (NODE_KINDS.index("input"), NODE_KINDS.index("output"))
+_OUTPUT = NODE_KINDS.index("output")
 
 
 class ComputationalGraphEncoder(nn.Module):
@@ -27,12 +29,14 @@ class ComputationalGraphEncoder(nn.Module):
     (no additive terms on scaled groups, gated nonlinearity, messages linear in the weights), and
     the readout removes it; else every group gets plain updates (permutation symmetry only).
     Input and output neurons get positional features, so they are not treated as interchangeable.
+    ``probes``: output neurons also get their values at fixed probe inputs (:mod:`.probes`; exactly
+    invariant, they say what the network computes), for the graphs that can be executed.
 
     ``graphs`` (list of :class:`GraphInput`) -> ``[batch, dim]``.
     """
 
     def __init__(self, dim: int = 256, hidden: int = 128, layers: int = 4, scale_aware: bool = True,
-                 bases: tuple[str, ...] = ("w",), max_kernel: int = 9):
+                 bases: tuple[str, ...] = ("w",), max_kernel: int = 9, probes: bool = True):
         super().__init__()
         if scale_aware and bases != ("w",):
             raise ValueError("scale-aware message passing must be linear in the weights: bases=('w',)")
@@ -42,6 +46,7 @@ class ComputationalGraphEncoder(nn.Module):
         self.bias_in = nn.Parameter(torch.randn(hidden))
         self.norm_in = nn.Linear(4, hidden)
         self.position_in = nn.Linear(hidden, hidden)
+        self.probe_in = nn.Linear(NUM_PROBES, hidden) if probes else None
         self.messages = nn.ModuleList(EdgeMessage(len(bases), hidden, hidden, max_kernel) for _ in range(layers))
         self.input_messages = nn.ModuleList(EdgeMessage(len(bases), hidden, hidden, max_kernel) for _ in range(layers))
         self.skips = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in range(layers))
@@ -104,6 +109,8 @@ class ComputationalGraphEncoder(nn.Module):
             x = x + self.norm_in(g.norm)
         if g.kind in _POSITIONAL:
             x = x + self.position_in(positional_features(g.size, self.hidden, dtype).to(device))
+        if g.kind == _OUTPUT and self.probe_in is not None and graph.outputs_at_probes is not None:
+            x = x + self.probe_in(graph.outputs_at_probes)
         return x + context
 
     def embed_one(self, graph: GraphInput) -> torch.Tensor:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.graph.schema import NODE_KINDS, SYMMETRIES, WeightGraph
+from pipeline.encoders.probes import probe_outputs
+from pipeline.graph.schema import NODE_KINDS, SYMMETRIES, WeightGraph, topological_order
 
 
 @dataclass
@@ -43,13 +44,15 @@ class GraphInput:
     family: str
     mode: str
     num_params: int
+    outputs_at_probes: torch.Tensor | None = None  # [n_out, NUM_PROBES], see :mod:`.probes`
 
     def to(self, device) -> "GraphInput":
         """A copy with every tensor on ``device``."""
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         groups = [Group(g.index, g.size, g.kind, g.symmetry, g.depth, move(g.bias), move(g.norm)) for g in self.groups]
         blocks = [Block(b.src, b.dst, b.kind, move(b.weight)) for b in self.blocks]
-        return GraphInput(groups, blocks, self.order, self.family, self.mode, self.num_params)
+        return GraphInput(groups, blocks, self.order, self.family, self.mode, self.num_params,
+                          move(self.outputs_at_probes))
 
 
 def _f32(array: np.ndarray) -> torch.Tensor:
@@ -78,27 +81,10 @@ def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> GraphInpu
             w = np.asarray(w).T if b.kind == "embedding" else np.asarray(w)
             weight = _f32(w.reshape(dst, src, feat)).to(dtype)
         blocks.append(Block(b.src, b.dst, b.kind, weight))
-    return GraphInput(groups, blocks, _topological_order(len(groups), blocks), graph.family, graph.mode,
-                      graph.num_params)
-
-
-def _topological_order(n: int, blocks: list[Block]) -> list[int]:
-    indegree = [0] * n
-    for b in blocks:
-        indegree[b.dst] += 1
-    ready = [i for i in range(n) if indegree[i] == 0]
-    order = []
-    while ready:
-        i = ready.pop(0)
-        order.append(i)
-        for b in blocks:
-            if b.src == i:
-                indegree[b.dst] -= 1
-                if indegree[b.dst] == 0:
-                    ready.append(b.dst)
-    if len(order) != n:
-        raise ValueError("weight graph has a cycle")
-    return order
+    order = topological_order(len(groups), blocks)
+    probes = probe_outputs(groups, blocks, order, graph.activation)
+    return GraphInput(groups, blocks, order, graph.family, graph.mode, graph.num_params,
+                      None if probes is None else probes.to(dtype))
 
 
 SYMMETRY_INDEX = {s: i for i, s in enumerate(SYMMETRIES)}

@@ -13,5 +13,5 @@ class NeuralGraphs(ComputationalGraphEncoder):
     ``graphs`` -> ``[batch, dim]``.
     """
 
-    def __init__(self, dim: int = 256, hidden: int = 128, layers: int = 4):
-        super().__init__(dim, hidden, layers, scale_aware=False, bases=("w", "abs", "sq"))
+    def __init__(self, dim: int = 256, hidden: int = 128, layers: int = 4, probes: bool = True):
+        super().__init__(dim, hidden, layers, scale_aware=False, bases=("w", "abs", "sq"), probes=probes)

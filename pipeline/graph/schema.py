@@ -153,6 +153,27 @@ class WeightGraph:
         return np.stack([s0 + src, d0 + dst]), feats
 
 
+def topological_order(n: int, blocks) -> list[int]:
+    """A topological order of ``n`` node groups (sources first) under edge ``blocks`` (anything with
+    ``src`` and ``dst``); raises ``ValueError`` on a cycle."""
+    indegree = [0] * n
+    for b in blocks:
+        indegree[b.dst] += 1
+    ready = [i for i in range(n) if indegree[i] == 0]
+    order = []
+    while ready:
+        i = ready.pop(0)
+        order.append(i)
+        for b in blocks:
+            if b.src == i:
+                indegree[b.dst] -= 1
+                if indegree[b.dst] == 0:
+                    ready.append(b.dst)
+    if len(order) != n:
+        raise ValueError("weight graph has a cycle")
+    return order
+
+
 # --- Arrow/Parquet layout ------------------------------------------------------------------------
 #
 # A shard is a pair of Parquet files written together:

@@ -81,13 +81,32 @@ def spec_data(spec: dict) -> SpecData:
     return SpecData(data.kind, data.dataset, x_tr, y_tr, x_te, y_te, data.num_inputs, data.num_outputs, -1)
 
 
+def rebuild_model(row: dict, tensors: dict) -> tuple[torch.nn.Module, SpecData]:
+    """A zoo model rebuilt from its catalog ``row`` (family, arch, activation, dropout, task,
+    image_index) holding ``tensors`` (name -> array), in eval mode, with the data it was trained on."""
+    import numpy as np
+
+    spec = {**row, "arch": json.loads(row["arch"]) if isinstance(row["arch"], str) else row["arch"]}
+    data = spec_data(spec)
+    model = build_model(spec, data.num_inputs, data.num_outputs)
+    model.load_state_dict({n: torch.from_numpy(np.array(t, dtype=np.float32)) for n, t in tensors.items()})
+    return model.eval(), data
+
+
+def evaluate_model(model: torch.nn.Module, data: SpecData) -> tuple[float, float]:
+    """``(train metric, test metric)`` of a model on its task (accuracy, R^2 or PSNR)."""
+    model.eval()
+    with torch.no_grad():
+        return _metric(data.kind, model(data.x_train), data.y_train), _metric(data.kind, model(data.x_test), data.y_test)
+
+
 def train_model(spec: dict, out_dir: str) -> dict:
     """Train ``spec``, write ``<out_dir>/models/<model_id>.safetensors``; return its catalog row."""
     started = time.perf_counter()
     torch.manual_seed(spec["seed"])
     data = spec_data(spec)
     kind, dataset, label = data.kind, data.dataset, data.label
-    x_tr, y_tr, x_te, y_te = data.x_train, data.y_train, data.x_test, data.y_test
+    x_tr, y_tr = data.x_train, data.y_train
     num_in, num_out = data.num_inputs, data.num_outputs
     model = build_model(spec, num_in, num_out)
     _initialize(model, spec["init"])
@@ -103,9 +122,7 @@ def train_model(spec: dict, out_dir: str) -> dict:
             opt.zero_grad(set_to_none=True)
             loss_fn(model(x_tr[idx]), y_tr[idx]).backward()
             opt.step()
-    model.eval()
-    with torch.no_grad():
-        train_metric, test_metric = _metric(kind, model(x_tr), y_tr), _metric(kind, model(x_te), y_te)
+    train_metric, test_metric = evaluate_model(model, data)
 
     path = os.path.join("models", f"{spec['model_id']}.safetensors")
     num_params = sum(p.numel() for p in model.parameters())

@@ -1,0 +1,120 @@
+"""Near-duplicates: groups of models that compute the same function up to the symmetries (permuted,
+rescaled, sign-flipped or lightly fine-tuned copies).
+
+Two stages. Candidates: pairs whose embeddings are within ``min_cosine`` of each other (faiss
+top-k). Verification: a symmetry-invariant *fingerprint* of the weights must agree to within
+``max_distance`` (relative). Embeddings trained for retrieval put models of one task close together,
+so they only propose; the fingerprint, which sees the weights themselves, decides, so independently
+trained models (other seeds of the same setting) are not grouped.
+
+Fingerprint of a weight graph, concatenated from:
+
+* the singular values of every weight block (as a ``[dst, src * kernel]`` matrix) after the
+  positively scalable groups (ReLU family) are put in scale canonical form (incoming rows and bias
+  of each unit divided by their norm, the next layer's columns multiplied by it, through
+  :func:`pipeline.symmetry.apply`, in topological order): invariant to permutations and sign flips
+  of rows and columns;
+* the sorted absolute values of every bias and normalization vector.
+
+It is invariant to every annotated symmetry and moves continuously with the weights. It is blind to
+an uncoupled permutation (each block keeps its singular values): the wiring-aware embedding of the
+first stage sees those. (Measured and not used: the network's linear response, weights multiplied
+along all input-output paths, and singular values of products of consecutive blocks; both see the
+wiring but move under a few fine-tuning steps about as much as between independent training runs.)
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from pipeline.graph.schema import WeightGraph, topological_order
+from pipeline.symmetry import GroupElement, apply
+
+TINY = 1e-30
+
+
+def scale_canonical(graph: WeightGraph) -> WeightGraph:
+    """``graph`` with every ``perm_scale`` unit's incoming weights and bias scaled to unit norm
+    (compensated downstream): the same function, invariant to positive rescaling of its units."""
+    for i in topological_order(len(graph.node_groups), graph.edge_blocks):
+        g = graph.node_groups[i]
+        if g.symmetry != "perm_scale":
+            continue
+        squares = np.zeros(g.size)
+        for b in graph.edge_blocks:
+            if b.dst == i and b.tensor:
+                w = np.asarray(graph.tensors[b.tensor], dtype=np.float64)
+                w = w.T if b.kind == "embedding" else w
+                squares += np.square(w.reshape(g.size, -1)).sum(1)
+        if g.bias:
+            squares += np.square(np.asarray(graph.tensors[g.bias], dtype=np.float64))
+        norm = np.sqrt(squares)
+        factors = np.where(norm > TINY, 1.0 / np.maximum(norm, TINY), 1.0)
+        graph = dataclasses.replace(graph, tensors=apply(graph, GroupElement(factors={i: factors})))
+    return graph
+
+
+def fingerprint(graph: WeightGraph) -> np.ndarray:
+    """``[n]`` float32 invariant fingerprint (see the module docstring); ``n`` depends only on the
+    architecture."""
+    graph = scale_canonical(graph)
+    parts = []
+    for b in graph.edge_blocks:
+        if not b.tensor:
+            continue
+        w = np.asarray(graph.tensors[b.tensor], dtype=np.float64)
+        dst, _, _ = graph.block_shape(b)
+        matrix = w.T if b.kind == "embedding" else w.reshape(dst, -1)
+        parts.append(np.linalg.svd(matrix, compute_uv=False))
+    for g in graph.node_groups:
+        for name in (g.bias, *g.norm):
+            if name:
+                parts.append(np.sort(np.abs(np.asarray(graph.tensors[name], dtype=np.float64))))
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
+def fingerprint_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Relative distance ``||a - b|| / max(||a||, ||b||)``; ``inf`` for different architectures."""
+    if a.shape != b.shape:
+        return float("inf")
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), TINY))
+
+
+def near_duplicate_groups(ids: list[str], vectors: np.ndarray, fingerprints: list[np.ndarray],
+                          min_cosine: float = 0.9, max_distance: float = 5e-3, k: int = 10) -> list[dict]:
+    """Groups of near-duplicates among ``ids`` (``vectors [n, d]`` their embeddings, ``fingerprints``
+    theirs): connected components of the verified pairs. Returns ``[{"members": [...], "pairs":
+    [(a, b, cosine, distance)]}]``, largest first."""
+    import faiss
+
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), TINY)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    scores, rows = index.search(x, min(k + 1, len(ids)))
+    parent = list(range(len(ids)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    pairs = []
+    for i, (row_scores, row_ids) in enumerate(zip(scores, rows)):
+        for s, j in zip(row_scores, row_ids):
+            if j <= i or s < min_cosine:
+                continue
+            d = fingerprint_distance(fingerprints[i], fingerprints[j])
+            if d <= max_distance:
+                pairs.append((i, int(j), float(s), d))
+                parent[root(i)] = root(int(j))
+    groups: dict[int, dict] = {}
+    for i, j, s, d in pairs:
+        group = groups.setdefault(root(i), {"members": set(), "pairs": []})
+        group["members"].update((ids[i], ids[j]))
+        group["pairs"].append((ids[i], ids[j], s, d))
+    out = [{"members": sorted(g["members"]), "pairs": g["pairs"]} for g in groups.values()]
+    return sorted(out, key=lambda g: (-len(g["members"]), g["members"]))

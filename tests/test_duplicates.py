@@ -1,0 +1,68 @@
+"""Planted near-duplicates compute their parent's function (up to fine-tuning), and near-duplicate
+detection finds every planted copy and groups nothing else."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.checkpoint import open_checkpoint
+from pipeline.duplicates import fingerprint, fingerprint_distance, near_duplicate_groups
+from pipeline.encoders import build_encoder, embed
+from pipeline.graph import build_graph
+from pipeline.symmetry import apply, random_element
+from pipeline.zoo.train import rebuild_model
+
+
+@pytest.fixture(scope="module")
+def zoo(tiny_zoo):
+    folder, catalog = tiny_zoo
+    rows = {r["model_id"]: r for r in catalog.to_pylist()}
+    graphs = {m: build_graph(open_checkpoint(str(folder / r["path"]))) for m, r in rows.items()}
+    return rows, graphs
+
+
+def _outputs(row, graph):
+    model, data = rebuild_model(row, graph.tensors)
+    with torch.no_grad():
+        return model(data.x_test[:64])
+
+
+def test_planted_copies_compute_the_parents_function(zoo):
+    rows, graphs = zoo
+    copies = [r for r in rows.values() if r["duplicate_of"]]
+    assert len(copies) == 6 and {r["transform"] for r in copies} == {"symmetry", "symmetry+finetune5"}
+    assert len({r["family"] for r in copies}) == 5
+    for copy in copies:
+        parent = rows[copy["duplicate_of"]]
+        assert graphs[copy["model_id"]].info["content_id"] != graphs[parent["model_id"]].info["content_id"]
+        ours, theirs = _outputs(copy, graphs[copy["model_id"]]), _outputs(parent, graphs[parent["model_id"]])
+        difference = float((ours - theirs).abs().max() / theirs.abs().max())
+        if copy["transform"] == "symmetry":
+            assert difference < 1e-5
+        else:
+            assert 0 < difference < 0.1
+
+
+def test_fingerprint_is_invariant_and_continuous(zoo):
+    _, graphs = zoo
+    rng = np.random.default_rng(0)
+    for graph in graphs.values():
+        reference = fingerprint(graph)
+        moved = dataclasses.replace(graph, tensors=apply(graph, random_element(graph, rng)))
+        assert fingerprint_distance(fingerprint(moved), reference) < 1e-6
+        noisy = {n: (t * (1 + 1e-4 * rng.standard_normal(t.shape))).astype(t.dtype) for n, t in graph.tensors.items()}
+        assert 1e-7 < fingerprint_distance(fingerprint(dataclasses.replace(graph, tensors=noisy)), reference) < 1e-3
+
+
+def test_near_duplicate_groups_are_exactly_the_planted_copies(zoo):
+    rows, graphs = zoo
+    ids = sorted(graphs)
+    torch.manual_seed(0)
+    vectors = embed(build_encoder("scale_gmn", dim=32, hidden=32), [graphs[m] for m in ids]).numpy()
+    groups = near_duplicate_groups(ids, vectors, [fingerprint(graphs[m]) for m in ids], min_cosine=0.9)
+    found = sorted(tuple(g["members"]) for g in groups)
+    planted = sorted(tuple(sorted((r["model_id"], r["duplicate_of"]))) for r in rows.values() if r["duplicate_of"])
+    assert found == planted
