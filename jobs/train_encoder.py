@@ -20,13 +20,17 @@ from pipeline.dataset import labelled_models, model_table, split
 from pipeline.encoders import ENCODERS, build_encoder, prepare
 from pipeline.graph.rows import records_to_graphs
 from pipeline.ray_utils import ensure_ray
-from pipeline.train import TrainConfig, evaluate, fit_encoder, load_trained
+from pipeline.train import EncoderWithHead, TrainConfig, evaluate, fit_encoder, load_trained, save_state
 
 
 def run_one(name: str, args, models: pa.Table, test: pa.Table) -> dict:
+    exported = os.path.join(args.out, "encoders", f"{name}.pt")
+    os.makedirs(os.path.dirname(exported), exist_ok=True)
     if name == "pca":
         train_table = model_table(args.graphs, split(models, "train"))
         encoder = build_encoder("pca", dim=args.dim).fit([prepare(g) for g in records_to_graphs(train_table)])
+        save_state(EncoderWithHead(encoder, args.dim),
+                   TrainConfig(encoder="pca", encoder_kwargs={"dim": args.dim}, epochs=0), exported)
     else:
         config = TrainConfig(encoder=name, encoder_kwargs={"dim": args.dim}, epochs=args.epochs,
                              batch_size=args.batch_size, lr=args.lr, seed=args.seed)
@@ -35,8 +39,7 @@ def run_one(name: str, args, models: pa.Table, test: pa.Table) -> dict:
         best = result.get_best_checkpoint("val_map", "max") or result.checkpoint
         with best.as_directory() as folder:
             encoder, _ = load_trained(folder)
-            os.makedirs(os.path.join(args.out, "encoders"), exist_ok=True)
-            shutil.copyfile(os.path.join(folder, "state.pt"), os.path.join(args.out, "encoders", f"{name}.pt"))
+            shutil.copyfile(os.path.join(folder, "state.pt"), exported)
     return evaluate(encoder, test)
 
 

@@ -2,16 +2,18 @@
 
 Output folder::
 
-    <out>/embeddings/part-<uuid>.parquet   content_id, vector, encoder, encoder_version
+    <out>/embeddings/part-<uuid>.parquet   content_id, vector, encoder, encoder_version, fingerprint
     <out>/index/                           the ModelIndex (see pipeline.index)
 
 An encoder is identified as ``<name>@<sha256 of its state file, 12 hex>``: an index built with one
-version refuses vectors of another.
+version refuses vectors of another. ``fingerprint`` is the model's symmetry-invariant weight
+fingerprint (:mod:`pipeline.duplicates`), computed in the same pass for near-duplicate detection.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 
 import numpy as np
@@ -20,7 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 EMBEDDING_SCHEMA = pa.schema([("content_id", pa.string()), ("vector", pa.list_(pa.float32())),
-                              ("encoder", pa.string()), ("encoder_version", pa.string())])
+                              ("encoder", pa.string()), ("encoder_version", pa.string()),
+                              ("fingerprint", pa.list_(pa.float32()))])
 
 
 def encoder_version(state_path: str, name: str) -> str:
@@ -41,13 +44,15 @@ class Embedder:
         self.name, self.version = config.encoder, encoder_version(state_path, config.encoder)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from pipeline.duplicates import fingerprint
         from pipeline.encoders import embed
         from pipeline.graph.rows import records_to_graphs
 
         graphs = list(records_to_graphs(batch.drop_columns([c for c in batch.column_names if c.startswith("label_")])))
         z = embed(self.encoder, graphs).numpy().astype(np.float32)
         return pa.table({"content_id": [g.info["content_id"] for g in graphs], "vector": list(z),
-                         "encoder": [self.name] * len(z), "encoder_version": [self.version] * len(z)},
+                         "encoder": [self.name] * len(z), "encoder_version": [self.version] * len(z),
+                         "fingerprint": [fingerprint(g) for g in graphs]},
                         schema=EMBEDDING_SCHEMA)
 
 
@@ -76,7 +81,7 @@ def run_embed(graphs_dir: str, state_path: str, out: str, factory: str = "Flat",
     models = stored_models(graphs_dir)
     todo = models.filter(pc.invert(pc.is_in(models.column("content_id"), pa.array(sorted(done), pa.string()))))
     os.makedirs(os.path.join(out, "embeddings"), exist_ok=True)
-    new = 0
+    new, started, first = 0, time.perf_counter(), None
     if todo.num_rows:
         actors = num_actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
         ds = model_dataset(graphs_dir, todo).map_batches(
@@ -86,7 +91,10 @@ def run_embed(graphs_dir: str, state_path: str, out: str, factory: str = "Flat",
             path = os.path.join(out, "embeddings", f"part-{uuid.uuid4().hex[:16]}.parquet")
             pq.write_table(batch, path + ".tmp")
             os.replace(path + ".tmp", path)
+            if first is None:
+                first = (time.perf_counter(), batch.num_rows)
             new += batch.num_rows
+    seconds = time.perf_counter() - started
     table = read_embeddings(out, version)
     index_dir = os.path.join(out, "index")
     vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False)) if table.num_rows else None
@@ -94,4 +102,6 @@ def run_embed(graphs_dir: str, state_path: str, out: str, factory: str = "Flat",
     if vectors is not None:
         index.add(table.column("content_id").to_pylist(), vectors, version)
         index.save(index_dir)
-    return {"encoder_version": version, "embedded_now": new, "indexed": len(index), "index": index_dir}
+    after_first = (new - first[1]) / max(time.perf_counter() - first[0], 1e-9) if first and new > first[1] else None
+    return {"encoder_version": version, "embedded_now": new, "indexed": len(index), "index": index_dir,
+            "embed_seconds": round(seconds, 2), "models_per_s_after_first_batch": after_first}

@@ -2,6 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+
+
+def task_labels(table: pa.Table) -> np.ndarray:
+    """Relevance label of model rows (``label_*`` columns): same task and data set."""
+    return np.array([f"{t}|{d}" for t, d in zip(table.column("label_task").to_pylist(),
+                                                table.column("label_dataset").to_pylist())])
 
 
 def ranked_relevance(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from pipeline.augment import adversarial, augment, rebuildable
 from pipeline.encoders import build_encoder, embed, prepare
 from pipeline.graph.rows import records_to_graphs
-from pipeline.retrieval import retrieval_metrics
+from pipeline.retrieval import retrieval_metrics, task_labels
 from pipeline.symmetry import uncoupled_permutation
 
 
@@ -153,7 +153,7 @@ def train_loop(config_dict: dict) -> None:
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        val = retrieval_metrics(_validation_embeddings(model, val_table), _task_labels(val_table))
+        val = retrieval_metrics(_validation_embeddings(model, val_table), task_labels(val_table))
         metrics = {"epoch": epoch, "resumed_at_epoch": start_epoch,
                    "loss": float(np.mean(losses)) if losses else float("nan"),
                    "val_p_at_1": val["p_at_1"], "val_map": val["map"]}
@@ -165,12 +165,6 @@ def train_loop(config_dict: dict) -> None:
                            os.path.join(folder, "state.pt"))
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=checkpoint)
-
-
-def _task_labels(table: pa.Table) -> np.ndarray:
-    """Relevance label: same task and data set."""
-    return np.array([f"{t}|{d}" for t, d in zip(table.column("label_task").to_pylist(),
-                                                table.column("label_dataset").to_pylist())])
 
 
 def label_statistics(train_models: pa.Table) -> tuple[dict, dict]:
@@ -214,15 +208,27 @@ def fit_encoder(graphs_dir: str, models: pa.Table, config: TrainConfig, storage_
     return trainer.fit()
 
 
-def load_trained(path: str) -> tuple[nn.Module, TrainConfig]:
-    """The encoder (eval mode) and its training config from a checkpoint folder or its ``state.pt``."""
+def load_state(path: str) -> tuple[EncoderWithHead, TrainConfig]:
+    """The encoder with its metric head (eval mode) and its training config, from a checkpoint
+    folder or its ``state.pt`` (``config.epochs == 0``: a fitted baseline, its head untrained)."""
     path = os.path.join(path, "state.pt") if os.path.isdir(path) else path
     state = torch.load(path, weights_only=True, map_location="cpu")
     config = TrainConfig(**state["config"])
     model = EncoderWithHead(build_encoder(config.encoder, **config.encoder_kwargs),
                             config.encoder_kwargs.get("dim", 256))
     model.load_state_dict(state["model"])
-    return model.encoder.eval(), config
+    return model.eval(), config
+
+
+def save_state(model: EncoderWithHead, config: TrainConfig, path: str) -> None:
+    """Write what :func:`load_state` reads (for fitted baselines; training writes its own)."""
+    torch.save({"model": model.state_dict(), "config": asdict(config)}, path)
+
+
+def load_trained(path: str) -> tuple[nn.Module, TrainConfig]:
+    """The encoder alone (eval mode) and its training config; see :func:`load_state`."""
+    model, config = load_state(path)
+    return model.encoder, config
 
 
 def evaluate(encoder: nn.Module, table: pa.Table, seed: int = 0) -> dict[str, float]:
@@ -234,7 +240,7 @@ def evaluate(encoder: nn.Module, table: pa.Table, seed: int = 0) -> dict[str, fl
     graphs = list(records_to_graphs(table))
     rng = np.random.default_rng(seed)
     z = embed(encoder, graphs).numpy()
-    metrics = retrieval_metrics(z, _task_labels(table))
+    metrics = retrieval_metrics(z, task_labels(table))
     broken = [(k, uncoupled_permutation(g, rng)) for k, g in enumerate(graphs)]
     broken = [(k, t) for k, t in broken if t is not None]  # models with a layer to break
     if not broken:

@@ -1,0 +1,121 @@
+"""Queries over an indexed zoo (the output of :func:`pipeline.embed.run_embed`): top-k by model or by a
+checkpoint file that is not in the index, filtered by metadata, and near-duplicate groups.
+
+Metadata per model comes from the ingestion manifest (file, family, parameter count) and, when given,
+the zoo catalog (task, data set, model id, test metric), joined on the checkpoint's file name.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline.checkpoint.fs import resolve
+from pipeline.embed import encoder_version, read_embeddings
+from pipeline.index import EncoderMismatch, ModelIndex
+
+
+@dataclass
+class Filters:
+    """Metadata constraints on results (``None``: any)."""
+    task: str | None = None
+    family: str | None = None
+    min_params: int | None = None
+    max_params: int | None = None
+
+    def accept(self, meta: dict) -> bool:
+        return ((self.task is None or meta.get("task") == self.task)
+                and (self.family is None or meta.get("family") == self.family)
+                and (self.min_params is None or meta.get("num_params", 0) >= self.min_params)
+                and (self.max_params is None or meta.get("num_params", 0) <= self.max_params))
+
+
+class ZooSearch:
+    """``out``: an embed_zoo output folder; ``graphs``: its ingestion folder; ``catalog``: the zoo's
+    catalog.parquet (optional); ``encoder_state``: the encoder's state file (needed for queries by
+    file; must be the version the index was built with)."""
+
+    def __init__(self, out: str, graphs: str, catalog: str | None = None, encoder_state: str | None = None):
+        self.index = ModelIndex.load(os.path.join(out, "index"))
+        self.out, self.encoder_state, self._encoder = out, encoder_state, None
+        fs, root = resolve(graphs)
+        manifest = pq.read_table(posixpath.join(root, "manifest.parquet"), filesystem=fs).to_pylist()
+        by_name = {}
+        if catalog:
+            cfs, cpath = resolve(catalog)
+            by_name = {posixpath.basename(r["path"]): r for r in pq.read_table(cpath, filesystem=cfs).to_pylist()}
+        self.meta: dict[str, dict] = {}
+        for r in manifest:
+            if r["status"] != "converted" or r["content_id"] in self.meta:
+                continue
+            name = posixpath.basename(r["source_path"])
+            c = by_name.get(name, {})
+            self.meta[r["content_id"]] = {
+                "content_id": r["content_id"], "file": name, "family": r["family"], "num_params": r["num_params"],
+                "model_id": c.get("model_id", os.path.splitext(name)[0]), "task": c.get("task"),
+                "dataset": c.get("dataset"), "test_metric": c.get("test_metric"),
+                "duplicate_of": c.get("duplicate_of") or None}
+        self._by_name = {m["model_id"]: cid for cid, m in self.meta.items()}
+        self._by_name.update({m["file"]: cid for cid, m in self.meta.items()})
+
+    def resolve_id(self, model: str) -> str:
+        """A content id from a content id, a model id or a checkpoint file name."""
+        if model in self.meta:
+            return model
+        if model in self._by_name:
+            return self._by_name[model]
+        raise KeyError(f"no indexed model {model!r} (give a content id, model id or file name)")
+
+    def by_id(self, model: str, k: int = 10, filters: Filters | None = None) -> list[dict]:
+        """Top-``k`` models nearest to an indexed model (itself excluded)."""
+        cid = self.resolve_id(model)
+        return self._search(self.index.vector(cid), k, filters or Filters(), exclude=cid)
+
+    def by_file(self, path: str, k: int = 10, filters: Filters | None = None) -> list[dict]:
+        """Top-``k`` models nearest to a checkpoint file (read, converted and embedded now)."""
+        from pipeline.checkpoint import open_checkpoint
+        from pipeline.encoders import embed
+        from pipeline.graph import build_graph
+
+        encoder = self._load_encoder()
+        vector = embed(encoder, [build_graph(open_checkpoint(path))]).numpy()[0]
+        return self._search(vector, k, filters or Filters())
+
+    def _load_encoder(self):
+        if self._encoder is None:
+            from pipeline.train import load_trained
+
+            if not self.encoder_state:
+                raise ValueError("queries by file need the encoder's state file (encoder_state)")
+            encoder, config = load_trained(self.encoder_state)
+            version = encoder_version(self.encoder_state, config.encoder)
+            if version != self.index.encoder_version:
+                raise EncoderMismatch(f"index holds {self.index.encoder_version!r} embeddings; "
+                                      f"{self.encoder_state} is {version!r}")
+            self._encoder = encoder
+        return self._encoder
+
+    def _search(self, vector: np.ndarray, k: int, filters: Filters, exclude: str | None = None) -> list[dict]:
+        fetch = k + 1
+        while True:
+            hits = self.index.search(vector[None], fetch, self.index.encoder_version)[0]
+            results = [{**self.meta.get(cid, {"content_id": cid}), "score": score} for cid, score in hits
+                       if cid != exclude and filters.accept(self.meta.get(cid, {}))]
+            if len(results) >= k or fetch >= len(self.index):
+                return results[:k]
+            fetch = min(4 * fetch, len(self.index))
+
+    def near_duplicates(self, min_cosine: float = 0.9, max_distance: float = 5e-3) -> list[dict]:
+        """Near-duplicate groups among the indexed models (see :mod:`pipeline.duplicates`), each with
+        its members' metadata."""
+        from pipeline.duplicates import near_duplicate_groups
+
+        table = read_embeddings(self.out, self.index.encoder_version)
+        ids = table.column("content_id").to_pylist()
+        vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
+        prints = [np.asarray(f, dtype=np.float32) for f in table.column("fingerprint").to_pylist()]
+        groups = near_duplicate_groups(ids, vectors, prints, min_cosine, max_distance)
+        return [{**g, "models": [self.meta.get(cid, {"content_id": cid}) for cid in g["members"]]} for g in groups]
