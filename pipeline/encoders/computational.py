@@ -16,7 +16,7 @@ from pipeline.graph.schema import NODE_KINDS
 
 _SCALED = ("perm_scale", "perm_sign")
 _POSITIONAL = (NODE_KINDS.index("input"), NODE_KINDS.index("output"))
-_OUTPUT = NODE_KINDS.index("output")
+_INPUT, _OUTPUT = NODE_KINDS.index("input"), NODE_KINDS.index("output")
 
 
 class ComputationalGraphEncoder(nn.Module):
@@ -54,6 +54,7 @@ class ComputationalGraphEncoder(nn.Module):
         self.node_readout = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.readout = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.attention = nn.Linear(hidden, 1)
+        self.signature = nn.Sequential(nn.Linear(3, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.out = nn.Linear(hidden, dim)
 
     def symmetry(self, graph: GraphInput, index: int) -> str:
@@ -119,7 +120,14 @@ class ComputationalGraphEncoder(nn.Module):
             self.readout(torch.cat([self.node_readout(canonicalize(x, self.symmetry(graph, i))).mean(0), context[i]]))
             for i, x in enumerate(states)])
         weights = torch.softmax(self.attention(summaries), dim=0)
-        return self.out((weights * summaries).sum(0))
+        return self.out((weights * summaries).sum(0) + self.signature(self._signature(graph)))
+
+    def _signature(self, graph: GraphInput) -> torch.Tensor:
+        """``[3]`` invariant interface of the network: log widths of its input and output layers, log
+        number of node groups."""
+        width = lambda kind: sum(g.size for g in graph.groups if g.kind == kind)  # noqa: E731
+        values = [math.log1p(width(_INPUT)), math.log1p(width(_OUTPUT)), math.log(len(graph.groups))]
+        return torch.tensor(values, dtype=self.bias_in.dtype, device=self.bias_in.device)
 
     def forward(self, graphs: list[GraphInput]) -> torch.Tensor:
         return torch.stack([self.embed_one(g) for g in graphs])
