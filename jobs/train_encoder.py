@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 
 import pyarrow as pa
 import torch
@@ -20,7 +19,7 @@ from pipeline.dataset import labelled_models, model_table, split
 from pipeline.encoders import ENCODERS, build_encoder, prepare
 from pipeline.graph.rows import records_to_graphs
 from pipeline.ray_utils import ensure_ray
-from pipeline.train import EncoderWithHead, TrainConfig, evaluate, fit_encoder, load_trained, save_state
+from pipeline.train import EncoderWithHead, TrainConfig, evaluate, fit_encoder, load_state, save_state
 
 
 def run_one(name: str, args, models: pa.Table, test: pa.Table) -> dict:
@@ -38,8 +37,9 @@ def run_one(name: str, args, models: pa.Table, test: pa.Table) -> dict:
                              args.num_workers, args.use_gpu, args.cpus_per_worker)
         best = result.get_best_checkpoint("val_map", "max") or result.checkpoint
         with best.as_directory() as folder:
-            encoder, _ = load_trained(folder)
-            shutil.copyfile(os.path.join(folder, "state.pt"), exported)
+            model, config = load_state(folder)
+        save_state(model, config, exported)  # the encoder and its head, without the optimizer's state
+        encoder = model.encoder
     return evaluate(encoder, test)
 
 

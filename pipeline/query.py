@@ -72,19 +72,23 @@ class ZooSearch:
     def by_id(self, model: str, k: int = 10, filters: Filters | None = None) -> list[dict]:
         """Top-``k`` models nearest to an indexed model (itself excluded)."""
         cid = self.resolve_id(model)
-        return self._search(self.index.vector(cid), k, filters or Filters(), exclude=cid)
+        return self.search_vector(self.index.vector(cid), k, filters or Filters(), exclude=cid)
 
     def by_file(self, path: str, k: int = 10, filters: Filters | None = None) -> list[dict]:
         """Top-``k`` models nearest to a checkpoint file (read, converted and embedded now)."""
+        return self.search_vector(self.embed_file(path), k, filters or Filters())
+
+    def embed_file(self, path: str) -> np.ndarray:
+        """``[dim]`` embedding of a checkpoint file by the index's encoder. Raises
+        :class:`~pipeline.checkpoint.CheckpointError` (naming the file) on bad input."""
         from pipeline.checkpoint import open_checkpoint
         from pipeline.encoders import embed
         from pipeline.graph import build_graph
 
-        encoder = self._load_encoder()
-        vector = embed(encoder, [build_graph(open_checkpoint(path))]).numpy()[0]
-        return self._search(vector, k, filters or Filters())
+        return embed(self.encoder(), [build_graph(open_checkpoint(path))]).numpy()[0]
 
-    def _load_encoder(self):
+    def encoder(self):
+        """The index's encoder (loaded once; its version must match the index's)."""
         if self._encoder is None:
             from pipeline.train import load_trained
 
@@ -98,7 +102,9 @@ class ZooSearch:
             self._encoder = encoder
         return self._encoder
 
-    def _search(self, vector: np.ndarray, k: int, filters: Filters, exclude: str | None = None) -> list[dict]:
+    def search_vector(self, vector: np.ndarray, k: int, filters: Filters, exclude: str | None = None) -> list[dict]:
+        """Top-``k`` indexed models nearest to ``vector [dim]`` that pass ``filters`` (fetching more
+        candidates from faiss until ``k`` pass or the index is exhausted), best first, with metadata."""
         fetch = k + 1
         while True:
             hits = self.index.search(vector[None], fetch, self.index.encoder_version)[0]

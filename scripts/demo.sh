@@ -1,12 +1,35 @@
 #!/usr/bin/env bash
-# The main job end to end on the built-in tiny zoo: train the zoo as Ray tasks, then ingest it into
-# weight-graph Parquet shards with Ray Data and print a summary. Each job starts a local Ray.
+# The main job end to end on the built-in tiny zoo, each job starting its own local Ray:
+#   1. train the zoo as Ray tasks (66 models: 60 trained, 6 planted near-duplicate copies);
+#   2. ingest it into weight-graph Parquet shards with Ray Data;
+#   3. train a ScaleGMN encoder contrastively with Ray Train (a few epochs: a demo, not the
+#      default zoo's figures);
+#   4. embed_zoo: checkpoints -> (incremental ingest) -> embeddings table + faiss index;
+#   5. query: the nearest models to one model, and the near-duplicate groups.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
 ZOO="${ZOO:-data/zoo-tiny}"
 GRAPHS="${GRAPHS:-data/graphs-tiny}"
+RUNS="${RUNS:-runs/demo}"
+INDEX="${INDEX:-data/index-tiny}"
+PY=.venv/bin/python
 if [ ! -f "$ZOO/catalog.parquet" ]; then
-  .venv/bin/python jobs/make_zoo.py --out "$ZOO" --preset tiny
+  $PY jobs/make_zoo.py --out "$ZOO" --preset tiny
 fi
-.venv/bin/python jobs/ingest_zoo.py "$ZOO/models" --out "$GRAPHS"
+$PY jobs/ingest_zoo.py "$ZOO/models" --out "$GRAPHS"
+$PY jobs/train_encoder.py --graphs "$GRAPHS" --catalog "$ZOO/catalog.parquet" --encoder scale_gmn \
+    --epochs 4 --batch-size 16 --cpus-per-worker 1 --out "$RUNS" --run-name demo 2>&1 \
+    | grep -aE "test split|P@1|scale_gmn +[0-9]" || true
+$PY jobs/embed_zoo.py --ingest "$ZOO/models" --graphs "$GRAPHS" --encoder-state "$RUNS/encoders/scale_gmn.pt" \
+    --out "$INDEX"
+echo
+echo "== the 5 models nearest to moons-mlp-00000 =="
+$PY jobs/query.py --index "$INDEX" --graphs "$GRAPHS" --catalog "$ZOO/catalog.parquet" --id moons-mlp-00000 --k 5
+echo
+echo "== ... among CNNs of at most 10,000 parameters =="
+$PY jobs/query.py --index "$INDEX" --graphs "$GRAPHS" --catalog "$ZOO/catalog.parquet" --id moons-mlp-00000 --k 3 \
+    --family cnn --max-params 10000
+echo
+$PY jobs/query.py --index "$INDEX" --graphs "$GRAPHS" --catalog "$ZOO/catalog.parquet" --near-duplicates \
+    --report "$INDEX/near_duplicates.md" | head -20

@@ -14,6 +14,9 @@ def ray_session():
 
     ray.init(num_cpus=2, object_store_memory=400 * 1024**2, include_dashboard=False)
     yield ray
+    from ray import serve
+
+    serve.shutdown()
     ray.shutdown()
 
 
@@ -25,3 +28,36 @@ def tiny_zoo(ray_session, tmp_path_factory):
     out = tmp_path_factory.mktemp("zoo")
     catalog = make_zoo(str(out), "tiny", seed=0)
     return out, catalog
+
+
+SMALL = {"dim": 32, "hidden": 32, "layers": 2}
+
+
+def small_encoder_state(path, seed: int) -> str:
+    """An untrained small ScaleGMN saved as a state file (what embed_zoo and queries read)."""
+    import torch
+
+    from pipeline.encoders import build_encoder
+    from pipeline.train import EncoderWithHead, TrainConfig, save_state
+
+    torch.manual_seed(seed)
+    save_state(EncoderWithHead(build_encoder("scale_gmn", **SMALL), 32),
+               TrainConfig(encoder="scale_gmn", encoder_kwargs=SMALL), str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def indexed(ray_session, tiny_zoo, tmp_path_factory):
+    """The tiny zoo ingested and embedded by an untrained small encoder: paths and catalog rows."""
+    from pipeline.embed import run_embed
+    from pipeline.ingest import IngestConfig, run_ingest
+
+    folder, catalog = tiny_zoo
+    tmp = tmp_path_factory.mktemp("embed")
+    graphs = str(tmp / "graphs")
+    run_ingest(IngestConfig([str(folder / "models")], graphs))
+    state = small_encoder_state(tmp / "state.pt", 0)
+    out = str(tmp / "embedded")
+    first = run_embed(graphs, state, out, num_actors=1)
+    return {"graphs": graphs, "state": state, "out": out, "first": first, "tmp": tmp,
+            "catalog": str(folder / "catalog.parquet"), "zoo": folder, "rows": catalog.to_pylist()}

@@ -5,37 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from pipeline.train import EncoderWithHead, TrainConfig, save_state
-
-SMALL = {"dim": 32, "hidden": 32, "layers": 2}
-
-
-def _state(path, seed: int) -> str:
-    from pipeline.encoders import build_encoder
-
-    torch.manual_seed(seed)
-    save_state(EncoderWithHead(build_encoder("scale_gmn", **SMALL), 32),
-               TrainConfig(encoder="scale_gmn", encoder_kwargs=SMALL), str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def indexed(ray_session, tiny_zoo, tmp_path_factory):
-    from pipeline.embed import run_embed
-    from pipeline.ingest import IngestConfig, run_ingest
-
-    folder, catalog = tiny_zoo
-    tmp = tmp_path_factory.mktemp("embed")
-    graphs = str(tmp / "graphs")
-    run_ingest(IngestConfig([str(folder / "models")], graphs))
-    state = _state(tmp / "state.pt", 0)
-    out = str(tmp / "embedded")
-    first = run_embed(graphs, state, out, num_actors=1)
-    return {"graphs": graphs, "state": state, "out": out, "first": first, "tmp": tmp,
-            "catalog": str(folder / "catalog.parquet"), "zoo": folder, "rows": catalog.to_pylist()}
-
+from conftest import small_encoder_state
 
 def test_embed_tiny_zoo_is_incremental_and_self_retrieving(indexed):
     from pipeline.embed import read_embeddings, run_embed
@@ -96,7 +67,7 @@ def test_query_by_file_finds_the_parent_of_a_transformed_copy(indexed):
     corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(CheckpointError, match="corrupt.safetensors"):
         search.by_file(str(corrupt), 3)
-    other = ZooSearch(indexed["out"], indexed["graphs"], encoder_state=_state(indexed["tmp"] / "other.pt", 1))
+    other = ZooSearch(indexed["out"], indexed["graphs"], encoder_state=small_encoder_state(indexed["tmp"] / "other.pt", 1))
     with pytest.raises(EncoderMismatch):
         other.by_file(path, 3)
 

@@ -1,0 +1,138 @@
+"""Ray Serve app: HTTP queries over an indexed zoo (the output of jobs/embed_zoo.py).
+
+    python -m serve.app --index data/index --graphs data/graphs --catalog data/zoo/catalog.parquet \\
+        --encoder-state runs/encoders/scale_gmn.pt            # serves on 127.0.0.1:8000 until Ctrl-C
+
+Endpoints (JSON out; checkpoints go in as the raw request body, e.g. ``curl --data-binary @m.safetensors``):
+
+=======  =================================  ==========================================================
+GET      /health                            index size and encoder version
+GET      /models/{model}/neighbors          top-k by model (content id, model id or file name);
+                                            query: k, task, family, min_params, max_params
+POST     /search                            top-k by an uploaded checkpoint; same query parameters
+                                            plus ``filename`` (names the upload in errors)
+POST     /embed                             the uploaded checkpoint's embedding
+GET      /duplicates                        near-duplicate groups; query: min_cosine, max_distance
+=======  =================================  ==========================================================
+
+Bad input gets a 4xx with the reason: 400 (empty body), 404 (unknown model), 409 (encoder version
+mismatch), 413 (body over ``max_body_mib``), 422 (not a checkpoint, corrupt, unsafe or unsupported,
+invalid parameters). Uploads are parsed by our own validating readers (never unpickled).
+"""
+
+import argparse
+import os
+import tempfile
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from ray import serve
+
+api = FastAPI(title="weightzoo")
+
+
+def _safe_name(filename: str) -> str:
+    name = os.path.basename(filename.replace("\\", "/")).strip() or "upload"
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:128]
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16)
+@serve.ingress(api)
+class ZooAPI:
+    def __init__(self, index: str, graphs: str, catalog: str | None = None, encoder_state: str | None = None,
+                 max_body_mib: float = 256.0):
+        import torch
+
+        from pipeline.query import ZooSearch
+
+        torch.set_num_threads(1)
+        self.search = ZooSearch(index, graphs, catalog, encoder_state)
+        self.max_body = int(max_body_mib * 2**20)
+
+    @api.get("/health")
+    def health(self) -> dict:
+        return {"models": len(self.search.index), "encoder_version": self.search.index.encoder_version}
+
+    @api.get("/models/{model}/neighbors")
+    def neighbors(self, model: str, k: int = Query(10, ge=1, le=1000), task: str | None = None,
+                  family: str | None = None, min_params: int | None = None, max_params: int | None = None) -> dict:
+        from pipeline.query import Filters
+
+        try:
+            results = self.search.by_id(model, k, Filters(task, family, min_params, max_params))
+        except KeyError as exc:
+            raise HTTPException(404, str(exc.args[0])) from None
+        return {"query": model, "results": results}
+
+    @api.post("/search")
+    async def search_by_file(self, request: Request, k: int = Query(10, ge=1, le=1000), task: str | None = None,
+                             family: str | None = None, min_params: int | None = None,
+                             max_params: int | None = None, filename: str = "upload") -> dict:
+        from pipeline.query import Filters
+
+        vector = await self._with_upload(request, filename)
+        return {"query": _safe_name(filename),
+                "results": self.search.search_vector(vector, k, Filters(task, family, min_params, max_params))}
+
+    @api.post("/embed")
+    async def embed(self, request: Request, filename: str = "upload") -> dict:
+        vector = await self._with_upload(request, filename)
+        return {"encoder_version": self.search.index.encoder_version, "vector": vector.tolist()}
+
+    @api.get("/duplicates")
+    def duplicates(self, min_cosine: float = Query(0.9, ge=-1, le=1), max_distance: float = Query(5e-3, ge=0)) -> dict:
+        groups = self.search.near_duplicates(min_cosine, max_distance)
+        return {"groups": [{"models": g["models"], "pairs": g["pairs"]} for g in groups]}
+
+    async def _with_upload(self, request: Request, filename: str):
+        """The uploaded checkpoint's embedding; 4xx on bad input."""
+        from pipeline.checkpoint import CheckpointError
+        from pipeline.index import EncoderMismatch
+
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise HTTPException(413, f"checkpoint of {declared} bytes is over the {self.max_body}-byte limit")
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, _safe_name(filename))
+            size = 0
+            with open(path, "wb") as f:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > self.max_body:
+                        raise HTTPException(413, f"checkpoint is over the {self.max_body}-byte limit")
+                    f.write(chunk)
+            if size == 0:
+                raise HTTPException(400, "empty request body: send the checkpoint's bytes")
+            try:
+                return self.search.embed_file(path)
+            except CheckpointError as exc:
+                raise HTTPException(422, f"{_safe_name(filename)}: {exc.kind}: {exc.reason}") from None
+            except EncoderMismatch as exc:
+                raise HTTPException(409, str(exc)) from None
+            except ValueError as exc:  # e.g. no encoder state configured
+                raise HTTPException(422, str(exc)) from None
+
+
+def build_app(args: dict) -> serve.Application:
+    """``serve run serve.app:build_app index=... graphs=... [catalog=...] [encoder_state=...]``."""
+    return ZooAPI.bind(args["index"], args["graphs"], args.get("catalog"), args.get("encoder_state"),
+                       float(args.get("max_body_mib", 256.0)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", required=True), parser.add_argument("--graphs", required=True)
+    parser.add_argument("--catalog"), parser.add_argument("--encoder-state")
+    parser.add_argument("--host", default="127.0.0.1"), parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    from pipeline.ray_utils import ensure_ray
+
+    ensure_ray()
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(build_app({"index": os.path.abspath(args.index), "graphs": os.path.abspath(args.graphs),
+                         "catalog": args.catalog and os.path.abspath(args.catalog),
+                         "encoder_state": args.encoder_state and os.path.abspath(args.encoder_state)}),
+              blocking=True)
+
+
+if __name__ == "__main__":
+    main()
