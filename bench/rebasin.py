@@ -6,8 +6,9 @@ planted-transformation recovery, and Ray fan-out throughput on 2 CPUs against 1.
 
 * Ours vs ``rebasin`` (optional dependency: ``pip install -e .[bench]``): two independently initialized
   models per row (ReLU MLP ``64 -> w -> w -> w -> 10``; the 4,970-parameter Small-CNN-Zoo CNN). The
-  package only knows permutations, so ours runs permutation-only here (``scale=False``), with its
-  default 3 restarts; both are scored by the raw objective ``sum_t <A_t, B'_t>``. Time is wall time
+  package only knows permutations, so ours runs permutation-only here (``scale=False``), once with
+  one descent (as the package does) and once with its default 3 restarts; all are scored by the raw
+  objective ``sum_t <A_t, B'_t>``; the objective ratio is the smaller of ours over theirs. Time is wall time
   (best of ``--repeats``) of aligning B to A from in-memory models (theirs: tracing + descent; ours:
   spec + descent + applying the element), on the same threads. Function preservation (max relative
   output change of B') is checked for both.
@@ -25,10 +26,14 @@ import argparse
 import copy
 import json
 import os
+import sys
 import time
 
 import numpy as np
 import torch
+
+# This file is named like the package it measures: keep its own folder off the import path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 from pipeline.checkpoint.reader import Checkpoint
 from pipeline.graph import build_graph
@@ -57,14 +62,15 @@ def compare(make, x: torch.Tensor, metadata: dict, repeats: int) -> dict:
     torch.manual_seed(1)
     model_b = make().eval()
     graph_a, graph_b = graph_of(model_a, metadata), graph_of(model_b, metadata)
-    ours_s, ours = float("inf"), None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        ours = match(graph_a, graph_b, scale=False, sign=False)
-        ours_s = min(ours_s, time.perf_counter() - started)
-    row = {"ours_s": ours_s, "ours_obj": matching_objective(graph_a, ours.aligned),
-           "naive_obj": matching_objective(graph_a, graph_b.tensors),
-           "ours_fn": max_rel_change(model_b, ours.aligned, x)}
+    row = {"naive_obj": matching_objective(graph_a, graph_b.tensors)}
+    for tag, restarts in (("ours1", 1), ("ours", 3)):
+        best, result = float("inf"), None
+        for _ in range(repeats):
+            started = time.perf_counter()
+            result = match(graph_a, graph_b, restarts=restarts, scale=False, sign=False)
+            best = min(best, time.perf_counter() - started)
+        row.update({f"{tag}_s": best, f"{tag}_obj": matching_objective(graph_a, result.aligned),
+                    f"{tag}_fn": max_rel_change(model_b, result.aligned, x)})
     try:
         from rebasin import PermutationCoordinateDescent
     except ImportError as exc:
@@ -139,7 +145,7 @@ def _fanout_task(width: int, seed: int) -> float:
         a = graph_of(MLP(64, [width] * 3, 10, "relu"), {"activation": "relu"})
         torch.manual_seed(seed + 1)
         b = graph_of(MLP(64, [width] * 3, 10, "relu"), {"activation": "relu"})
-        return match(a, b).seconds
+        return match(a, b, restarts=1).seconds
 
 
 def ray_fanout(tasks: int, width: int) -> dict:
@@ -164,7 +170,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
     parser.add_argument("--trials", type=int, default=100, help="planted trials per family")
-    parser.add_argument("--repeats", type=int, default=2, help="timing: best of this many")
+    parser.add_argument("--repeats", type=int, default=3, help="timing: best of this many")
     parser.add_argument("--fanout-tasks", type=int, default=24)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -175,18 +181,21 @@ def main() -> None:
                                                            torch.randn(8, 64), {"activation": "relu"}, args.repeats)))
     rows.append(("Small-CNN-Zoo CNN (4,970)", compare(lambda: SmallCNN(activation="relu"), torch.randn(8, 1, 8, 8),
                                                       {"activation": "relu"}, args.repeats)))
-    print(f"\n{'pair (ours: permutation-only)':<28}{'ours s':>9}{'rebasin s':>11}{'speed-up':>10}"
-          f"{'naive obj':>12}{'ours obj':>12}{'rebasin obj':>13}{'obj ratio':>11}{'fn change ours/theirs':>24}")
-    speedups, ratios = [], []
+    print(f"\n{'pair (permutation-only)':<26}{'rebasin s':>10}{'ours s':>8}{'speed-up':>9}{'ours3 s':>9}{'speed-up':>9}"
+          f"{'naive obj':>11}{'rebasin obj':>12}{'ours obj':>10}{'ours3 obj':>10}{'fn change rebasin/ours':>24}")
+    speedups, speedups3, ratios = [], [], []
     for name, r in rows:
         if "theirs_s" not in r:
-            print(f"{name:<28}{r['ours_s']:>9.3f}  rebasin {r['theirs']}")
+            print(f"{name:<26}{'-':>10}{r['ours1_s']:>8.3f}  rebasin {r['theirs']}")
             continue
-        speedups.append(r["theirs_s"] / r["ours_s"])
-        ratios.append(r["ours_obj"] / r["theirs_obj"])
-        print(f"{name:<28}{r['ours_s']:>9.3f}{r['theirs_s']:>11.3f}{speedups[-1]:>9.1f}x{r['naive_obj']:>12.2f}"
-              f"{r['ours_obj']:>12.2f}{r['theirs_obj']:>13.2f}{ratios[-1]:>11.4f}"
-              f"{r['ours_fn']:>13.1e}/{r['theirs_fn']:.1e}")
+        speedups.append(r["theirs_s"] / r["ours1_s"])
+        speedups3.append(r["theirs_s"] / r["ours_s"])
+        ratios.append(min(r["ours1_obj"], r["ours_obj"]) / r["theirs_obj"])
+        print(f"{name:<26}{r['theirs_s']:>10.3f}{r['ours1_s']:>8.3f}{speedups[-1]:>8.1f}x{r['ours_s']:>9.3f}"
+              f"{speedups3[-1]:>8.1f}x{r['naive_obj']:>11.2f}{r['theirs_obj']:>12.2f}{r['ours1_obj']:>10.2f}"
+              f"{r['ours_obj']:>10.2f}{r['theirs_fn']:>14.1e}/{max(r['ours1_fn'], r['ours_fn']):.1e}")
+    print("(ours: one descent from the forward start; ours3: the default 3 restarts; time: best of "
+          f"{args.repeats}; objective: sum_t <A_t, B'_t>)")
     print(f"{'BERT (multi-head attention)':<28}  rebasin: {rebasin_on_attention()}; "
           "sign flips and positive scaling: not expressible in rebasin (permutations only)")
 
@@ -196,17 +205,19 @@ def main() -> None:
         rates[name], seconds = planted_recovery(name, args.trials)
         print(f"{name:<16}{rates[name]:>11.2f}{seconds:>14.4f}")
 
-    fan = ray_fanout(args.fanout_tasks, 256)
-    print(f"\nRay fan-out ({args.fanout_tasks} matching tasks, ReLU MLP width 256, 1 thread each): "
+    fan = ray_fanout(args.fanout_tasks, 1024)
+    print(f"\nRay fan-out ({args.fanout_tasks} matching tasks, ReLU MLP width 1024, one descent, 1 thread each): "
           f"{fan['tasks_per_s_2cpu']:.2f} tasks/s on 2 CPUs, {fan['tasks_per_s_1cpu']:.2f} on 1 -> {fan['speedup']:.2f}x")
     print(json.dumps({
         "speedup_vs_rebasin_min": round(min(speedups), 2) if speedups else None,
+        "speedup_vs_rebasin_min_3_restarts": round(min(speedups3), 2) if speedups3 else None,
         "objective_ratio_min": round(min(ratios), 5) if ratios else None,
         "planted_recovery_rate": min(rates.values()),
         "planted_worst_family": min(rates, key=rates.get),
         "ray_fanout_speedup_2v1": round(fan["speedup"], 3),
         "rebasin_s_by_width": {w: round(r["theirs_s"], 3) for w, (_, r) in zip(args.widths, rows) if "theirs_s" in r},
-        "ours_s_by_width": {w: round(r["ours_s"], 4) for w, (_, r) in zip(args.widths, rows)},
+        "ours_s_by_width": {w: round(r["ours1_s"], 4) for w, (_, r) in zip(args.widths, rows)},
+        "ours_3_restarts_s_by_width": {w: round(r["ours_s"], 4) for w, (_, r) in zip(args.widths, rows)},
     }))
 
 

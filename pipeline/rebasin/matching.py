@@ -168,6 +168,7 @@ class _Descent:
         self.signs = {i: np.ones(spec.perms[spec.key_of[i]].size) for i in self.sign_groups}
         self.version = dict.fromkeys(spec.perms, 0)
         self.cache: dict[Axis, tuple] = {}
+        self.solved_at: dict[tuple[str, ...], tuple] = {}
         if forward:
             solved: set[str] = set()
             for unit in spec.units:
@@ -198,7 +199,14 @@ class _Descent:
     def _update(self, unit: tuple[str, ...], solved: set[str] | None = None) -> bool:
         """Re-solve the permutations (and signs) of one unit; keep them if ``J`` rises. With ``solved``
         (the forward pass), solve from the axes whose other permutations are all solved (all axes if
-        none is) and keep the answer."""
+        none is) and keep the answer. A unit whose neighbours are unchanged since its last solve is
+        skipped (same costs, same answer)."""
+        if solved is None:
+            stamp = tuple(self.version[self.spec.key_of[o.group]] for key in unit for ax in self.spec.perms[key].axes
+                          for o in self.spec.tensor_axes[ax.tensor] if o.axis != ax.axis)
+            if self.solved_at.get(unit) == stamp:
+                return False
+            self.solved_at[unit] = stamp
         parts = {}
         for key in unit:
             plain, signed = 0.0, {}
