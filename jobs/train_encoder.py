@@ -2,6 +2,7 @@
 
     python jobs/train_encoder.py --graphs data/graphs --catalog data/zoo/catalog.parquet --encoder scale_gmn
     python jobs/train_encoder.py ... --compare            # every encoder and both baselines, side by side
+    python jobs/train_encoder.py ... --encoder scale_gmn pca weight_transformer   # some, in this order
     python jobs/train_encoder.py ... --num-workers 4 --use-gpu   # on a GPU cluster: only flags change
 
 A run restarted with the same --run-name and --out resumes from its last checkpoint.
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--graphs", required=True, help="ingestion output folder (shards + manifest)")
     parser.add_argument("--catalog", required=True, help="the zoo's catalog.parquet")
-    parser.add_argument("--encoder", default="scale_gmn", choices=sorted(ENCODERS))
+    parser.add_argument("--encoder", default="scale_gmn", nargs="+", choices=sorted(ENCODERS),
+                        help="one or more encoders, trained one after the other and reported side by side")
     parser.add_argument("--compare", action="store_true", help="train and report every encoder")
     parser.add_argument("--split-by", default="seed", choices=["seed", "hparams_key"])
     parser.add_argument("--epochs", type=int, default=20)
@@ -67,16 +69,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     models = labelled_models(args.graphs, args.catalog, args.split_by)
     test = model_table(args.graphs, split(models, "test"))
-    names = sorted(ENCODERS) if args.compare else [args.encoder]
-    report = {name: run_one(name, args, models, test) for name in names}
+    names = sorted(ENCODERS) if args.compare else ([args.encoder] if isinstance(args.encoder, str) else args.encoder)
+    report = {}
+    os.makedirs(args.out, exist_ok=True)
+    for name in names:  # the report is rewritten after each encoder: a long comparison shows progress
+        report[name] = run_one(name, args, models, test)
+        with open(os.path.join(args.out, f"{args.run_name}-report.json"), "w") as f:
+            json.dump(report, f, indent=2)
     print(f"\ntest split ({test.num_rows} models, split by {args.split_by}; relevant = same task and data set)")
     print(f"{'encoder':<20}{'P@1':>8}{'P@5':>8}{'P@10':>8}{'mAP':>8}{'broken-copy cos':>17}{'broken-copy top1':>18}")
     for name, m in report.items():
         print(f"{name:<20}{m['p_at_1']:>8.3f}{m['p_at_5']:>8.3f}{m['p_at_10']:>8.3f}{m['map']:>8.3f}"
               f"{m['broken_copy_cos']:>17.4f}{m['broken_copy_top1']:>18.3f}")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"{args.run_name}-report.json"), "w") as f:
-        json.dump(report, f, indent=2)
     print(json.dumps(report))
     return report
 
