@@ -66,8 +66,9 @@ def read_embeddings(out: str, version: str | None = None) -> pa.Table:
 
 
 def run_embed(graphs_dir: str, state_path: str, out: str, factory: str = "Flat", num_actors: int | None = None,
-              batch_size: int = 64) -> dict:
-    """Embed every stored model not embedded yet by this encoder version, then update the index."""
+              batch_size: int = 64, limit: int | None = None) -> dict:
+    """Embed every stored model not embedded yet by this encoder version (at most ``limit`` of them),
+    then update the index."""
     import ray
     import ray.data
 
@@ -80,8 +81,9 @@ def run_embed(graphs_dir: str, state_path: str, out: str, factory: str = "Flat",
     done = set(read_embeddings(out, version).column("content_id").to_pylist())
     models = stored_models(graphs_dir)
     todo = models.filter(pc.invert(pc.is_in(models.column("content_id"), pa.array(sorted(done), pa.string()))))
+    todo = todo.slice(0, limit) if limit is not None else todo
     os.makedirs(os.path.join(out, "embeddings"), exist_ok=True)
-    new, started, first = 0, time.perf_counter(), None
+    new, started = 0, time.perf_counter()
     if todo.num_rows:
         actors = num_actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
         ds = model_dataset(graphs_dir, todo).map_batches(
@@ -91,8 +93,6 @@ def run_embed(graphs_dir: str, state_path: str, out: str, factory: str = "Flat",
             path = os.path.join(out, "embeddings", f"part-{uuid.uuid4().hex[:16]}.parquet")
             pq.write_table(batch, path + ".tmp")
             os.replace(path + ".tmp", path)
-            if first is None:
-                first = (time.perf_counter(), batch.num_rows)
             new += batch.num_rows
     seconds = time.perf_counter() - started
     table = read_embeddings(out, version)
@@ -102,6 +102,5 @@ def run_embed(graphs_dir: str, state_path: str, out: str, factory: str = "Flat",
     if vectors is not None:
         index.add(table.column("content_id").to_pylist(), vectors, version)
         index.save(index_dir)
-    after_first = (new - first[1]) / max(time.perf_counter() - first[0], 1e-9) if first and new > first[1] else None
     return {"encoder_version": version, "embedded_now": new, "indexed": len(index), "index": index_dir,
-            "embed_seconds": round(seconds, 2), "models_per_s_after_first_batch": after_first}
+            "embed_seconds": round(seconds, 2)}

@@ -39,7 +39,11 @@ class ModelIndex:
     def add(self, ids: list[str], vectors: np.ndarray, encoder_version: str) -> int:
         """Add the vectors of ids not indexed yet (re-adding is a no-op); returns how many were new."""
         vectors = self._check(vectors, encoder_version)
-        fresh = [i for i, cid in enumerate(ids) if cid not in self._rows and cid not in ids[:i]]
+        fresh, seen = [], set(self._rows)
+        for i, cid in enumerate(ids):
+            if cid not in seen:
+                seen.add(cid)
+                fresh.append(i)
         if not fresh:
             return 0
         if not self.index.is_trained:
