@@ -10,10 +10,9 @@ trained models (other seeds of the same setting) are not grouped.
 Fingerprint of a weight graph, concatenated from:
 
 * the singular values of every weight block (as a ``[dst, src * kernel]`` matrix) after the
-  positively scalable groups (ReLU family) are put in scale canonical form (incoming rows and bias
-  of each unit divided by their norm, the next layer's columns multiplied by it, through
-  :func:`pipeline.symmetry.apply`, in topological order): invariant to permutations and sign flips
-  of rows and columns;
+  positively scalable groups (ReLU family) are put in scale canonical form
+  (:func:`pipeline.symmetry.canonical_scaling`: incoming rows and bias of each unit of unit norm, the
+  next layer's columns compensating): invariant to permutations and sign flips of rows and columns;
 * the sorted absolute values of every bias and normalization vector.
 
 It is invariant to every annotated symmetry and moves continuously with the weights. It is blind to
@@ -28,37 +27,16 @@ import dataclasses
 
 import numpy as np
 
-from pipeline.graph.schema import WeightGraph, topological_order
-from pipeline.symmetry import GroupElement, apply
+from pipeline.graph.schema import WeightGraph
+from pipeline.symmetry import apply, canonical_scaling
 
 TINY = 1e-30
-
-
-def scale_canonical(graph: WeightGraph) -> WeightGraph:
-    """``graph`` with every ``perm_scale`` unit's incoming weights and bias scaled to unit norm
-    (compensated downstream): the same function, invariant to positive rescaling of its units."""
-    for i in topological_order(len(graph.node_groups), graph.edge_blocks):
-        g = graph.node_groups[i]
-        if g.symmetry != "perm_scale":
-            continue
-        squares = np.zeros(g.size)
-        for b in graph.edge_blocks:
-            if b.dst == i and b.tensor:
-                w = np.asarray(graph.tensors[b.tensor], dtype=np.float64)
-                w = w.T if b.kind == "embedding" else w
-                squares += np.square(w.reshape(g.size, -1)).sum(1)
-        if g.bias:
-            squares += np.square(np.asarray(graph.tensors[g.bias], dtype=np.float64))
-        norm = np.sqrt(squares)
-        factors = np.where(norm > TINY, 1.0 / np.maximum(norm, TINY), 1.0)
-        graph = dataclasses.replace(graph, tensors=apply(graph, GroupElement(factors={i: factors})))
-    return graph
 
 
 def fingerprint(graph: WeightGraph) -> np.ndarray:
     """``[n]`` float32 invariant fingerprint (see the module docstring); ``n`` depends only on the
     architecture."""
-    graph = scale_canonical(graph)
+    graph = dataclasses.replace(graph, tensors=apply(graph, canonical_scaling(graph)))
     parts = []
     for b in graph.edge_blocks:
         if not b.tensor:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.graph.schema import EdgeBlock, WeightGraph
+from pipeline.graph.schema import EdgeBlock, WeightGraph, topological_order
 
 
 @dataclass
@@ -141,6 +141,33 @@ def uncoupled_permutation(graph: WeightGraph, rng: np.random.Generator) -> dict[
     if g.bias:
         out[g.bias] = np.asarray(graph.tensors[g.bias])[perm]
     return out
+
+
+def canonical_scaling(graph: WeightGraph, tiny: float = 1e-30) -> GroupElement:
+    """The positive scaling that gives every ``perm_scale`` neuron incoming weights and bias of unit
+    norm, counting the scalings of the groups upstream of it (solved in topological order). Applied,
+    it gives the network's *scale canonical form*: the same function, and the same weights whatever
+    positive rescaling of its neurons it started from. Neurons with no incoming weight stay as they are."""
+    factors: dict[int, np.ndarray] = {}
+    for i in topological_order(len(graph.node_groups), graph.edge_blocks):
+        g = graph.node_groups[i]
+        if g.symmetry != "perm_scale":
+            continue
+        squares = np.zeros(g.size)
+        for block in graph.edge_blocks:
+            if block.dst != i or not block.tensor:
+                continue
+            dst_axis, src_axis = _axes(graph, block)
+            view = _edge_view(graph, block, np.asarray(graph.tensors[block.tensor], dtype=np.float64))
+            w = np.moveaxis(view, (dst_axis, src_axis), (0, 1))
+            if block.src in factors:  # the source's outgoing weights were divided by its factors
+                w = w / factors[block.src].reshape((1, -1) + (1,) * (w.ndim - 2))
+            squares += np.square(w).reshape(g.size, -1).sum(1)
+        if g.bias:
+            squares += np.square(np.asarray(graph.tensors[g.bias], dtype=np.float64))
+        norm = np.sqrt(squares)
+        factors[i] = np.where(norm > tiny, 1.0 / np.maximum(norm, tiny), 1.0)
+    return GroupElement(factors=factors)
 
 
 def _group_perm(graph: WeightGraph, element: GroupElement, index: int) -> np.ndarray:
