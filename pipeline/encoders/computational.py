@@ -30,7 +30,8 @@ class ComputationalGraphEncoder(nn.Module):
     the readout removes it; else every group gets plain updates (permutation symmetry only).
     Input and output neurons get positional features, so they are not treated as interchangeable.
     ``probes``: output neurons also get their values at fixed probe inputs (:mod:`.probes`; exactly
-    invariant, they say what the network computes), for the graphs that can be executed.
+    invariant, they say what the network computes), for the graphs that can be executed, and a
+    summary of those values joins the pooled summary directly.
 
     ``graphs`` (list of :class:`GraphInput`) -> ``[batch, dim]``.
     """
@@ -47,6 +48,8 @@ class ComputationalGraphEncoder(nn.Module):
         self.norm_in = nn.Linear(4, hidden)
         self.position_in = nn.Linear(hidden, hidden)
         self.probe_in = nn.Linear(NUM_PROBES, hidden) if probes else None
+        self.probe_summary = nn.Sequential(nn.Linear(NUM_PROBES + hidden, hidden), nn.GELU(),
+                                           nn.Linear(hidden, hidden)) if probes else None
         self.messages = nn.ModuleList(EdgeMessage(len(bases), hidden, hidden, max_kernel) for _ in range(layers))
         self.input_messages = nn.ModuleList(EdgeMessage(len(bases), hidden, hidden, max_kernel) for _ in range(layers))
         self.skips = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in range(layers))
@@ -120,7 +123,16 @@ class ComputationalGraphEncoder(nn.Module):
             self.readout(torch.cat([self.node_readout(canonicalize(x, self.symmetry(graph, i))).mean(0), context[i]]))
             for i, x in enumerate(states)])
         weights = torch.softmax(self.attention(summaries), dim=0)
-        return self.out((weights * summaries).sum(0) + self.signature(self._signature(graph)))
+        return self.out((weights * summaries).sum(0) + self.signature(self._signature(graph)) + self._function(graph))
+
+    def _function(self, graph: GraphInput) -> torch.Tensor | float:
+        """``[hidden]`` summary of the outputs at the probe inputs (each output neuron's values with
+        its position, mean over outputs); ``0`` when the network has none."""
+        if self.probe_summary is None or graph.outputs_at_probes is None:
+            return 0.0
+        values = graph.outputs_at_probes
+        position = positional_features(len(values), self.hidden, values.dtype).to(values.device)
+        return self.probe_summary(torch.cat([values, position], -1)).mean(0)
 
     def _signature(self, graph: GraphInput) -> torch.Tensor:
         """``[3]`` invariant interface of the network: log widths of its input and output layers, log
