@@ -1,11 +1,14 @@
 """Near-duplicates: groups of models that compute the same function up to the symmetries (permuted,
 rescaled, sign-flipped or lightly fine-tuned copies).
 
-Two stages. Candidates: pairs whose embeddings are within ``min_cosine`` of each other (faiss
-top-k). Verification: a symmetry-invariant *fingerprint* of the weights must agree to within
-``max_distance`` (relative). Embeddings trained for retrieval put models of one task close together,
-so they only propose; the fingerprint, which sees the weights themselves, decides, so independently
-trained models (other seeds of the same setting) are not grouped.
+A pair is a near-duplicate when a symmetry-invariant *fingerprint* of the weights agrees to within
+``max_distance`` (relative) and their embeddings to within ``min_cosine``. Candidates are the
+fingerprints' nearest neighbours among models of the same architecture (faiss, exact): embeddings
+trained for retrieval pull every model of a task together (a crowd in which a copy need not be among
+its parent's nearest neighbours), while the fingerprint, which sees the weights themselves, puts a
+copy next to its parent and independently trained models (other seeds of the same setting) apart.
+The embedding check then vetoes pairs the fingerprint cannot tell apart but the wiring-aware
+encoder can (an uncoupled permutation keeps every block's singular values).
 
 Fingerprint of a weight graph, concatenated from:
 
@@ -63,15 +66,12 @@ def fingerprint_distance(a: np.ndarray, b: np.ndarray) -> float:
 def near_duplicate_groups(ids: list[str], vectors: np.ndarray, fingerprints: list[np.ndarray],
                           min_cosine: float = 0.9, max_distance: float = 5e-3, k: int = 10) -> list[dict]:
     """Groups of near-duplicates among ``ids`` (``vectors [n, d]`` their embeddings, ``fingerprints``
-    theirs): connected components of the verified pairs. Returns ``[{"members": [...], "pairs":
+    theirs; ``k`` fingerprint neighbours are checked per model): connected components of the pairs. Returns ``[{"members": [...], "pairs":
     [(a, b, cosine, distance)]}]``, largest first."""
     import faiss
 
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    x = np.ascontiguousarray(vectors, dtype=np.float64)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), TINY)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    scores, rows = index.search(x, min(k + 1, len(ids)))
     parent = list(range(len(ids)))
 
     def root(i: int) -> int:
@@ -80,15 +80,26 @@ def near_duplicate_groups(ids: list[str], vectors: np.ndarray, fingerprints: lis
             i = parent[i]
         return i
 
+    by_shape: dict[tuple, list[int]] = {}
+    for i, f in enumerate(fingerprints):
+        by_shape.setdefault(f.shape, []).append(i)
     pairs = []
-    for i, (row_scores, row_ids) in enumerate(zip(scores, rows)):
-        for s, j in zip(row_scores, row_ids):
-            if j <= i or s < min_cosine:
-                continue
-            d = fingerprint_distance(fingerprints[i], fingerprints[j])
-            if d <= max_distance:
-                pairs.append((i, int(j), float(s), d))
-                parent[root(i)] = root(int(j))
+    for members in by_shape.values():
+        if len(members) < 2 or not fingerprints[members[0]].size:
+            continue
+        prints = np.ascontiguousarray(np.stack([fingerprints[i] for i in members]), dtype=np.float32)
+        index = faiss.IndexFlatL2(prints.shape[1])
+        index.add(prints)
+        _, rows = index.search(prints, min(k + 1, len(members)))
+        for a, row in enumerate(rows):
+            for b in row:
+                i, j = members[a], members[int(b)]
+                if b < 0 or j <= i:
+                    continue
+                d, cos = fingerprint_distance(fingerprints[i], fingerprints[j]), float(x[i] @ x[j])
+                if d <= max_distance and cos >= min_cosine:
+                    pairs.append((i, j, cos, d))
+                    parent[root(i)] = root(j)
     groups: dict[int, dict] = {}
     for i, j, s, d in pairs:
         group = groups.setdefault(root(i), {"members": set(), "pairs": []})
