@@ -85,10 +85,14 @@ def random_pairs(catalog: pa.Table, zoo_dir: str, per_family: int, seed: int = 0
         cells.setdefault(tuple(r[k] for k in _ARCH_FIELDS), []).append(r)
     pairs = []
     for family in sorted({key[1] for key in cells}):
-        candidates = [(rows[i], rows[j]) for key, rows in cells.items() if key[1] == family
-                      for i in range(len(rows)) for j in range(i + 1, len(rows))]
-        chosen = rng.permutation(len(candidates))[:per_family]
-        pairs += [Pair(candidates[c][0]["path"], candidates[c][1]["path"], *candidates[c]) for c in sorted(chosen)]
+        groups = [rows for key, rows in sorted(cells.items()) if key[1] == family and len(rows) > 1]
+        counts = np.array([len(rows) * (len(rows) - 1) // 2 for rows in groups], dtype=np.float64)
+        chosen: set[tuple[int, int, int]] = set()
+        while len(chosen) < min(per_family, counts.sum()):  # uniform over pairs, none enumerated
+            cell = int(rng.choice(len(groups), p=counts / counts.sum()))
+            i, j = sorted(rng.choice(len(groups[cell]), 2, replace=False))
+            chosen.add((cell, int(i), int(j)))
+        pairs += [Pair(groups[c][i]["path"], groups[c][j]["path"], groups[c][i], groups[c][j]) for c, i, j in sorted(chosen)]
     return pairs
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from pipeline.checkpoint import save_checkpoint
+from pipeline.checkpoint.dtypes import is_float
 from pipeline.zoo.train import _metric, rebuild_model
 
 ALPHAS = np.linspace(0.0, 1.0, 25)
@@ -38,7 +39,7 @@ def interpolate(tensors_a: dict, tensors_b: dict, alpha: float) -> dict[str, np.
     out = {}
     for name, a in tensors_a.items():
         a = np.asarray(a)
-        if a.dtype.kind != "f":
+        if not is_float(a.dtype):
             out[name] = a
             continue
         mixed = (1 - alpha) * a.astype(np.float64) + alpha * np.asarray(tensors_b[name], np.float64)

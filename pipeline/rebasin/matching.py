@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from pipeline.checkpoint.dtypes import is_float
 from pipeline.graph.schema import WeightGraph
 from pipeline.rebasin.spec import Axis, PermutationSpec, permutation_spec, same_architecture
 from pipeline.symmetry import GroupElement, apply, compose, inverse, random_element
@@ -71,7 +72,7 @@ def match(graph_a: WeightGraph, graph_b: WeightGraph, restarts: int = 3, scale: 
     a, norm_a = _to_matching_space(spec, graph_a, scaled)
     b, norm_b = _to_matching_space(spec, graph_b, scaled)
     constant = sum(float(np.vdot(np.asarray(t, np.float64), np.asarray(graph_b.tensors[n], np.float64)))
-                   for n, t in graph_a.tensors.items() if n not in spec.views and t.dtype.kind == "f")
+                   for n, t in graph_a.tensors.items() if n not in spec.views and is_float(t.dtype))
     descent = _Descent(spec, sym, a, b)
     rng = np.random.default_rng(seed)
     naive = descent.objective({}, {}) + constant
@@ -96,11 +97,12 @@ def matching_objective(graph_a: WeightGraph, tensors_b: dict[str, np.ndarray]) -
     """``sum_t <A_t, B_t>`` over the float tensors, in raw weights (the permutation-only objective that
     Git Re-Basin and the ``rebasin`` package maximize)."""
     return sum(float(np.vdot(np.asarray(t, np.float64), np.asarray(tensors_b[n], np.float64)))
-               for n, t in graph_a.tensors.items() if t.dtype.kind == "f")
+               for n, t in graph_a.tensors.items() if is_float(t.dtype))
 
 
 def _squared_rest(graph: WeightGraph, spec: PermutationSpec) -> float:
-    return sum(float(np.vdot(t, t)) for n, t in graph.tensors.items() if n not in spec.views and t.dtype.kind == "f")
+    return sum(float(np.vdot(*(np.asarray(t, np.float64),) * 2)) for n, t in graph.tensors.items()
+               if n not in spec.views and is_float(t.dtype))
 
 
 def _along(q: np.ndarray, axis: int, ndim: int) -> np.ndarray:
