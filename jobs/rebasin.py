@@ -29,10 +29,11 @@ def read_catalog(zoo: str):
 
 def print_summary(table, summary: list[dict], path: str) -> None:
     print(f"\n{table.num_rows} pairs -> {path}")
-    print(f"{'family':<13}{'pairs':>6}{'errors':>7}{'barrier naive':>15}{'barrier rebasin':>17}"
+    print(f"{'family':<13}{'pairs':>6}{'errors':>7}{'barrier naive':>15}{'barrier rebasin':>17}{'(medians)':>18}"
           f"{'cos naive':>11}{'cos aligned':>13}{'match s':>9}")
     for s in summary:
         print(f"{s['family']:<13}{s['pairs']:>6}{s['errors']:>7}{s['barrier_naive']:>15.4f}{s['barrier_rebasin']:>17.4f}"
+              f"{s['barrier_naive_median']:>9.4f}/{s['barrier_rebasin_median']:.4f}"
               f"{s['similarity_naive']:>11.3f}{s['similarity_rebasin']:>13.3f}{s['match_seconds']:>9.3f}")
     for row in table.filter(table["error"].is_valid()).to_pylist()[:20]:
         print(f"  ! {row['pair']}: {row['error']}")
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--save-aligned", action="store_true", help="write aligned B checkpoints")
     parser.add_argument("--merge-alpha", type=float, default=None, help="write merged checkpoints at this alpha")
     parser.add_argument("--plots", action="store_true", help="write PNG interpolation curves (local --out)")
+    parser.add_argument("--rescale", action="store_true",
+                        help="give aligned B A's per-neuron ReLU scales (default: B keeps its own; only the "
+                             "found permutations and signs are applied, the better interpolation end measured)")
     parser.add_argument("--pairs-per-task", type=int, default=1, help="pairs per Ray task (small models: more)")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
     parser.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         pairs = random_pairs(catalog, args.zoo, args.pairs, args.seed)
     ensure_ray(args.address)
-    options = Options(args.restarts, args.out, args.save_aligned, args.merge_alpha, args.plots)
+    options = Options(args.restarts, args.out, args.save_aligned, args.merge_alpha, args.plots, args.rescale)
     table = run_pairs(pairs, options, args.pairs_per_task)
     path = write_results(table, args.out)
     summary = summarize(table)

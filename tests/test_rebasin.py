@@ -94,6 +94,23 @@ def test_planted_transformation_is_recovered(tmp_path, name, trials=20):
     assert recovered == trials
 
 
+def test_keeping_b_scales_applies_only_permutations_and_signs(tmp_path):
+    name = "mlp_relu"
+    model, _, _ = FAMILIES[name]
+    other = _reinitialized(model, 7)
+    graph_a = _graph(tmp_path, name, model.state_dict(), "a")
+    graph_b = _graph(tmp_path, name, other.state_dict(), "b")
+    rescaled, kept = match(graph_a, graph_b), match(graph_a, graph_b, rescale=False)
+    assert not kept.element.factors and rescaled.element.factors
+    assert all(np.array_equal(kept.element.perms[k], p) for k, p in rescaled.element.perms.items())
+    x = example_input(name, model)
+    reference = _outputs(other, graph_b.tensors, x)
+    assert np.abs(_outputs(other, kept.aligned, x) - reference).max() <= 1e-5 * np.abs(reference).max()
+    first = "layers.0.weight"
+    np.testing.assert_allclose(np.sort(np.linalg.norm(kept.aligned[first], axis=1)),
+                               np.sort(np.linalg.norm(graph_b.tensors[first], axis=1)), rtol=1e-6)
+
+
 def test_broken_transform_is_not_undone(tmp_path):
     """An uncoupled permutation is no symmetry: the aligned copy keeps the broken function."""
     for name in ("mlp", "mlp_relu", "cnn", "siren"):

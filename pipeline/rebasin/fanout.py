@@ -54,6 +54,7 @@ class Options:
     save_aligned: bool = False
     merge_alpha: float | None = None
     plots: bool = False
+    rescale: bool = False       # aligned B gets A's per-neuron ReLU scales (default: keeps its own)
 
 
 def _stem(path: str) -> str:
@@ -113,7 +114,7 @@ def align_pair(pair: Pair, options: Options) -> dict:
     try:
         ckpt_a, ckpt_b = open_checkpoint(pair.a), open_checkpoint(pair.b)
         graph_a, graph_b = build_graph(ckpt_a), build_graph(ckpt_b)
-        result = match(graph_a, graph_b, restarts=options.restarts)
+        result = match(graph_a, graph_b, restarts=options.restarts, rescale=options.rescale)
         row.update(family=row["family"] or graph_a.family, objective=result.objective,
                    naive_objective=result.naive_objective, similarity=result.similarity,
                    naive_similarity=result.naive_similarity, sweeps=result.sweeps, match_seconds=result.seconds)
@@ -178,19 +179,21 @@ def write_results(table: pa.Table, out_dir: str) -> str:
 
 
 def summarize(table: pa.Table) -> list[dict]:
-    """Per family: pairs, errors, mean barrier naive vs re-basin, mean cosine similarity naive vs
-    aligned, mean matching seconds."""
+    """Per family: pairs, errors, mean and median barrier naive vs re-basin, mean cosine similarity
+    (matching space) naive vs aligned, mean matching seconds."""
     rows = table.to_pylist()
     out = []
     for family in sorted({r["family"] or "?" for r in rows}):
         ok = [r for r in rows if (r["family"] or "?") == family and not r["error"]]
 
-        def mean(key):
+        def mean(key, reduce=np.mean):
             values = [r[key] for r in ok if r[key] is not None]
-            return float(np.mean(values)) if values else float("nan")
+            return float(reduce(values)) if values else float("nan")
         out.append({"family": family, "pairs": len(ok),
                     "errors": sum(1 for r in rows if (r["family"] or "?") == family and r["error"]),
                     "barrier_naive": mean("barrier_naive"), "barrier_rebasin": mean("barrier_rebasin"),
+                    "barrier_naive_median": mean("barrier_naive", np.median),
+                    "barrier_rebasin_median": mean("barrier_rebasin", np.median),
                     "similarity_naive": mean("naive_similarity"), "similarity_rebasin": mean("similarity"),
                     "match_seconds": mean("match_seconds")})
     return out

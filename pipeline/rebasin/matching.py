@@ -58,10 +58,12 @@ class MatchResult:
 
 
 def match(graph_a: WeightGraph, graph_b: WeightGraph, restarts: int = 3, scale: bool = True, sign: bool = True,
-          max_sweeps: int = 100, seed: int = 0) -> MatchResult:
+          max_sweeps: int = 100, seed: int = 0, rescale: bool = True) -> MatchResult:
     """Align B to A. ``scale`` / ``sign``: use the positive-scale / sign symmetries where the graph has
-    them (else those groups are matched by permutation only). Raises ``ValueError`` when the two
-    graphs differ in architecture."""
+    them (else those groups are matched by permutation only). ``rescale``: the element is the full
+    ``n_B, m, n_A^-1`` (aligned B gets A's per-neuron scales); else only ``m``'s permutations and
+    signs (B keeps its own scales: a safer interpolation end for ReLU models whose per-neuron scales
+    differ wildly from A's). Raises ``ValueError`` when the two graphs differ in architecture."""
     started = time.perf_counter()
     if not same_architecture(graph_a, graph_b):
         raise ValueError("models differ in architecture; weight matching needs one spec for both")
@@ -86,7 +88,7 @@ def match(graph_a: WeightGraph, graph_b: WeightGraph, restarts: int = 3, scale: 
     value, perms, signs, sweeps, restart = best
     found = GroupElement(perms, {i: q for i, q in signs.items() if np.any(q < 0)})
     element = compose(graph_b, compose(graph_b, GroupElement(factors=norm_b), found),
-                      inverse(graph_a, GroupElement(factors=norm_a)))
+                      inverse(graph_a, GroupElement(factors=norm_a))) if rescale else found
     sizes = np.sqrt(descent.squared_norm(a) + _squared_rest(graph_a, spec)) * np.sqrt(
         descent.squared_norm(b) + _squared_rest(graph_b, spec))
     return MatchResult(apply(graph_b, element), element, value, naive, value / max(sizes, _TINY),
