@@ -4,9 +4,9 @@ symmetries.
 Model B is aligned to model A by a group element ``g`` (see :mod:`pipeline.symmetry`) maximizing
 ``J(g) = sum_t <A_t, (g . B)_t>`` over all tensors, in a scale-free *matching space*:
 
-* ``perm_scale`` groups (ReLU family) are first normalized in both models, in depth order: each
-  neuron's incoming weights and bias (after the upstream normalization) get unit norm, its outgoing
-  weights carry the scale. Both models' normalizers ``n_A, n_B`` are group elements, so the scale is
+* ``perm_scale`` groups (ReLU family) are first normalized in both models
+  (:func:`pipeline.symmetry.canonical_scaling`: each neuron's incoming weights and bias, after the
+  upstream normalization, get unit norm; its outgoing weights carry the scale). Both models' normalizers ``n_A, n_B`` are group elements, so the scale is
   carried through: the answer is ``g = n_B, then m, then n_A^-1`` for the matching-space element
   ``m``, and aligned B has A's per-neuron scales.
 * ``m`` is found by coordinate descent over linear assignment problems: for one permutation ``p``
@@ -34,11 +34,11 @@ from scipy.optimize import linear_sum_assignment
 from pipeline.checkpoint.dtypes import is_float
 from pipeline.graph.schema import WeightGraph
 from pipeline.rebasin.spec import Axis, PermutationSpec, permutation_spec, same_architecture
-from pipeline.symmetry import GroupElement, apply, compose, inverse, random_element
+from pipeline.symmetry import GroupElement, apply, canonical_scaling, compose, inverse, random_element
 
 WORK_DTYPE = np.float32
 _RTOL = 1e-10      # a unit update must raise its part of J by more than this, relatively
-_TINY = 1e-12      # neurons with smaller incoming norm are left unscaled
+_TINY = 1e-12
 
 
 @dataclass
@@ -70,9 +70,8 @@ def match(graph_a: WeightGraph, graph_b: WeightGraph, restarts: int = 3, scale: 
     spec = permutation_spec(graph_a)
     used = {"perm_scale": scale, "perm_sign": sign}
     sym = {i: s if used.get(s, True) else "perm" for i, s in spec.symmetry.items()}
-    scaled = sorted((i for i, s in sym.items() if s == "perm_scale"), key=lambda i: graph_a.node_groups[i].layer)
-    a, norm_a = _to_matching_space(spec, graph_a, scaled)
-    b, norm_b = _to_matching_space(spec, graph_b, scaled)
+    norm_a, norm_b = (canonical_scaling(g).factors if scale else {} for g in (graph_a, graph_b))
+    a, b = _to_matching_space(spec, graph_a, norm_a), _to_matching_space(spec, graph_b, norm_b)
     constant = sum(float(np.vdot(np.asarray(t, np.float64), np.asarray(graph_b.tensors[n], np.float64)))
                    for n, t in graph_a.tensors.items() if n not in spec.views and is_float(t.dtype))
     descent = _Descent(spec, sym, a, b)
@@ -125,22 +124,10 @@ def _act(spec: PermutationSpec, tensor: str, array: np.ndarray, perms: dict, fac
     return array
 
 
-def _to_matching_space(spec: PermutationSpec, graph: WeightGraph, scaled: list[int]):
-    """Edge views in the work dtype with every ``perm_scale`` neuron's incoming weights and bias
-    normalized (groups in depth order, so upstream factors are applied first); and the normalizer's
-    factors ``{group: q}``."""
-    views = {t: np.asarray(graph.tensors[t], dtype=np.float64).reshape(shape) for t, shape in spec.views.items()}
-    factors: dict[int, np.ndarray] = {}
-    for i in scaled:
-        squared = 0.0
-        for ax in spec.perms[spec.key_of[i]].axes:
-            if ax.group == i and ax.produces:
-                incoming = _act(spec, ax.tensor, views[ax.tensor], {}, factors, skip=ax.axis)
-                squared = squared + np.square(np.moveaxis(incoming, ax.axis, 0)).reshape(incoming.shape[ax.axis], -1).sum(1)
-        norm = np.sqrt(squared)
-        factors[i] = np.where(norm > _TINY, 1.0 / np.maximum(norm, _TINY), 1.0)
-    out = {t: _act(spec, t, v, {}, factors).astype(WORK_DTYPE) for t, v in views.items()}
-    return out, factors
+def _to_matching_space(spec: PermutationSpec, graph: WeightGraph, factors: dict) -> dict[str, np.ndarray]:
+    """Edge views in the work dtype with the scale normalizer's ``factors`` applied."""
+    return {t: _act(spec, t, np.asarray(graph.tensors[t], dtype=np.float64).reshape(shape), {}, factors).astype(WORK_DTYPE)
+            for t, shape in spec.views.items()}
 
 
 def _lap(cost: np.ndarray) -> np.ndarray:
