@@ -10,6 +10,12 @@ copy next to its parent and independently trained models (other seeds of the sam
 The embedding check then vetoes pairs the fingerprint cannot tell apart but the wiring-aware
 encoder can (an uncoupled permutation keeps every block's singular values).
 
+Known gap: that veto is weak. Of 239 held-out zoo models, each with a *broken* copy (one layer's rows
+permuted without the next layer's columns: a different function), 123 copies pass both checks at
+the defaults (measured with the trained scale_gmn). Singular values of products of consecutive
+blocks see the wiring (broken copies move them by a median 0.07-0.2, fine-tuned copies by at most
+0.023) and are the candidate for a third check.
+
 Fingerprint of a weight graph, concatenated from:
 
 * the singular values of every weight block (as a ``[dst, src * kernel]`` matrix) after the
