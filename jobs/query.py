@@ -47,13 +47,14 @@ def main(argv: list[str] | None = None) -> list:
     parser.add_argument("--min-params", type=int), parser.add_argument("--max-params", type=int)
     parser.add_argument("--min-cosine", type=float, default=0.9)
     parser.add_argument("--max-distance", type=float, default=5e-3, help="fingerprint distance for duplicates")
+    parser.add_argument("--max-wiring-distance", type=float, default=0.3, help="wiring fingerprint distance")
     parser.add_argument("--report", default=None, help="write the near-duplicate report (markdown) here")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     args = parser.parse_args(argv)
 
     search = ZooSearch(args.index, args.graphs, args.catalog, args.encoder_state)
     if args.near_duplicates:
-        groups = search.near_duplicates(args.min_cosine, args.max_distance)
+        groups = search.near_duplicates(args.min_cosine, args.max_distance, args.max_wiring_distance)
         text = duplicates_report(groups)
         if args.report:
             with open(args.report, "w") as f:

@@ -10,25 +10,14 @@ copy next to its parent and independently trained models (other seeds of the sam
 The embedding check then vetoes pairs the fingerprint cannot tell apart but the wiring-aware
 encoder can (an uncoupled permutation keeps every block's singular values).
 
-Known gap: that veto is weak. Of 239 held-out zoo models, each with a *broken* copy (one layer's rows
-permuted without the next layer's columns: a different function), 123 copies pass both checks at
-the defaults (measured with the trained scale_gmn). Singular values of products of consecutive
-blocks see the wiring (broken copies move them by a median 0.07-0.2, fine-tuned copies by at most
-0.023) and are the candidate for a third check.
-
-Fingerprint of a weight graph, concatenated from:
-
-* the singular values of every weight block (as a ``[dst, src * kernel]`` matrix) after the
-  positively scalable groups (ReLU family) are put in scale canonical form
-  (:func:`pipeline.symmetry.canonical_scaling`: incoming rows and bias of each unit of unit norm, the
-  next layer's columns compensating): invariant to permutations and sign flips of rows and columns;
-* the sorted absolute values of every bias and normalization vector.
-
-It is invariant to every annotated symmetry and moves continuously with the weights. It is blind to
-an uncoupled permutation (each block keeps its singular values): the wiring-aware embedding of the
-first stage sees those. (Measured and not used: the network's linear response, weights multiplied
-along all input-output paths, and singular values of products of consecutive blocks; both see the
-wiring but move under a few fine-tuning steps about as much as between independent training runs.)
+A third check sees the wiring: the *wiring fingerprint* (the network's linear response, weights
+multiplied along all input-output paths) must agree to within ``max_wiring_distance``. An uncoupled
+permutation (one layer's rows permuted without the next layer's columns: a different function) keeps
+every block's singular values but scrambles the paths. It is a separate, looser check, not part of
+the fingerprint: products along paths amplify small weight changes, so a few fine-tuning steps move
+it as much as an independent training run moves the fingerprint. (Singular values of products of
+consecutive blocks were tried first: for wide, barely trained layers their spectra hardly move
+under a broken wiring.)
 """
 from __future__ import annotations
 
@@ -36,7 +25,7 @@ import dataclasses
 
 import numpy as np
 
-from pipeline.graph.schema import WeightGraph
+from pipeline.graph.schema import WeightGraph, topological_order
 from pipeline.symmetry import apply, canonical_scaling
 
 TINY = 1e-30
@@ -61,6 +50,41 @@ def fingerprint(graph: WeightGraph) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
+MAX_RESPONSE_INPUTS = 4096  # wider input groups (token vocabularies) are left out of the response
+
+
+def wiring_fingerprint(graph: WeightGraph) -> np.ndarray:
+    """``[n_out * n_in + n_out]`` float32: the network's *linear response*, the weights multiplied
+    along every path from the input groups (of at most ``MAX_RESPONSE_INPUTS`` nodes) to the outputs,
+    activations left out, conv kernels summed, and the biases carried the same way. Hidden neurons
+    are summed over, so it is exactly invariant to their permutations, sign flips and positive
+    scalings (``q`` and ``1/q`` cancel along each path); an uncoupled permutation changes it."""
+    inputs = [i for i, g in enumerate(graph.node_groups)
+              if not any(b.dst == i for b in graph.edge_blocks) and g.size <= MAX_RESPONSE_INPUTS]
+    offsets = np.cumsum([0] + [graph.node_groups[i].size for i in inputs])
+    maps: dict[int, np.ndarray] = {}
+    for k, i in enumerate(inputs):
+        maps[i] = np.zeros((graph.node_groups[i].size, offsets[-1] + 1))
+        maps[i][:, offsets[k]:offsets[k + 1]] = np.eye(graph.node_groups[i].size)
+    for i in topological_order(len(graph.node_groups), graph.edge_blocks):
+        incoming = [b for b in graph.edge_blocks if b.dst == i and b.src in maps]
+        if i in maps or not incoming:
+            continue
+        m = np.zeros((graph.node_groups[i].size, offsets[-1] + 1))
+        for b in incoming:
+            if not b.tensor:
+                m += maps[b.src]
+                continue
+            w = np.asarray(graph.tensors[b.tensor], dtype=np.float64)
+            dst, src, _ = graph.block_shape(b)
+            m += (w.T if b.kind == "embedding" else w.reshape(dst, src, -1).sum(2)) @ maps[b.src]
+        if graph.node_groups[i].bias:
+            m[:, -1] += np.asarray(graph.tensors[graph.node_groups[i].bias], dtype=np.float64)
+        maps[i] = m
+    parts = [maps[i].ravel() for i, g in enumerate(graph.node_groups) if g.kind == "output" and i in maps]
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
 def fingerprint_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Relative distance ``||a - b|| / max(||a||, ||b||)``; ``inf`` for different architectures."""
     if a.shape != b.shape:
@@ -70,9 +94,11 @@ def fingerprint_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def near_duplicate_groups(ids: list[str], vectors: np.ndarray, fingerprints: list[np.ndarray],
-                          min_cosine: float = 0.9, max_distance: float = 5e-3, k: int = 10) -> list[dict]:
-    """Groups of near-duplicates among ``ids`` (``vectors [n, d]`` their embeddings, ``fingerprints``
-    theirs; ``k`` fingerprint neighbours are checked per model): connected components of the pairs. Returns ``[{"members": [...], "pairs":
+                          wirings: list[np.ndarray], min_cosine: float = 0.9, max_distance: float = 5e-3,
+                          max_wiring_distance: float = 0.3, k: int = 10) -> list[dict]:
+    """Groups of near-duplicates among ``ids`` (``vectors [n, d]`` their embeddings; ``fingerprints``
+    and ``wirings`` their fingerprints; ``k`` fingerprint neighbours are checked per model):
+    connected components of the pairs that pass all three checks. Returns ``[{"members": [...], "pairs":
     [(a, b, cosine, distance)]}]``, largest first."""
     import faiss
 
@@ -103,7 +129,8 @@ def near_duplicate_groups(ids: list[str], vectors: np.ndarray, fingerprints: lis
                 if b < 0 or j <= i:
                     continue
                 d, cos = fingerprint_distance(fingerprints[i], fingerprints[j]), float(x[i] @ x[j])
-                if d <= max_distance and cos >= min_cosine:
+                if d <= max_distance and cos >= min_cosine \
+                        and fingerprint_distance(wirings[i], wirings[j]) <= max_wiring_distance:
                     pairs.append((i, j, cos, d))
                     parent[root(i)] = root(j)
     groups: dict[int, dict] = {}

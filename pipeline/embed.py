@@ -2,12 +2,13 @@
 
 Output folder::
 
-    <out>/embeddings/part-<uuid>.parquet   content_id, vector, encoder, encoder_version, fingerprint
+    <out>/embeddings/part-<uuid>.parquet   content_id, vector, encoder, encoder_version, fingerprint, wiring
     <out>/index/                           the ModelIndex (see pipeline.index)
 
 An encoder is identified as ``<name>@<sha256 of its state file, 12 hex>``: an index built with one
-version refuses vectors of another. ``fingerprint`` is the model's symmetry-invariant weight
-fingerprint (:mod:`pipeline.duplicates`), computed in the same pass for near-duplicate detection.
+version refuses vectors of another. ``fingerprint`` and ``wiring`` are the model's
+symmetry-invariant weight and wiring fingerprints (:mod:`pipeline.duplicates`), computed in the same
+pass for near-duplicate detection.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import pyarrow.parquet as pq
 
 EMBEDDING_SCHEMA = pa.schema([("content_id", pa.string()), ("vector", pa.list_(pa.float32())),
                               ("encoder", pa.string()), ("encoder_version", pa.string()),
-                              ("fingerprint", pa.list_(pa.float32()))])
+                              ("fingerprint", pa.list_(pa.float32())), ("wiring", pa.list_(pa.float32()))])
 
 
 def encoder_version(state_path: str, name: str) -> str:
@@ -44,7 +45,7 @@ class Embedder:
         self.name, self.version = config.encoder, encoder_version(state_path, config.encoder)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from pipeline.duplicates import fingerprint
+        from pipeline.duplicates import fingerprint, wiring_fingerprint
         from pipeline.encoders import embed
         from pipeline.graph.rows import records_to_graphs
 
@@ -52,17 +53,26 @@ class Embedder:
         z = embed(self.encoder, graphs).numpy().astype(np.float32)
         return pa.table({"content_id": [g.info["content_id"] for g in graphs], "vector": list(z),
                          "encoder": [self.name] * len(z), "encoder_version": [self.version] * len(z),
-                         "fingerprint": [fingerprint(g) for g in graphs]},
+                         "fingerprint": [fingerprint(g) for g in graphs],
+                         "wiring": [wiring_fingerprint(g) for g in graphs]},
                         schema=EMBEDDING_SCHEMA)
 
 
 def read_embeddings(out: str, version: str | None = None) -> pa.Table:
+    """Every embedding row of an output folder (of one encoder ``version``); columns that parts
+    written by an older release lack (fingerprints) read as nulls."""
     folder = os.path.join(out, "embeddings")
     parts = sorted(os.path.join(folder, p) for p in os.listdir(folder) if p.startswith("part-")) \
         if os.path.isdir(folder) else []
-    table = pa.concat_tables([pq.read_table(p, schema=EMBEDDING_SCHEMA) for p in parts]) if parts \
+    table = pa.concat_tables([_conform(pq.read_table(p)) for p in parts]) if parts \
         else EMBEDDING_SCHEMA.empty_table()
     return table if version is None else table.filter(pc.equal(table.column("encoder_version"), version))
+
+
+def _conform(part: pa.Table) -> pa.Table:
+    columns = [part.column(f.name) if f.name in part.column_names else pa.nulls(part.num_rows, f.type)
+               for f in EMBEDDING_SCHEMA]
+    return pa.table(columns, schema=EMBEDDING_SCHEMA)
 
 
 def run_embed(graphs_dir: str, state_path: str, out: str, factory: str = "Flat", num_actors: int | None = None,

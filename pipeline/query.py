@@ -114,7 +114,8 @@ class ZooSearch:
                 return results[:k]
             fetch = min(4 * fetch, len(self.index))
 
-    def near_duplicates(self, min_cosine: float = 0.9, max_distance: float = 5e-3) -> list[dict]:
+    def near_duplicates(self, min_cosine: float = 0.9, max_distance: float = 5e-3,
+                        max_wiring_distance: float = 0.3) -> list[dict]:
         """Near-duplicate groups among the indexed models (see :mod:`pipeline.duplicates`), each with
         its members' metadata."""
         from pipeline.duplicates import near_duplicate_groups
@@ -122,6 +123,7 @@ class ZooSearch:
         table = read_embeddings(self.out, self.index.encoder_version)
         ids = table.column("content_id").to_pylist()
         vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
-        prints = [np.asarray(f, dtype=np.float32) for f in table.column("fingerprint").to_pylist()]
-        groups = near_duplicate_groups(ids, vectors, prints, min_cosine, max_distance)
+        prints, wirings = ([np.asarray(f if f is not None else [np.nan], dtype=np.float32)  # missing: never equal
+                            for f in table.column(c).to_pylist()] for c in ("fingerprint", "wiring"))
+        groups = near_duplicate_groups(ids, vectors, prints, wirings, min_cosine, max_distance, max_wiring_distance)
         return [{**g, "models": [self.meta.get(cid, {"content_id": cid}) for cid in g["members"]]} for g in groups]

@@ -12,7 +12,8 @@ GET      /models/{model}/neighbors          top-k by model (content id, model id
 POST     /search                            top-k by an uploaded checkpoint; same query parameters
                                             plus ``filename`` (names the upload in errors)
 POST     /embed                             the uploaded checkpoint's embedding
-GET      /duplicates                        near-duplicate groups; query: min_cosine, max_distance
+GET      /duplicates                        near-duplicate groups; query: min_cosine, max_distance,
+                                            max_wiring_distance
 =======  =================================  ==========================================================
 
 Bad input gets a 4xx with the reason: 400 (empty body), 404 (unknown model), 409 (encoder version
@@ -79,8 +80,9 @@ class ZooAPI:
         return {"encoder_version": self.search.index.encoder_version, "vector": vector.tolist()}
 
     @api.get("/duplicates")
-    def duplicates(self, min_cosine: float = Query(0.9, ge=-1, le=1), max_distance: float = Query(5e-3, ge=0)) -> dict:
-        groups = self.search.near_duplicates(min_cosine, max_distance)
+    def duplicates(self, min_cosine: float = Query(0.9, ge=-1, le=1), max_distance: float = Query(5e-3, ge=0),
+                   max_wiring_distance: float = Query(0.3, ge=0)) -> dict:
+        groups = self.search.near_duplicates(min_cosine, max_distance, max_wiring_distance)
         return {"groups": [{"models": g["models"], "pairs": g["pairs"]} for g in groups]}
 
     async def _with_upload(self, request: Request, filename: str):

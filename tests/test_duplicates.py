@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from pipeline.checkpoint import open_checkpoint
-from pipeline.duplicates import fingerprint, fingerprint_distance, near_duplicate_groups
+from pipeline.duplicates import fingerprint, fingerprint_distance, near_duplicate_groups, wiring_fingerprint
 from pipeline.encoders import build_encoder, embed
 from pipeline.graph import build_graph
-from pipeline.symmetry import apply, random_element
+from pipeline.symmetry import apply, random_element, uncoupled_permutation
 from pipeline.zoo.train import rebuild_model
 
 
@@ -62,7 +62,29 @@ def test_near_duplicate_groups_are_exactly_the_planted_copies(zoo):
     ids = sorted(graphs)
     torch.manual_seed(0)
     vectors = embed(build_encoder("scale_gmn", dim=32, hidden=32), [graphs[m] for m in ids]).numpy()
-    groups = near_duplicate_groups(ids, vectors, [fingerprint(graphs[m]) for m in ids], min_cosine=0.9)
+    groups = near_duplicate_groups(ids, vectors, [fingerprint(graphs[m]) for m in ids],
+                                   [wiring_fingerprint(graphs[m]) for m in ids], min_cosine=0.9)
     found = sorted(tuple(g["members"]) for g in groups)
     planted = sorted(tuple(sorted((r["model_id"], r["duplicate_of"]))) for r in rows.values() if r["duplicate_of"])
     assert found == planted
+
+
+def test_broken_copies_are_not_near_duplicates(zoo):
+    """An uncoupled permutation keeps every block's singular values (the fingerprint) but computes a
+    different function: the wiring fingerprint keeps it out of the groups."""
+    _, graphs = zoo
+    rng = np.random.default_rng(0)
+    ids, prints, wirings = [], [], []
+    for name in sorted(graphs):
+        graph = graphs[name]
+        if graph.family != "mlp" or graph.activation != "tanh":  # no scaling: the fingerprint is blind
+            continue
+        broken = dataclasses.replace(graph, tensors=uncoupled_permutation(graph, rng))
+        for suffix, g in (("", graph), ("-broken", broken)):
+            ids.append(name + suffix)
+            prints.append(fingerprint(g))
+            wirings.append(wiring_fingerprint(g))
+    assert len(ids) >= 4
+    assert all(fingerprint_distance(prints[i], prints[i + 1]) < 1e-6 for i in range(0, len(ids), 2))
+    same = np.ones((len(ids), 4))  # embeddings that would let every pair through
+    assert near_duplicate_groups(ids, same, prints, wirings, min_cosine=0.9) == []
