@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--graphs", required=True, help="ingestion output folder (shards + manifest)")
     parser.add_argument("--catalog", required=True, help="the zoo's catalog.parquet")
-    parser.add_argument("--encoder", default="scale_gmn", nargs="+", choices=sorted(ENCODERS),
+    parser.add_argument("--encoder", default=["scale_gmn"], nargs="+", choices=sorted(ENCODERS),
                         help="one or more encoders, trained one after the other and reported side by side")
     parser.add_argument("--compare", action="store_true", help="train and report every encoder")
     parser.add_argument("--split-by", default="seed", choices=["seed", "hparams_key"])
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     models = labelled_models(args.graphs, args.catalog, args.split_by)
     test = model_table(args.graphs, split(models, "test"))
-    names = sorted(ENCODERS) if args.compare else ([args.encoder] if isinstance(args.encoder, str) else args.encoder)
+    names = sorted(ENCODERS) if args.compare else args.encoder
     report = {}
     os.makedirs(args.out, exist_ok=True)
     for name in names:  # the report is rewritten after each encoder: a long comparison shows progress

@@ -39,10 +39,8 @@ def fingerprint(graph: WeightGraph) -> np.ndarray:
     for b in graph.edge_blocks:
         if not b.tensor:
             continue
-        w = np.asarray(graph.tensors[b.tensor], dtype=np.float64)
-        dst, _, _ = graph.block_shape(b)
-        matrix = w.T if b.kind == "embedding" else w.reshape(dst, -1)
-        parts.append(np.linalg.svd(matrix, compute_uv=False))
+        w = graph.block_weights(b, np.float64)
+        parts.append(np.linalg.svd(w.reshape(len(w), -1), compute_uv=False))
     for g in graph.node_groups:
         for name in (g.bias, *g.norm):
             if name:
@@ -75,9 +73,7 @@ def wiring_fingerprint(graph: WeightGraph) -> np.ndarray:
             if not b.tensor:
                 m += maps[b.src]
                 continue
-            w = np.asarray(graph.tensors[b.tensor], dtype=np.float64)
-            dst, src, _ = graph.block_shape(b)
-            m += (w.T if b.kind == "embedding" else w.reshape(dst, src, -1).sum(2)) @ maps[b.src]
+            m += graph.block_weights(b, np.float64).sum(2) @ maps[b.src]
         if graph.node_groups[i].bias:
             m[:, -1] += np.asarray(graph.tensors[graph.node_groups[i].bias], dtype=np.float64)
         maps[i] = m
@@ -125,9 +121,9 @@ def near_duplicate_groups(ids: list[str], vectors: np.ndarray, fingerprints: lis
         _, rows = index.search(prints, min(k + 1, len(members)))
         for a, row in enumerate(rows):
             for b in row:
-                i, j = members[a], members[int(b)]
-                if b < 0 or j <= i:
+                if b < 0 or members[int(b)] <= members[a]:
                     continue
+                i, j = members[a], members[int(b)]
                 d, cos = fingerprint_distance(fingerprints[i], fingerprints[j]), float(x[i] @ x[j])
                 if d <= max_distance and cos >= min_cosine \
                         and fingerprint_distance(wirings[i], wirings[j]) <= max_wiring_distance:

@@ -157,11 +157,9 @@ def canonical_scaling(graph: WeightGraph, tiny: float = 1e-30) -> GroupElement:
         for block in graph.edge_blocks:
             if block.dst != i or not block.tensor:
                 continue
-            dst_axis, src_axis = _axes(graph, block)
-            view = _edge_view(graph, block, np.asarray(graph.tensors[block.tensor], dtype=np.float64))
-            w = np.moveaxis(view, (dst_axis, src_axis), (0, 1))
+            w = graph.block_weights(block, np.float64)
             if block.src in factors:  # the source's outgoing weights were divided by its factors
-                w = w / factors[block.src].reshape((1, -1) + (1,) * (w.ndim - 2))
+                w = w / factors[block.src][None, :, None]
             squares += np.square(w).reshape(g.size, -1).sum(1)
         if g.bias:
             squares += np.square(np.asarray(graph.tensors[g.bias], dtype=np.float64))

@@ -76,10 +76,7 @@ def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> GraphInpu
     for b in graph.edge_blocks:
         weight = None
         if b.kind != "residual":
-            dst, src, feat = graph.block_shape(b)
-            w = graph.tensors[b.tensor]
-            w = np.asarray(w).T if b.kind == "embedding" else np.asarray(w)
-            weight = _f32(w.reshape(dst, src, feat)).to(dtype)
+            weight = _f32(graph.block_weights(b)).to(dtype)
         blocks.append(Block(b.src, b.dst, b.kind, weight))
     order = topological_order(len(groups), blocks)
     probes = probe_outputs(groups, blocks, order, graph.activation)

@@ -128,6 +128,13 @@ class WeightGraph:
         size = self.tensors[block.tensor].size
         return dst, src, size // (dst * src)
 
+    def block_weights(self, block: EdgeBlock, dtype=None) -> np.ndarray:
+        """A block's tensor in edge view ``[dst, src, F]`` (see :meth:`block_shape`; embedding tables
+        transposed), as ``dtype`` (default: the stored one)."""
+        dst, src, feat = self.block_shape(block)
+        w = np.asarray(self.tensors[block.tensor], dtype=dtype)
+        return (w.T if block.kind == "embedding" else w).reshape(dst, src, feat)
+
     def block_num_edges(self, block: EdgeBlock) -> int:
         dst_n, src_n, _ = self.block_shape(block)
         return dst_n if block.kind == "residual" else dst_n * src_n
@@ -145,9 +152,7 @@ class WeightGraph:
         if block.kind == "residual":
             ids = np.arange(dst_n, dtype=np.int64)
             return np.stack([s0 + ids, d0 + ids]), np.ones((dst_n, 1), np.float32)
-        w = self.tensors[block.tensor]
-        w = w.T if block.kind == "embedding" else w
-        feats = np.asarray(w, dtype=np.float32).reshape(dst_n * src_n, feat)
+        feats = self.block_weights(block, np.float32).reshape(dst_n * src_n, feat)
         dst = np.repeat(np.arange(dst_n, dtype=np.int64), src_n)
         src = np.tile(np.arange(src_n, dtype=np.int64), dst_n)
         return np.stack([s0 + src, d0 + dst]), feats
