@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from pipeline.checkpoint.fs import resolve
 from pipeline.ray_utils import ensure_ray
 from pipeline.rebasin.fanout import Options, anchor_pairs, given_pairs, random_pairs, run_pairs, summarize, write_results
+from pipeline.rebasin.matching import RESTART_BUDGET
 
 
 def read_catalog(zoo: str):
@@ -47,7 +48,10 @@ def main(argv: list[str] | None = None) -> dict:
     mode.add_argument("--pairs", type=int, help="this many random same-task pairs per family")
     mode.add_argument("--pair", nargs=2, action="append", metavar=("A", "B"), help="align B to A (ids or paths)")
     parser.add_argument("--out", required=True, help="output folder or URI")
-    parser.add_argument("--restarts", type=int, default=3)
+    parser.add_argument("--restarts", type=int, default=3, help="at most this many starts per pair")
+    parser.add_argument("--restart-budget", type=float, default=RESTART_BUDGET,
+                        help="starts after the first only while the assignment work (n^3 per n x n LAP) is "
+                             "within this (default: one 512 x 512 LAP; inf: all --restarts)")
     parser.add_argument("--seed", type=int, default=0, help="for --pairs")
     parser.add_argument("--save-aligned", action="store_true", help="write aligned B checkpoints")
     parser.add_argument("--merge-alpha", type=float, default=None, help="write merged checkpoints at this alpha")
@@ -70,7 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         pairs = random_pairs(catalog, args.zoo, args.pairs, args.seed)
     ensure_ray(args.address)
-    options = Options(args.restarts, args.out, args.save_aligned, args.merge_alpha, args.plots, args.rescale)
+    options = Options(args.restarts, args.out, args.save_aligned, args.merge_alpha, args.plots, args.rescale,
+                      args.restart_budget)
     table = run_pairs(pairs, options, args.pairs_per_task)
     path = write_results(table, args.out)
     summary = summarize(table)

@@ -16,7 +16,7 @@ import torch
 from models import example_input, family_models
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.graph import build_graph
-from pipeline.rebasin import match, permutation_spec
+from pipeline.rebasin import match, matching, permutation_spec
 from pipeline.rebasin.interpolate import Path as InterpolationPath
 from pipeline.rebasin.interpolate import export_merged, interpolate, plot_paths
 from pipeline.symmetry import apply, compose, is_identity, random_element, uncoupled_permutation
@@ -123,6 +123,62 @@ def test_broken_transform_is_not_undone(tmp_path):
         assert np.abs(_outputs(model, aligned, x) - reference).max() > 1e-3 * np.abs(reference).max()
         assert np.abs(_outputs(model, aligned, x) - broken).max() <= 1e-5 * np.abs(broken).max()
         assert any(not np.allclose(aligned[n], graph_a.tensors[n]) for n in graph_a.tensors)
+
+
+@pytest.mark.parametrize("name", ["mlp", "mlp_relu", "cnn", "siren", "resnet_tv", "bert"])
+def test_exact_skip_changes_nothing(tmp_path, name, monkeypatch):
+    """Skipping a unit whose neighbours did not change since its last full solve (also after the
+    forward pass) gives the same element, objective and sweeps as solving it again."""
+    model, _, _ = FAMILIES[name]
+    graph_a = _graph(tmp_path, name, model.state_dict(), "a")
+    graph_b = _graph(tmp_path, name, _reinitialized(model, 7).state_dict(), "b")
+    solves = []
+    monkeypatch.setattr(matching, "_lap", lambda cost, lap=matching._lap: solves.append(1) or lap(cost))
+    skip = match(graph_a, graph_b, budget=float("inf"))
+    with_skips = len(solves)
+    monkeypatch.setattr(matching._Descent, "_stamp", lambda self, unit: object())  # never equal: no skips
+    full = match(graph_a, graph_b, budget=float("inf"))
+    assert len(solves) - with_skips > with_skips
+    assert skip.objective == full.objective and (skip.sweeps, skip.restart) == (full.sweeps, full.restart)
+    assert all(np.array_equal(p, full.element.perms[k]) for k, p in skip.element.perms.items())
+    assert skip.element.factors.keys() == full.element.factors.keys()
+    assert all(np.array_equal(q, full.element.factors[i]) for i, q in skip.element.factors.items())
+
+
+def test_lap_is_exact(monkeypatch):
+    """LAPJV (float32, certified by its duals) reaches scipy's optimum, ties and near-ties included;
+    without the package scipy answers."""
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(0)
+    costs = [rng.standard_normal((n, n)).astype(np.float32) for n in (1, 2, 3, 17, 300)]
+    costs += [rng.integers(0, 3, (n, n)).astype(np.float32) for n in (5, 80)]            # many ties
+    costs += [np.abs(rng.standard_normal((64, 8)) @ rng.standard_normal((8, 64))).astype(np.float32),  # rank 8
+              np.ones((4, 4), np.float32), 1e6 + rng.standard_normal((50, 50))]
+    for lapjv in (matching.lapjv, None):
+        monkeypatch.setattr(matching, "lapjv", lapjv)
+        for cost in costs:
+            rows, cols = np.arange(len(cost)), matching._lap(cost)
+            best = linear_sum_assignment(cost, maximize=True)[1]
+            assert sorted(cols) == list(rows)
+            value, optimum = (np.sum(cost[rows, c], dtype=np.float64) for c in (cols, best))
+            assert value >= optimum - 1e-9 * np.abs(cost).sum()
+
+
+def test_restarts_beat_local_optima_within_the_budget(tmp_path):
+    """Restarts never lower ``J`` and raise it on some CNN pairs (local optima of one descent); the
+    budget leaves one descent where the first already spent it."""
+    name = "cnn"
+    model, _, _ = FAMILIES[name]
+    graph_a = _graph(tmp_path, name, model.state_dict(), "a")
+    gains = []
+    for seed in range(1, 6):
+        graph_b = _graph(tmp_path, name, _reinitialized(model, seed).state_dict(), "b")
+        one, default = match(graph_a, graph_b, restarts=1), match(graph_a, graph_b)
+        assert (one.starts, default.starts) == (1, 3) and default.objective >= one.objective
+        gains.append(default.objective - one.objective)
+        assert match(graph_a, graph_b, budget=0).starts == 1
+    assert max(gains) > 1e-3 * abs(one.objective)
 
 
 def test_spec_of_a_transformer_matches_whole_heads(tmp_path):

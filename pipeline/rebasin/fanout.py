@@ -20,7 +20,7 @@ from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.checkpoint.fs import resolve
 from pipeline.graph import build_graph
 from pipeline.rebasin.interpolate import ZooEvaluator, export_merged, plot_paths
-from pipeline.rebasin.matching import match
+from pipeline.rebasin.matching import RESTART_BUDGET, match
 
 RESULT_SCHEMA = pa.schema([
     ("pair", pa.string()), ("model_a", pa.string()), ("model_b", pa.string()), ("family", pa.string()),
@@ -55,6 +55,7 @@ class Options:
     merge_alpha: float | None = None
     plots: bool = False
     rescale: bool = False       # aligned B gets A's per-neuron ReLU scales (default: keeps its own)
+    restart_budget: float = RESTART_BUDGET
 
 
 def _stem(path: str) -> str:
@@ -114,7 +115,8 @@ def align_pair(pair: Pair, options: Options) -> dict:
     try:
         ckpt_a, ckpt_b = open_checkpoint(pair.a), open_checkpoint(pair.b)
         graph_a, graph_b = build_graph(ckpt_a), build_graph(ckpt_b)
-        result = match(graph_a, graph_b, restarts=options.restarts, rescale=options.rescale)
+        result = match(graph_a, graph_b, restarts=options.restarts, budget=options.restart_budget,
+                       rescale=options.rescale)
         row.update(family=row["family"] or graph_a.family, objective=result.objective,
                    naive_objective=result.naive_objective, similarity=result.similarity,
                    naive_similarity=result.naive_similarity, sweeps=result.sweeps, match_seconds=result.seconds)

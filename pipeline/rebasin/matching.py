@@ -6,22 +6,27 @@ Model B is aligned to model A by a group element ``g`` (see :mod:`pipeline.symme
 
 * ``perm_scale`` groups (ReLU family) are first normalized in both models
   (:func:`pipeline.symmetry.canonical_scaling`: each neuron's incoming weights and bias, after the
-  upstream normalization, get unit norm; its outgoing weights carry the scale). Both models' normalizers ``n_A, n_B`` are group elements, so the scale is
-  carried through: the answer is ``g = n_B, then m, then n_A^-1`` for the matching-space element
-  ``m``, and aligned B has A's per-neuron scales.
+  upstream normalization, get unit norm; its outgoing weights carry the scale). Both models'
+  normalizers ``n_A, n_B`` are group elements, so the scale is carried through: the answer is
+  ``g = n_B, then m, then n_A^-1`` for the matching-space element ``m``, and aligned B has A's
+  per-neuron scales.
 * ``m`` is found by coordinate descent over linear assignment problems: for one permutation ``p``
   (the others fixed) ``J`` is ``sum_j q_j C[j, p_j]`` plus a constant, with
   ``C = sum over p's axes of A (axis first, flattened) @ B (others applied)^T``. Plain groups solve
   ``max_p sum_j C[j, p_j]``; ``perm_sign`` groups (tanh, sine) solve it on ``|C|`` and take
   ``q_j = sign(C[j, p_j])`` (the seed's Algorithm 1), exact for a fixed ``C``. Attention heads are
   matched whole: per head pair the within-head assignment's value, then an assignment over heads.
-  Units are visited in random order until a sweep brings no improvement. Restarts keep the best
-  ``J``: first a *forward* start (units in depth order, each solved from the axes whose other
-  permutations are already solved -- incoming weights from solved layers, outgoing weights to
-  unpermuted outputs -- as a layer-by-layer match does), then the identity, then random permutations.
+  Units are visited in random order until a sweep brings no improvement; a unit whose neighbouring
+  permutations did not change since it was last solved is skipped (same costs, same answer).
+* Restarts keep the best ``J``: first a *forward* start (units in depth order, each solved from the
+  axes whose other permutations are already solved -- incoming weights from solved layers, outgoing
+  weights to unpermuted outputs -- as a layer-by-layer match does), then the identity, then random
+  permutations. A restart costs one to three descents, so restarts are spent within a work budget
+  (``RESTART_BUDGET``): small models get all of them, wide ones (a 256-wide MLP and up) one descent.
 
-Cost matrices are float32 BLAS products, cached per axis until a neighbouring permutation changes;
-the LAP solver is scipy's (a Jonker-Volgenant variant).
+Cost matrices are float32 BLAS products, cached per axis until a neighbouring permutation changes.
+The LAP solver is LAPJV (the ``lapjv`` package, float32, certified by its duals; scipy's exact
+solver where the certificate fails or the package is missing).
 """
 from __future__ import annotations
 
@@ -31,6 +36,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+try:
+    from lapjv import lapjv
+except ImportError:  # no build for this platform (it is a Linux/Windows dependency): scipy solves
+    lapjv = None
+
 from pipeline.checkpoint.dtypes import is_float
 from pipeline.graph.schema import WeightGraph
 from pipeline.rebasin.spec import Axis, PermutationSpec, permutation_spec, same_architecture
@@ -39,13 +49,16 @@ from pipeline.symmetry import GroupElement, apply, canonical_scaling, compose, i
 WORK_DTYPE = np.float32
 _RTOL = 1e-10      # a unit update must raise its part of J by more than this, relatively
 _TINY = 1e-12
+RESTART_BUDGET = 2.0 ** 27  # assignment work (n^3 per n x n LAP; this: one 512 x 512) for restarts
+_LAP_GAP = 4.0     # LAPJV's answer is kept when provably this close to the optimum (see _lap)
 
 
 @dataclass
 class MatchResult:
     """``aligned``: B's state dict transformed by ``element`` (``symmetry.apply(graph_b, element)``, B's
     dtypes); ``objective`` / ``naive_objective``: ``J`` in matching space for the found element and
-    for none; ``similarity`` / ``naive_similarity``: the same as cosines (``J / (|A| |B|)``)."""
+    for none; ``similarity`` / ``naive_similarity``: the same as cosines (``J / (|A| |B|)``);
+    ``restart``: the start that won, of the ``starts`` run; ``sweeps``: its sweeps."""
     aligned: dict[str, np.ndarray]
     element: GroupElement
     objective: float
@@ -54,16 +67,21 @@ class MatchResult:
     naive_similarity: float
     sweeps: int
     restart: int
+    starts: int
     seconds: float
 
 
-def match(graph_a: WeightGraph, graph_b: WeightGraph, restarts: int = 3, scale: bool = True, sign: bool = True,
-          max_sweeps: int = 100, seed: int = 0, rescale: bool = True) -> MatchResult:
-    """Align B to A. ``scale`` / ``sign``: use the positive-scale / sign symmetries where the graph has
-    them (else those groups are matched by permutation only). ``rescale``: the element is the full
-    ``n_B, m, n_A^-1`` (aligned B gets A's per-neuron scales); else only ``m``'s permutations and
-    signs (B keeps its own scales: a safer interpolation end for ReLU models whose per-neuron scales
-    differ wildly from A's). Raises ``ValueError`` when the two graphs differ in architecture."""
+def match(graph_a: WeightGraph, graph_b: WeightGraph, restarts: int = 3, budget: float = RESTART_BUDGET,
+          scale: bool = True, sign: bool = True, max_sweeps: int = 100, seed: int = 0,
+          rescale: bool = True) -> MatchResult:
+    """Align B to A. ``restarts``: at most this many starts; ``budget``: a start after the first begins
+    only while the assignment work so far plus the first descent's is within it (``n^3`` per ``n x n``
+    LAP; ``float("inf")``: always all ``restarts``). ``scale`` / ``sign``: use the positive-scale /
+    sign symmetries where the graph has them (else those groups are matched by permutation only).
+    ``rescale``: the element is the full ``n_B, m, n_A^-1`` (aligned B gets A's per-neuron scales);
+    else only ``m``'s permutations and signs (B keeps its own scales: a safer interpolation end for
+    ReLU models whose per-neuron scales differ wildly from A's). Raises ``ValueError`` when the two
+    graphs differ in architecture."""
     started = time.perf_counter()
     if not same_architecture(graph_a, graph_b):
         raise ValueError("models differ in architecture; weight matching needs one spec for both")
@@ -77,10 +95,13 @@ def match(graph_a: WeightGraph, graph_b: WeightGraph, restarts: int = 3, scale: 
     descent = _Descent(spec, sym, a, b)
     rng = np.random.default_rng(seed)
     naive = descent.objective({}, {}) + constant
-    best = None
+    best, first, starts = None, 0, 0
     for restart in range(max(1, restarts)):
+        if restart and descent.work + first > budget:
+            break
         start = {} if restart < 2 else random_element(graph_a, rng, scale=False, sign=False).perms
         perms, signs, sweeps = descent.run(dict(start), rng, max_sweeps, forward=restart == 0)
+        starts, first = restart + 1, first or descent.work
         value = descent.objective(perms, signs) + constant
         if best is None or value > best[0] + _RTOL * abs(best[0]):
             best = (value, perms, signs, sweeps, restart)
@@ -91,7 +112,7 @@ def match(graph_a: WeightGraph, graph_b: WeightGraph, restarts: int = 3, scale: 
     sizes = np.sqrt(descent.squared_norm(a) + _squared_rest(graph_a, spec)) * np.sqrt(
         descent.squared_norm(b) + _squared_rest(graph_b, spec))
     return MatchResult(apply(graph_b, element), element, value, naive, value / max(sizes, _TINY),
-                       naive / max(sizes, _TINY), sweeps, restart, time.perf_counter() - started)
+                       naive / max(sizes, _TINY), sweeps, restart, starts, time.perf_counter() - started)
 
 
 def matching_objective(graph_a: WeightGraph, tensors_b: dict[str, np.ndarray]) -> float:
@@ -126,12 +147,31 @@ def _act(spec: PermutationSpec, tensor: str, array: np.ndarray, perms: dict, fac
 
 def _to_matching_space(spec: PermutationSpec, graph: WeightGraph, factors: dict) -> dict[str, np.ndarray]:
     """Edge views in the work dtype with the scale normalizer's ``factors`` applied."""
-    return {t: _act(spec, t, np.asarray(graph.tensors[t], dtype=np.float64).reshape(shape), {}, factors).astype(WORK_DTYPE)
-            for t, shape in spec.views.items()}
+    return {t: _act(spec, t, np.asarray(graph.tensors[t], WORK_DTYPE).reshape(shape), {}, factors)
+            .astype(WORK_DTYPE, copy=False) for t, shape in spec.views.items()}
+
+
+def _dot(x: np.ndarray, y: np.ndarray) -> float:
+    """``<x, y>`` of two float arrays, accumulated in float64."""
+    return float(np.einsum("i,i->", x.reshape(-1), y.reshape(-1), dtype=np.float64))
 
 
 def _lap(cost: np.ndarray) -> np.ndarray:
-    """Columns of the maximizing assignment (rows in order)."""
+    """Columns of the maximizing assignment (rows in order). LAPJV (``lapjv``, float32 arithmetic)
+    where installed, its answer certified in float64 by its dual potentials: kept when provably within
+    ``_LAP_GAP * n`` float32 roundings of the largest cost from the optimum (the order of the float32
+    cost products' own rounding), else scipy's exact solver answers."""
+    if lapjv is not None:
+        cols, _, (_, u, v) = lapjv(np.negative(cost, dtype=np.float32))
+        u, v = u.astype(np.float64), v.astype(np.float64)
+        # Dual slacks of the minimization of -cost: s_ij = -cost_ij - u_i - v_j, each meant to be >= 0.
+        # Any assignment costs >= sum(u) + sum(v) + n min(0, min s), so the gap is at most this:
+        row_max = np.add(cost, v, dtype=np.float64).max(axis=1)
+        gap = -np.sum(cost[np.arange(len(cols)), cols], dtype=np.float64) - u.sum() - v.sum() \
+            - len(cols) * min(0.0, float(np.min(-row_max - u)))
+        scale = max(float(cost.max()), -float(cost.min()), _TINY)
+        if gap <= _LAP_GAP * len(cols) * np.finfo(np.float32).eps * scale:
+            return cols.astype(np.int64)
     return linear_sum_assignment(cost, maximize=True)[1]
 
 
@@ -143,14 +183,14 @@ class _Descent:
         self.rows = {ax: np.ascontiguousarray(np.moveaxis(a[ax.tensor], ax.axis, 0)).reshape(
             spec.perms[spec.key_of[ax.group]].size, -1) for p in spec.perms.values() for ax in p.axes}
         self.sign_groups = [i for i, s in sym.items() if s == "perm_sign"]
+        self.work = 0      # assignment work so far: n^3 per n x n LAP solved
 
     def squared_norm(self, arrays: dict) -> float:
-        return sum(float(np.vdot(v.astype(np.float64), v.astype(np.float64))) for v in arrays.values())
+        return sum(_dot(v, v) for v in arrays.values())
 
     def objective(self, perms: dict, signs: dict) -> float:
         """``J`` over the acted tensors, in float64."""
-        return sum(float(np.vdot(self.a[t].astype(np.float64), _act(self.spec, t, v, perms, signs).astype(np.float64)))
-                   for t, v in self.b.items())
+        return sum(_dot(self.a[t], _act(self.spec, t, v, perms, signs)) for t, v in self.b.items())
 
     def run(self, perms: dict, rng: np.random.Generator, max_sweeps: int, forward: bool = False):
         """Descend from ``perms`` (missing keys: identity), after a forward pass if ``forward``."""
@@ -187,24 +227,27 @@ class _Descent:
         self.cache[ax] = (stamp, cost)
         return cost
 
+    def _stamp(self, unit: tuple[str, ...]) -> tuple[int, ...]:
+        """The versions of the permutations that the unit's cost matrices depend on."""
+        return tuple(self.version[self.spec.key_of[o.group]] for key in unit for ax in self.spec.perms[key].axes
+                     for o in self.spec.tensor_axes[ax.tensor] if o.axis != ax.axis)
+
     def _update(self, unit: tuple[str, ...], solved: set[str] | None = None) -> bool:
         """Re-solve the permutations (and signs) of one unit; keep them if ``J`` rises. With ``solved``
         (the forward pass), solve from the axes whose other permutations are all solved (all axes if
-        none is) and keep the answer. A unit whose neighbours are unchanged since its last solve is
-        skipped (same costs, same answer)."""
-        if solved is None:
-            stamp = tuple(self.version[self.spec.key_of[o.group]] for key in unit for ax in self.spec.perms[key].axes
-                          for o in self.spec.tensor_axes[ax.tensor] if o.axis != ax.axis)
-            if self.solved_at.get(unit) == stamp:
-                return False
-            self.solved_at[unit] = stamp
-        parts = {}
+        none is) and keep the answer. Exact skip: a unit whose neighbours are unchanged since it was
+        last solved from all its axes is not solved again (same costs, same answer, same decision)."""
+        stamp = self._stamp(unit)
+        if solved is None and self.solved_at.get(unit) == stamp:
+            return False
+        parts, full = {}, True
         for key in unit:
             plain, signed = 0.0, {}
             axes = self.spec.perms[key].axes
             if solved is not None:
                 anchored = [ax for ax in axes if all(self.spec.key_of[o.group] in solved
                                                      for o in self.spec.tensor_axes[ax.tensor] if o.axis != ax.axis)]
+                full &= len(anchored) in (0, len(axes))
                 axes = anchored or axes
             for ax in axes:
                 if self.sym[ax.group] == "perm_sign":
@@ -213,6 +256,8 @@ class _Descent:
                     plain = plain + self._cost(ax)
             total = plain + sum(np.abs(c) for c in signed.values())
             parts[key] = (np.broadcast_to(total, (self.spec.perms[key].size,) * 2), plain, signed)
+        if full:
+            self.solved_at[unit] = stamp
         new = self._solve(unit, {k: p[0] for k, p in parts.items()})
         old_value = new_value = 0.0
         for key, (total, plain, signed) in parts.items():
@@ -233,9 +278,10 @@ class _Descent:
         """The maximizing permutation of each key; for heads, whole heads by the summed value of their
         within-head assignments, then the units within each matched head pair."""
         p = self.spec.perms[unit[0]]
-        if p.heads == 1:
-            return {unit[0]: _lap(totals[unit[0]])}
         h, d = p.heads, p.size // p.heads
+        self.work += len(unit) * h * h * d ** 3 + (h ** 3 if h > 1 else 0)
+        if h == 1:
+            return {unit[0]: _lap(totals[unit[0]])}
         values = np.zeros((h, h))
         within = {}
         for key in unit:
