@@ -33,7 +33,9 @@ def run_one(name: str, args, models: pa.Table, test: pa.Table) -> dict:
                    TrainConfig(encoder="pca", encoder_kwargs={"dim": args.dim}, epochs=0), exported)
     else:
         config = TrainConfig(encoder=name, encoder_kwargs={"dim": args.dim}, epochs=args.epochs,
-                             batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+                             batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                             temperature=args.temperature, metric_weight=args.metric_weight,
+                             low_performer_percentile=args.low_performer_percentile)
         result = fit_encoder(args.graphs, models, config, args.out, f"{args.run_name}-{name}",
                              args.num_workers, args.use_gpu, args.cpus_per_worker)
         best = result.get_best_checkpoint("val_map", "max") or result.checkpoint
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=0.07, help="InfoNCE temperature")
+    parser.add_argument("--metric-weight", type=float, default=0.8, help="weight of the metric head's loss")
+    parser.add_argument("--low-performer-percentile", type=float, default=10.0,
+                        help="models below this percentile of their task's metric are its negatives (0: none)")
     parser.add_argument("--out", default="runs")
     parser.add_argument("--run-name", default="encoder")
     parser.add_argument("--num-workers", type=int, default=1)

@@ -1,12 +1,15 @@
 """Contrastive training of weight encoders under Ray Train.
 
-Loss (first seed): multi-positive InfoNCE at temperature ``tau`` over two augmented views of every
-model in the batch, where the positives of a view are the other view of the same model and the views
-of other *well-performing* models of the same task (``test_metric`` at or above the task's 25th
-percentile); every other model in the batch, including the task's low performers, is a negative.
+Loss (first seed): multi-positive InfoNCE (in the supervised-contrastive form, every positive
+its own term) at temperature ``tau`` over two augmented views of every model in the batch, where
+the positives of a view are the other view of the same model and the views
+of other *well-performing* models of the same task (``test_metric`` at or above the task's
+``low_performer_percentile``; 0 makes every same-task model a positive); every other model in the
+batch, including the task's low performers, is a negative.
 Adversarial copies of the batch's models (FGSM on their own task loss) and broken copies (one
 layer's rows permuted without the next layer's columns) join as negatives only.
-Plus ``lambda`` times the MSE of a metric head predicting the model's standardized test metric.
+Plus ``lambda`` times the MSE of a metric head predicting the model's test metric standardized within
+its task (what can be read from weights is how a model ranks among its task's models).
 
 Runs as ``TorchTrainer(train_loop, ScalingConfig(num_workers, use_gpu))`` on CPU or GPU workers; each
 epoch reports metrics and a checkpoint, and a run restarted with the same name and storage path
@@ -44,9 +47,10 @@ class TrainConfig:
     adversarial: bool = True     # FGSM copies of each model as extra negatives
     broken_negatives: bool = True  # uncoupled-permuted copies (a different function) as extra negatives
     seed: int = 0
+    low_performer_percentile: float = 10.0  # below it (per task), a model is a negative of its task
     # filled from the training split by fit_encoder:
-    good_threshold: dict = field(default_factory=dict)   # task -> test_metric 25th percentile
-    metric_stats: dict = field(default_factory=dict)     # metric_name -> (mean, std)
+    good_threshold: dict = field(default_factory=dict)   # task -> low-performer threshold
+    metric_stats: dict = field(default_factory=dict)     # task -> test_metric (mean, std)
 
 
 ADVERSARIAL_FIELDS = ("family", "arch", "activation", "dropout", "task", "image_index")
@@ -67,8 +71,11 @@ class EncoderWithHead(nn.Module):
 
 def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, groups: torch.Tensor, good: torch.Tensor,
                      temperature: float, negatives: torch.Tensor | None = None) -> torch.Tensor:
-    """Multi-positive InfoNCE over ``2B`` views: ``-log`` of the softmax mass on the positives.
-    ``negatives [M, dim]`` (adversarial copies) are extra candidates that are never positive."""
+    """Supervised contrastive loss (SupCon, ``L_out``) over ``2B`` views: for each view, the mean over
+    its positives of ``-log softmax``. Every positive is pulled in on its own; with one ``-log`` of the
+    summed positive mass instead, the other view of the same model (nearly identical for an invariant
+    encoder) would satisfy the loss alone. ``negatives [M, dim]`` (adversarial, broken copies) are
+    extra candidates that are never positive."""
     z = F.normalize(torch.cat([z1, z2]), dim=-1)
     n = len(z1)
     sim = z @ z.T / temperature
@@ -77,20 +84,20 @@ def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, groups: torch.Tensor, g
     g, ok = groups.repeat(2), good.repeat(2)
     positive = same_model | ((g[:, None] == g[None, :]) & ok[:, None] & ok[None, :] & ~eye)
     sim = sim.masked_fill(eye, float("-inf"))
-    positive_mass = torch.logsumexp(sim.masked_fill(~positive, float("-inf")), 1)
+    candidates = sim
     if negatives is not None and len(negatives):
-        sim = torch.cat([sim, z @ F.normalize(negatives, dim=-1).T / temperature], 1)
-    return (torch.logsumexp(sim, 1) - positive_mass).mean()
+        candidates = torch.cat([sim, z @ F.normalize(negatives, dim=-1).T / temperature], 1)
+    log_prob = sim - torch.logsumexp(candidates, 1, keepdim=True)
+    return -(log_prob.masked_fill(~positive, 0.0).sum(1) / positive.sum(1)).mean()
 
 
 def batch_labels(table: pa.Table, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(task group ids, well-performing mask, standardized metric) of a batch of model rows."""
     tasks = table.column("label_task").to_pylist()
     metrics = table.column("label_test_metric").to_pylist()
-    names = table.column("label_metric_name").to_pylist()
     ids = {t: i for i, t in enumerate(sorted(set(tasks)))}
     good = [m >= config.good_threshold.get(t, -np.inf) for t, m in zip(tasks, metrics)]
-    target = [(m - config.metric_stats[n][0]) / config.metric_stats[n][1] for m, n in zip(metrics, names)]
+    target = [(m - config.metric_stats[t][0]) / config.metric_stats[t][1] for m, t in zip(metrics, tasks)]
     return torch.tensor([ids[t] for t in tasks]), torch.tensor(good), torch.tensor(target, dtype=torch.float32)
 
 
@@ -167,15 +174,15 @@ def train_loop(config_dict: dict) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def label_statistics(train_models: pa.Table) -> tuple[dict, dict]:
-    """Per-task 25th-percentile thresholds and per-metric (mean, std) from the training split."""
+def label_statistics(train_models: pa.Table, percentile: float) -> tuple[dict, dict]:
+    """Per-task low-performer thresholds (the ``percentile`` of the task's test metric) and
+    per-task test-metric (mean, std), from the training split."""
     rows = train_models.to_pylist()
     thresholds, stats = {}, {}
     for task in {r["task"] for r in rows}:
-        thresholds[task] = float(np.percentile([r["test_metric"] for r in rows if r["task"] == task], 25))
-    for name in {r["metric_name"] for r in rows}:
-        values = np.array([r["test_metric"] for r in rows if r["metric_name"] == name])
-        stats[name] = (float(values.mean()), float(values.std() + 1e-6))
+        values = np.array([r["test_metric"] for r in rows if r["task"] == task])
+        thresholds[task] = float(np.percentile(values, percentile))
+        stats[task] = (float(values.mean()), float(max(values.std(), 1e-3)))
     return thresholds, stats
 
 
@@ -191,7 +198,7 @@ def fit_encoder(graphs_dir: str, models: pa.Table, config: TrainConfig, storage_
     from pipeline.dataset import model_dataset, split
 
     train, val = split(models, "train"), split(models, "val")
-    config.good_threshold, config.metric_stats = label_statistics(train)
+    config.good_threshold, config.metric_stats = label_statistics(train, config.low_performer_percentile)
     trainer = TorchTrainer(
         train_loop, train_loop_config=asdict(config),
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
@@ -202,7 +209,9 @@ def fit_encoder(graphs_dir: str, models: pa.Table, config: TrainConfig, storage_
                                            num_to_keep=3, checkpoint_score_attribute="val_map",
                                            checkpoint_score_order="max"),
                                        failure_config=ray.train.FailureConfig(max_failures=2)),
-        datasets={"train": model_dataset(graphs_dir, train).materialize(),
+        # shards hold one task each (files are ingested in name order): a global shuffle, redone
+        # every epoch, gives each batch models of many tasks, i.e. negatives
+        datasets={"train": model_dataset(graphs_dir, train).random_shuffle(),
                   "val": model_dataset(graphs_dir, val).materialize()},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]))
     return trainer.fit()

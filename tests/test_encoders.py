@@ -141,3 +141,17 @@ def test_probe_features_are_the_networks_outputs(graphs, family):
     model.float()
     assert probes.shape == expected.shape
     assert _relative(probes, expected) < 1e-6
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_weight_statistics_are_invariant_and_see_magnitudes(graphs, family):
+    """Block statistics in the scale canonical form do not move under permutations, positive
+    scalings and sign flips, but do when every weight doubles (a different function)."""
+    graph = graphs[family]
+    reference = prepare(graph, torch.float64).statistics
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        moved = prepare(_with(graph, apply(graph, random_element(graph, rng))), torch.float64).statistics
+        assert _relative(moved, reference) < 1e-6, family
+    doubled = prepare(_with(graph, {k: 2 * v for k, v in graph.tensors.items()}), torch.float64).statistics
+    assert _relative(doubled, reference) > 1e-3, family

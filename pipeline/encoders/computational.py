@@ -12,6 +12,7 @@ from pipeline.encoders.conv import EdgeMessage, SymmetricUpdate
 from pipeline.encoders.conv.symmetric_update import TINY, canonicalize
 from pipeline.encoders.inputs import GraphInput, positional_features
 from pipeline.encoders.probes import NUM_PROBES
+from pipeline.encoders.statistics import NUM_STATISTICS
 from pipeline.graph.schema import NODE_KINDS
 
 _SCALED = ("perm_scale", "perm_sign")
@@ -32,12 +33,16 @@ class ComputationalGraphEncoder(nn.Module):
     ``probes``: output neurons also get their values at fixed probe inputs (:mod:`.probes`; exactly
     invariant, they say what the network computes), for the graphs that can be executed, and a
     summary of those values joins the pooled summary directly.
+    ``statistics``: a summary of each weight block's moments in the scale canonical form
+    (:mod:`.statistics`; exactly invariant, they carry the magnitudes the canonicalized states drop)
+    joins the pooled summary too.
 
     ``graphs`` (list of :class:`GraphInput`) -> ``[batch, dim]``.
     """
 
     def __init__(self, dim: int = 256, hidden: int = 128, layers: int = 4, scale_aware: bool = True,
-                 bases: tuple[str, ...] = ("w",), max_kernel: int = 9, probes: bool = True):
+                 bases: tuple[str, ...] = ("w",), max_kernel: int = 9, probes: bool = True,
+                 statistics: bool = True):
         super().__init__()
         if scale_aware and bases != ("w",):
             raise ValueError("scale-aware message passing must be linear in the weights: bases=('w',)")
@@ -50,6 +55,8 @@ class ComputationalGraphEncoder(nn.Module):
         self.probe_in = nn.Linear(NUM_PROBES, hidden) if probes else None
         self.probe_summary = nn.Sequential(nn.Linear(NUM_PROBES + hidden, hidden), nn.GELU(),
                                            nn.Linear(hidden, hidden)) if probes else None
+        self.statistics_summary = nn.Sequential(nn.Linear(NUM_STATISTICS, hidden), nn.GELU(),
+                                                nn.Linear(hidden, hidden)) if statistics else None
         self.messages = nn.ModuleList(EdgeMessage(len(bases), hidden, hidden, max_kernel) for _ in range(layers))
         self.input_messages = nn.ModuleList(EdgeMessage(len(bases), hidden, hidden, max_kernel) for _ in range(layers))
         self.skips = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in range(layers))
@@ -123,7 +130,8 @@ class ComputationalGraphEncoder(nn.Module):
             self.readout(torch.cat([self.node_readout(canonicalize(x, self.symmetry(graph, i))).mean(0), context[i]]))
             for i, x in enumerate(states)])
         weights = torch.softmax(self.attention(summaries), dim=0)
-        return self.out((weights * summaries).sum(0) + self.signature(self._signature(graph)) + self._function(graph))
+        return self.out((weights * summaries).sum(0) + self.signature(self._signature(graph))
+                        + self._function(graph) + self._statistics(graph))
 
     def _function(self, graph: GraphInput) -> torch.Tensor | float:
         """``[hidden]`` summary of the outputs at the probe inputs (each output neuron's values with
@@ -133,6 +141,12 @@ class ComputationalGraphEncoder(nn.Module):
         values = graph.outputs_at_probes
         position = positional_features(len(values), self.hidden, values.dtype).to(values.device)
         return self.probe_summary(torch.cat([values, position], -1)).mean(0)
+
+    def _statistics(self, graph: GraphInput) -> torch.Tensor | float:
+        """``[hidden]`` mean over weight blocks of their summarized statistics; ``0`` without any."""
+        if self.statistics_summary is None or graph.statistics is None:
+            return 0.0
+        return self.statistics_summary(graph.statistics).mean(0)
 
     def _signature(self, graph: GraphInput) -> torch.Tensor:
         """``[3]`` invariant interface of the network: log widths of its input and output layers, log

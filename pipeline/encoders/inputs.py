@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 from pipeline.encoders.probes import probe_outputs
+from pipeline.encoders.statistics import weight_statistics
 from pipeline.graph.schema import NODE_KINDS, SYMMETRIES, WeightGraph, topological_order
+from pipeline.symmetry import canonical_scaling
 
 
 @dataclass
@@ -45,6 +47,7 @@ class GraphInput:
     mode: str
     num_params: int
     outputs_at_probes: torch.Tensor | None = None  # [n_out, NUM_PROBES], see :mod:`.probes`
+    statistics: torch.Tensor | None = None  # [weighted blocks, NUM_STATISTICS], see :mod:`.statistics`
 
     def to(self, device) -> "GraphInput":
         """A copy with every tensor on ``device``."""
@@ -52,7 +55,7 @@ class GraphInput:
         groups = [Group(g.index, g.size, g.kind, g.symmetry, g.depth, move(g.bias), move(g.norm)) for g in self.groups]
         blocks = [Block(b.src, b.dst, b.kind, move(b.weight)) for b in self.blocks]
         return GraphInput(groups, blocks, self.order, self.family, self.mode, self.num_params,
-                          move(self.outputs_at_probes))
+                          move(self.outputs_at_probes), move(self.statistics))
 
 
 def _f32(array: np.ndarray) -> torch.Tensor:
@@ -80,8 +83,9 @@ def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> GraphInpu
         blocks.append(Block(b.src, b.dst, b.kind, weight))
     order = topological_order(len(groups), blocks)
     probes = probe_outputs(groups, blocks, order, graph.activation)
-    return GraphInput(groups, blocks, order, graph.family, graph.mode, graph.num_params,
-                      None if probes is None else probes.to(dtype))
+    statistics = weight_statistics(blocks, groups, canonical_scaling(graph).factors)
+    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    return GraphInput(groups, blocks, order, graph.family, graph.mode, graph.num_params, cast(probes), cast(statistics))
 
 
 SYMMETRY_INDEX = {s: i for i, s in enumerate(SYMMETRIES)}

@@ -13,5 +13,7 @@ class NeuralGraphs(ComputationalGraphEncoder):
     ``graphs`` -> ``[batch, dim]``.
     """
 
-    def __init__(self, dim: int = 256, hidden: int = 128, layers: int = 4, probes: bool = True):
-        super().__init__(dim, hidden, layers, scale_aware=False, bases=("w", "abs", "sq"), probes=probes)
+    def __init__(self, dim: int = 256, hidden: int = 128, layers: int = 4, probes: bool = True,
+                 statistics: bool = True):
+        super().__init__(dim, hidden, layers, scale_aware=False, bases=("w", "abs", "sq"), probes=probes,
+                         statistics=statistics)

@@ -14,5 +14,7 @@ class ScaleGMN(ComputationalGraphEncoder):
     ``graphs`` -> ``[batch, dim]``.
     """
 
-    def __init__(self, dim: int = 256, hidden: int = 128, layers: int = 4, probes: bool = True):
-        super().__init__(dim, hidden, layers, scale_aware=True, bases=("w",), probes=probes)
+    def __init__(self, dim: int = 256, hidden: int = 128, layers: int = 4, probes: bool = True,
+                 statistics: bool = True):
+        super().__init__(dim, hidden, layers, scale_aware=True, bases=("w",), probes=probes,
+                         statistics=statistics)
