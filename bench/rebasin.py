@@ -22,7 +22,7 @@ planted-transformation recovery, and Ray fan-out throughput on 2 CPUs against 1.
   within 5%.
 * Ray: single-threaded matching tasks (ReLU MLPs of width 1024, one descent) fanned out on a 2-CPU
   Ray, each task asking for 2 CPUs (one at a time) or 1 CPU (two at a time); rounds interleaved,
-  best round of each. On a shared machine, other load skews this figure either way.
+  best round of each, both workers warm. On a shared machine, other load skews this figure either way.
 
 Prints a table, then one JSON line (with the 1-minute load average before and after: the machine
 may be shared).
@@ -202,9 +202,17 @@ def _fanout_task(width: int, seed: int) -> float:
     return time.process_time() - started
 
 
+def _hold(seconds: float) -> None:
+    """Warms a worker up (a tiny matching: the imports) and keeps it busy, so Ray starts a second."""
+    _fanout_task(64, 0)
+    time.sleep(seconds)
+
+
 def ray_fanout(tasks: int, width: int, rounds: int = 3) -> dict:
     """Tasks per second when each task holds 2 CPUs (serial) and 1 CPU (2 at a time) of a 2-CPU Ray
-    (best of ``rounds``)."""
+    (best of ``rounds``). Before each round two 1-CPU tasks hold a worker each for a second, so both
+    workers are started and warm: the figure is steady-state throughput, not worker start-up (without
+    it, a round that starts its second worker lazily loses a third of a core to imports)."""
     import ray
 
     from pipeline.ray_utils import ensure_ray
@@ -212,8 +220,11 @@ def ray_fanout(tasks: int, width: int, rounds: int = 3) -> dict:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ensure_ray(num_cpus=2, object_store_memory=200 * 1024**2)
     rates, cores = {1: 0.0, 2: 0.0}, {1: 0.0, 2: 0.0}
-    for cpus in (1, 2) * rounds:  # interleaved; the best round of each (the first also warms up workers)
-        task = ray.remote(num_cpus=cpus)(_fanout_task)
+    hold = ray.remote(num_cpus=1)(_hold)
+    functions = {c: ray.remote(num_cpus=c)(_fanout_task) for c in (1, 2)}
+    for cpus in (1, 2) * rounds:  # interleaved; the best round of each
+        task = functions[cpus]
+        ray.get([hold.remote(1.0) for _ in range(2)])
         started = time.perf_counter()
         cpu_seconds = sum(ray.get([task.remote(width, s) for s in range(tasks)]))
         wall = time.perf_counter() - started
