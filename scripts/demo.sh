@@ -32,4 +32,6 @@ $PY jobs/query.py --index "$INDEX" --graphs "$GRAPHS" --catalog "$ZOO/catalog.pa
     --family cnn --max-params 10000
 echo
 $PY jobs/query.py --index "$INDEX" --graphs "$GRAPHS" --catalog "$ZOO/catalog.parquet" --near-duplicates \
-    --report "$INDEX/near_duplicates.md" | head -20
+    --report "$INDEX/near_duplicates.md" > /dev/null
+head -n 20 "$INDEX/near_duplicates.md"
+echo "... (the whole report: $INDEX/near_duplicates.md)"
