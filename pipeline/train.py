@@ -217,6 +217,37 @@ def fit_encoder(graphs_dir: str, models: pa.Table, config: TrainConfig, storage_
     return trainer.fit()
 
 
+def refit_metric_head(model: EncoderWithHead, train: pa.Table, val: pa.Table, config: TrainConfig,
+                      steps: int = 2000, lr: float = 1e-3, check_every: int = 50) -> tuple[float, float]:
+    """Fit the metric head again on the frozen encoder's embeddings of the ``train`` model rows (as
+    views with no augmentation), full batch, keeping the head with the lowest MSE on ``val`` (checked
+    every ``check_every`` steps; the head as trained counts as step 0). Returns the validation MSE
+    ``(before, after)``. During training the head saw augmented views, whose DropConnect changes the
+    very metric it predicts, beside a contrastive loss that gathers each task's models together; a
+    final fit on clean embeddings reads out what they still say about the metric."""
+    model.eval()
+    data = {name: (embed(model.encoder, list(records_to_graphs(t))), batch_labels(t, config)[2])
+            for name, t in (("train", train), ("val", val))}
+    head = model.metric_head
+
+    def val_mse() -> float:
+        with torch.no_grad():
+            return F.mse_loss(head(data["val"][0]).squeeze(-1), data["val"][1]).item()
+
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=config.weight_decay)
+    first = best = val_mse()
+    best_state = {k: v.clone() for k, v in head.state_dict().items()}
+    for step in range(1, steps + 1):
+        loss = F.mse_loss(head(data["train"][0]).squeeze(-1), data["train"][1])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % check_every == 0 and (current := val_mse()) < best:
+            best, best_state = current, {k: v.clone() for k, v in head.state_dict().items()}
+    head.load_state_dict(best_state)
+    return first, best
+
+
 def load_state(path: str) -> tuple[EncoderWithHead, TrainConfig]:
     """The encoder with its metric head (eval mode) and its training config, from a checkpoint
     folder or its ``state.pt`` (``config.epochs == 0``: a fitted baseline, its head untrained)."""

@@ -72,7 +72,7 @@ def test_augmentation_without_dropconnect_preserves_the_function(tmp_path, name)
 def test_ray_train_run_checkpoints_and_resumes(ray_session, tiny_zoo, tmp_path):
     from pipeline.dataset import labelled_models, split_of
     from pipeline.ingest import IngestConfig, run_ingest
-    from pipeline.train import TrainConfig, evaluate, fit_encoder, load_trained
+    from pipeline.train import TrainConfig, evaluate, fit_encoder, load_state, load_trained, refit_metric_head
 
     folder, _ = tiny_zoo
     graphs = str(tmp_path / "graphs")
@@ -95,6 +95,11 @@ def test_ray_train_run_checkpoints_and_resumes(ray_session, tiny_zoo, tmp_path):
     assert loaded.epochs == 2 and loaded.good_threshold
     from pipeline.dataset import model_table, split
     metrics = evaluate(encoder, model_table(graphs, split(models, "test")))
+    with second.checkpoint.as_directory() as ckpt:
+        model, loaded = load_state(ckpt)
+    before, after = refit_metric_head(model, model_table(graphs, split(models, "train")),
+                                      model_table(graphs, split(models, "val")), loaded, steps=500)
+    assert after < before  # better on validation than the head as trained
     assert 0.0 <= metrics["p_at_1"] <= 1.0 and 0.0 < metrics["map"] <= 1.0
     assert -1.0 <= metrics["broken_copy_cos"] <= 1.0 + 1e-6 and 0.0 <= metrics["broken_copy_top1"] <= 1.0
 
