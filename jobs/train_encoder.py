@@ -24,12 +24,13 @@ from pipeline.train import (EncoderWithHead, TrainConfig, evaluate, fit_encoder,
                             save_state)
 
 
-def run_one(name: str, args, models: pa.Table, test: pa.Table) -> dict:
+def run_one(name: str, args, models: pa.Table, tables: dict[str, pa.Table]) -> dict:
+    """Train (or fit) one encoder, export it, and return its test-split metrics. ``tables``: the
+    train, val and test model rows (read once for every encoder)."""
     exported = os.path.join(args.out, "encoders", f"{name}.pt")
     os.makedirs(os.path.dirname(exported), exist_ok=True)
     if name == "pca":
-        train_table = model_table(args.graphs, split(models, "train"))
-        encoder = build_encoder("pca", dim=args.dim).fit([prepare(g) for g in records_to_graphs(train_table)])
+        encoder = build_encoder("pca", dim=args.dim).fit([prepare(g) for g in records_to_graphs(tables["train"])])
         save_state(EncoderWithHead(encoder, args.dim),
                    TrainConfig(encoder="pca", encoder_kwargs={"dim": args.dim}, epochs=0), exported)
     else:
@@ -42,12 +43,11 @@ def run_one(name: str, args, models: pa.Table, test: pa.Table) -> dict:
         best = result.get_best_checkpoint("val_map", "max") or result.checkpoint
         with best.as_directory() as folder:
             model, config = load_state(folder)
-        before, after = refit_metric_head(model, model_table(args.graphs, split(models, "train")),
-                                          model_table(args.graphs, split(models, "val")), config)
+        before, after = refit_metric_head(model, tables["train"], tables["val"], config)
         print(f"{name}: metric head refit on clean training embeddings, validation MSE {before:.3f} -> {after:.3f}")
         save_state(model, config, exported)  # the encoder and its head, without the optimizer's state
         encoder = model.encoder
-    return evaluate(encoder, test)
+    return evaluate(encoder, tables["test"])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -78,15 +78,15 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
 
     models = labelled_models(args.graphs, args.catalog, args.split_by)
-    test = model_table(args.graphs, split(models, "test"))
+    tables = {s: model_table(args.graphs, split(models, s)) for s in ("train", "val", "test")}
     names = sorted(ENCODERS) if args.compare else args.encoder
     report = {}
     os.makedirs(args.out, exist_ok=True)
     for name in names:  # the report is rewritten after each encoder: a long comparison shows progress
-        report[name] = run_one(name, args, models, test)
+        report[name] = run_one(name, args, models, tables)
         with open(os.path.join(args.out, f"{args.run_name}-report.json"), "w") as f:
             json.dump(report, f, indent=2)
-    print(f"\ntest split ({test.num_rows} models, split by {args.split_by}; relevant = same task and data set)")
+    print(f"\ntest split ({tables['test'].num_rows} models, split by {args.split_by}; relevant = same task and data set)")
     print(f"{'encoder':<20}{'P@1':>8}{'P@5':>8}{'P@10':>8}{'mAP':>8}{'broken-copy cos':>17}{'broken-copy top1':>18}")
     for name, m in report.items():
         print(f"{name:<20}{m['p_at_1']:>8.3f}{m['p_at_5']:>8.3f}{m['p_at_10']:>8.3f}{m['map']:>8.3f}"

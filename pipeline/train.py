@@ -1,11 +1,11 @@
 """Contrastive training of weight encoders under Ray Train.
 
-Loss (first seed): multi-positive InfoNCE (in the supervised-contrastive form, every positive
-its own term) at temperature ``tau`` over two augmented views of every model in the batch, where
-the positives of a view are the other view of the same model and the views
-of other *well-performing* models of the same task (``test_metric`` at or above the task's
-``low_performer_percentile``; 0 makes every same-task model a positive); every other model in the
-batch, including the task's low performers, is a negative.
+Loss (first seed): multi-positive InfoNCE (in the supervised-contrastive form, every positive its
+own term) at temperature ``tau`` over two augmented views of every model in the batch, where the
+positives of a view are the other view of the same model and the views of other *well-performing*
+models of the same task (``test_metric`` at or above the task's ``low_performer_percentile``; 0
+makes every same-task model a positive); every other model in the batch, including the task's low
+performers, is a negative.
 Adversarial copies of the batch's models (FGSM on their own task loss) and broken copies (one
 layer's rows permuted without the next layer's columns) join as negatives only.
 Plus ``lambda`` times the MSE of a metric head predicting the model's test metric standardized within

@@ -45,8 +45,7 @@ def weight_statistics(blocks: list, groups: list, factors: dict[int, np.ndarray]
             w = w * scale[b.dst][:, None, None]
         if b.src in scale:
             w = w / scale[b.src][None, :, None]
-        moments = _moments(w)
-        rows.append(moments[:4] + [moments[4], math.log(w.shape[0]), math.log(w.shape[1]), math.log(w.shape[2])]
+        rows.append(_moments(w) + [math.log(n) for n in w.shape]
                     + _bias_moments(groups[b.dst], scale.get(b.dst)) + [groups[b.dst].depth, groups[b.src].depth])
     return torch.tensor(rows, dtype=torch.float64) if rows else None
 
