@@ -12,7 +12,7 @@ import torch
 from models import family_models
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.encoders import ENCODERS, WIRING_AWARE, build_encoder, embed, prepare
-from pipeline.encoders.probes import probe_inputs
+from pipeline.encoders.probes import probe_images, probe_inputs
 from pipeline.graph import build_graph
 from pipeline.symmetry import apply, perm_key, random_element, uncoupled_permutation
 
@@ -128,14 +128,16 @@ def test_invariance_on_real_zoo_members(tiny_zoo):
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_probe_features_are_the_networks_outputs(graphs, family):
-    """The probe executor computes exactly what the network computes (dense families), and declines
-    the graphs it cannot execute (convolutions, attention, sine networks)."""
+    """The probe executor computes exactly what the network computes (dense layers; convolutions with
+    stride 1, same padding and global average pooling), and declines the graphs it cannot execute
+    (normalization, flattened feature maps, attention, sine networks)."""
     model = FAMILIES[family][0]
     probes = prepare(graphs[family], torch.float64).outputs_at_probes
-    if family not in ("mlp", "mlp_relu", "resmlp"):
+    if family not in ("mlp", "mlp_relu", "resmlp", "cnn"):
         assert probes is None
         return
-    x = probe_inputs(graphs[family].node_groups[0].size)
+    width = graphs[family].node_groups[0].size
+    x = probe_images(width) if family == "cnn" else probe_inputs(width)
     with torch.no_grad():
         expected = torch.asinh(model.double()(x)).T
     model.float()

@@ -35,6 +35,7 @@ class Block:
     dst: int
     kind: str
     weight: torch.Tensor | None     # [dst, src, F] edge view, None for residual
+    kernel: tuple[int, ...] = ()    # a convolution's kernel shape (F = its product); () otherwise
 
 
 @dataclass
@@ -53,7 +54,7 @@ class GraphInput:
         """A copy with every tensor on ``device``."""
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         groups = [Group(g.index, g.size, g.kind, g.symmetry, g.depth, move(g.bias), move(g.norm)) for g in self.groups]
-        blocks = [Block(b.src, b.dst, b.kind, move(b.weight)) for b in self.blocks]
+        blocks = [Block(b.src, b.dst, b.kind, move(b.weight), b.kernel) for b in self.blocks]
         return GraphInput(groups, blocks, self.order, self.family, self.mode, self.num_params,
                           move(self.outputs_at_probes), move(self.statistics))
 
@@ -77,10 +78,12 @@ def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> GraphInpu
                             _f32(graph.tensors[g.bias]).to(dtype) if g.bias else None, norm))
     blocks = []
     for b in graph.edge_blocks:
-        weight = None
+        weight, kernel = None, ()
         if b.kind != "residual":
             weight = _f32(graph.block_weights(b)).to(dtype)
-        blocks.append(Block(b.src, b.dst, b.kind, weight))
+        if b.kind == "linear":
+            kernel = tuple(graph.tensors[b.tensor].shape[2:])
+        blocks.append(Block(b.src, b.dst, b.kind, weight, kernel))
     order = topological_order(len(groups), blocks)
     probes = probe_outputs(groups, blocks, order, graph.activation)
     statistics = weight_statistics(blocks, groups, canonical_scaling(graph).factors)

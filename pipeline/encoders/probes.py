@@ -3,13 +3,18 @@
 A network's outputs at given inputs are unchanged by every symmetry of its hidden neurons (coupled
 permutations, positive scalings, sign flips), so they are exactly invariant features, and they
 change with the function, e.g. under an uncoupled permutation. Networks with the same input width
-share one fixed set of probe inputs, drawn from ``N(0, I)`` (the zoo's inputs are standardized).
+share one fixed set of probe inputs: dense inputs drawn from ``N(0, I)`` (the zoo's inputs are
+standardized), images of smooth Gaussian noise for convolutional inputs.
 
-Executed here: computational graphs of dense layers (MLPs, residual MLPs) without normalization, with
-a known elementwise activation. Activation placement follows the builders: after every hidden group
-and after a residual stream that no skip connection feeds (the stem's output). Other graphs
-(convolutions, attention, sine networks whose frequency ``w0`` the weights do not record) get no
-probe features.
+Executed here: computational graphs of dense layers and 2-D convolutions with odd square kernels
+(MLPs, residual MLPs, Small-CNN-Zoo CNNs) without normalization, with a known elementwise
+activation. Activation placement follows the builders: after every hidden group and after a
+residual stream that no skip connection feeds (the stem's output). Convolutions run with stride 1
+and "same" zero padding on ``PROBE_SIDE x PROBE_SIDE`` images, and a dense layer after a
+convolution reads its global average pool. Stride and padding are not in the weights: for a
+network built otherwise the values are not its outputs, but they stay exactly invariant functions
+of its weights. Other graphs (flattened feature maps, attention, sine networks whose frequency
+``w0`` the weights do not record) get no probe features.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ if TYPE_CHECKING:
     from pipeline.encoders.inputs import Block, Group
 
 NUM_PROBES = 64
+PROBE_SIDE = 8
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu, "sigmoid": torch.sigmoid,
                "elu": F.elu, "softplus": F.softplus}
 _HIDDEN, _STREAM, _OUTPUT = (NODE_KINDS.index(k) for k in ("hidden", "stream", "output"))
@@ -35,11 +41,44 @@ def probe_inputs(width: int, count: int = NUM_PROBES) -> torch.Tensor:
     return torch.randn(count, width, generator=generator, dtype=torch.float64)
 
 
+def probe_images(channels: int, count: int = NUM_PROBES) -> torch.Tensor:
+    """``[count, channels, PROBE_SIDE, PROBE_SIDE]`` float64 probe images, the same for every network
+    of ``channels`` input channels: white noise blurred by a Gaussian (sigma 1 pixel), each image
+    channel standardized (smooth images tell trained filters apart better than white noise)."""
+    generator = torch.Generator().manual_seed(104729 * channels + count)
+    noise = torch.randn(count * channels, 1, PROBE_SIDE, PROBE_SIDE, generator=generator, dtype=torch.float64)
+    taps = torch.exp(-0.5 * torch.arange(-2, 3, dtype=torch.float64) ** 2)
+    kernel = (taps[:, None] * taps[None, :] / taps.sum() ** 2)[None, None]
+    smooth = F.conv2d(noise, kernel, padding=2).reshape(count, channels, PROBE_SIDE, PROBE_SIDE)
+    smooth = smooth - smooth.mean((2, 3), keepdim=True)
+    return smooth / smooth.std((2, 3), keepdim=True)
+
+
+def _is_conv(block: "Block") -> bool:
+    return block.kind == "linear" and len(block.kernel) == 2 and block.kernel[0] == block.kernel[1] \
+        and block.kernel[0] % 2 == 1
+
+
 def executable(groups: list["Group"], blocks: list["Block"], activation: str) -> bool:
-    """Whether :func:`probe_outputs` can run this graph."""
+    """Whether :func:`probe_outputs` can run this graph (its layers' kinds; shapes are checked as it runs)."""
     return (activation in ACTIVATIONS and all(g.norm is None for g in groups)
             and sum(g.kind == _OUTPUT for g in groups) == 1
-            and all(b.kind == "residual" or (b.kind == "linear" and b.weight.shape[2] == 1) for b in blocks))
+            and all(b.kind == "residual" or (b.kind == "linear" and not b.kernel) or _is_conv(b) for b in blocks))
+
+
+def _message(block: "Block", x: torch.Tensor) -> torch.Tensor | None:
+    """What ``block`` sends from its source's values ``x`` (``[P, C]`` or ``[P, C, H, W]``), or
+    ``None`` when a convolution would read pooled values."""
+    if block.kind == "residual":
+        return x
+    if _is_conv(block):
+        if x.ndim != 4:
+            return None
+        k = block.kernel[0]
+        return F.conv2d(x, block.weight.double().reshape(*block.weight.shape[:2], k, k), padding=k // 2)
+    if x.ndim == 4:  # a dense layer after a convolution reads the global average pool
+        x = x.mean((2, 3))
+    return x @ block.weight[:, :, 0].double().T
 
 
 @torch.no_grad()
@@ -56,14 +95,19 @@ def probe_outputs(groups: list["Group"], blocks: list["Block"], order: list[int]
         incoming = [b for b in blocks if b.dst == i]
         g = groups[i]
         if not incoming:
-            values[i] = probe_inputs(g.size)
+            images = any(_is_conv(b) for b in blocks if b.src == i)
+            values[i] = probe_images(g.size) if images else probe_inputs(g.size)
             continue
-        x = sum(values[b.src] if b.kind == "residual" else values[b.src] @ b.weight[:, :, 0].double().T
-                for b in incoming)
+        messages = [_message(b, values[b.src]) for b in incoming]
+        if any(m is None for m in messages) or len({m.shape for m in messages}) > 1:
+            return None
+        x = sum(messages)
         if g.bias is not None:
-            x = x + g.bias.double()
+            x = x + g.bias.double().reshape(-1, *[1] * (x.ndim - 2))
         if g.kind == _HIDDEN or (g.kind == _STREAM and all(b.kind != "residual" for b in incoming)):
             x = act(x)
         values[i] = x
     output = next(i for i, g in enumerate(groups) if g.kind == _OUTPUT)
+    if values[output].ndim != 2:
+        return None
     return torch.asinh(values[output]).T.contiguous()
