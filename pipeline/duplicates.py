@@ -26,15 +26,15 @@ import dataclasses
 import numpy as np
 
 from pipeline.graph.schema import WeightGraph, topological_order
-from pipeline.symmetry import apply, canonical_scaling
+from pipeline.symmetry import GroupElement, apply, canonical_scaling
 
 TINY = 1e-30
 
 
-def fingerprint(graph: WeightGraph) -> np.ndarray:
+def fingerprint(graph: WeightGraph, scaling: GroupElement | None = None) -> np.ndarray:
     """``[n]`` float32 invariant fingerprint (see the module docstring); ``n`` depends only on the
-    architecture."""
-    graph = dataclasses.replace(graph, tensors=apply(graph, canonical_scaling(graph)))
+    architecture. ``scaling``: the graph's :func:`canonical_scaling` when the caller has it already."""
+    graph = dataclasses.replace(graph, tensors=apply(graph, scaling or canonical_scaling(graph)))
     parts = []
     for b in graph.edge_blocks:
         if not b.tensor:

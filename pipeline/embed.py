@@ -46,14 +46,16 @@ class Embedder:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from pipeline.duplicates import fingerprint, wiring_fingerprint
-        from pipeline.encoders import embed
+        from pipeline.encoders import embed, prepare
         from pipeline.graph.rows import records_to_graphs
+        from pipeline.symmetry import canonical_scaling
 
         graphs = list(records_to_graphs(batch.drop_columns([c for c in batch.column_names if c.startswith("label_")])))
-        z = embed(self.encoder, graphs).numpy().astype(np.float32)
+        scalings = [canonical_scaling(g) for g in graphs]  # shared by the encoder's inputs and the fingerprints
+        z = embed(self.encoder, [prepare(g, scaling=s) for g, s in zip(graphs, scalings)]).numpy().astype(np.float32)
         return pa.table({"content_id": [g.info["content_id"] for g in graphs], "vector": list(z),
                          "encoder": [self.name] * len(z), "encoder_version": [self.version] * len(z),
-                         "fingerprint": [fingerprint(g) for g in graphs],
+                         "fingerprint": [fingerprint(g, s) for g, s in zip(graphs, scalings)],
                          "wiring": [wiring_fingerprint(g) for g in graphs]},
                         schema=EMBEDDING_SCHEMA)
 

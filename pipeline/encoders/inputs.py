@@ -15,7 +15,7 @@ import torch
 from pipeline.encoders.probes import probe_outputs
 from pipeline.encoders.statistics import weight_statistics
 from pipeline.graph.schema import NODE_KINDS, SYMMETRIES, WeightGraph, topological_order
-from pipeline.symmetry import canonical_scaling
+from pipeline.symmetry import GroupElement, canonical_scaling
 
 
 @dataclass
@@ -64,8 +64,10 @@ def _f32(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
-def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> GraphInput:
-    """Torch view of a graph (copies weights once, to ``dtype``)."""
+def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32,
+            scaling: GroupElement | None = None) -> GraphInput:
+    """Torch view of a graph (copies weights once, to ``dtype``). ``scaling``: the graph's
+    :func:`~pipeline.symmetry.canonical_scaling` when the caller has it already."""
     max_layer = max((g.layer for g in graph.node_groups), default=0) or 1
     groups = []
     for i, g in enumerate(graph.node_groups):
@@ -86,7 +88,7 @@ def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> GraphInpu
         blocks.append(Block(b.src, b.dst, b.kind, weight, kernel))
     order = topological_order(len(groups), blocks)
     probes = probe_outputs(groups, blocks, order, graph.activation)
-    statistics = weight_statistics(blocks, groups, canonical_scaling(graph).factors)
+    statistics = weight_statistics(blocks, groups, (scaling or canonical_scaling(graph)).factors)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     return GraphInput(groups, blocks, order, graph.family, graph.mode, graph.num_params, cast(probes), cast(statistics))
 
