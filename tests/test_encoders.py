@@ -151,6 +151,7 @@ def test_weight_statistics_are_invariant_and_see_magnitudes(graphs, family):
     scalings and sign flips, but do when every weight doubles (a different function)."""
     graph = graphs[family]
     reference = prepare(graph, torch.float64).statistics
+    assert torch.isfinite(reference).all()
     rng = np.random.default_rng(3)
     for _ in range(3):
         moved = prepare(_with(graph, apply(graph, random_element(graph, rng))), torch.float64).statistics

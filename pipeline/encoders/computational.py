@@ -12,7 +12,7 @@ from pipeline.encoders.conv import EdgeMessage, SymmetricUpdate
 from pipeline.encoders.conv.symmetric_update import TINY, canonicalize
 from pipeline.encoders.inputs import GraphInput, positional_features
 from pipeline.encoders.probes import NUM_PROBES
-from pipeline.encoders.statistics import NUM_STATISTICS
+from pipeline.encoders.statistics import NUM_PROBE_STATISTICS, NUM_STATISTICS
 from pipeline.graph.schema import NODE_KINDS
 
 _SCALED = ("perm_scale", "perm_sign")
@@ -35,7 +35,7 @@ class ComputationalGraphEncoder(nn.Module):
     summary of those values joins the pooled summary directly.
     ``statistics``: a summary of each weight block's moments in the scale canonical form
     (:mod:`.statistics`; exactly invariant, they carry the magnitudes the canonicalized states drop)
-    joins the pooled summary too.
+    joins the pooled summary too; without ``probes``, its columns computed at the probe inputs are zeroed.
 
     ``graphs`` (list of :class:`GraphInput`) -> ``[batch, dim]``.
     """
@@ -146,7 +146,11 @@ class ComputationalGraphEncoder(nn.Module):
         """``[hidden]`` mean over weight blocks of their summarized statistics; ``0`` without any."""
         if self.statistics_summary is None or graph.statistics is None:
             return 0.0
-        return self.statistics_summary(graph.statistics).mean(0)
+        statistics = graph.statistics
+        if self.probe_summary is None:  # without probes: nothing computed from the probe inputs
+            statistics = torch.cat([statistics[:, :-NUM_PROBE_STATISTICS],
+                                    torch.zeros_like(statistics[:, -NUM_PROBE_STATISTICS:])], 1)
+        return self.statistics_summary(statistics).mean(0)
 
     def _signature(self, graph: GraphInput) -> torch.Tensor:
         """``[3]`` invariant interface of the network: log widths of its input and output layers, log

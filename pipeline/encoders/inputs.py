@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.encoders.probes import probe_outputs
+from pipeline.encoders.probes import probe_outputs, probe_values
 from pipeline.encoders.statistics import weight_statistics
 from pipeline.graph.schema import NODE_KINDS, SYMMETRIES, WeightGraph, topological_order
 from pipeline.symmetry import GroupElement, canonical_scaling
@@ -87,8 +87,9 @@ def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32,
             kernel = tuple(graph.tensors[b.tensor].shape[2:])
         blocks.append(Block(b.src, b.dst, b.kind, weight, kernel))
     order = topological_order(len(groups), blocks)
-    probes = probe_outputs(groups, blocks, order, graph.activation)
-    statistics = weight_statistics(blocks, groups, (scaling or canonical_scaling(graph)).factors)
+    values = probe_values(groups, blocks, order, graph.activation)
+    probes = probe_outputs(groups, values)
+    statistics = weight_statistics(blocks, groups, (scaling or canonical_scaling(graph)).factors, values)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     return GraphInput(groups, blocks, order, graph.family, graph.mode, graph.num_params, cast(probes), cast(statistics))
 

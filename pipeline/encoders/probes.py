@@ -60,7 +60,7 @@ def _is_conv(block: "Block") -> bool:
 
 
 def executable(groups: list["Group"], blocks: list["Block"], activation: str) -> bool:
-    """Whether :func:`probe_outputs` can run this graph (its layers' kinds; shapes are checked as it runs)."""
+    """Whether :func:`probe_values` can run this graph (its layers' kinds; shapes are checked as it runs)."""
     return (activation in ACTIVATIONS and all(g.norm is None for g in groups)
             and sum(g.kind == _OUTPUT for g in groups) == 1
             and all(b.kind == "residual" or (b.kind == "linear" and not b.kernel) or _is_conv(b) for b in blocks))
@@ -82,11 +82,12 @@ def _message(block: "Block", x: torch.Tensor) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def probe_outputs(groups: list["Group"], blocks: list["Block"], order: list[int],
-                  activation: str) -> torch.Tensor | None:
-    """``[n_out, NUM_PROBES]``: each output neuron's values at the probe inputs (computed in float64,
-    squashed by ``asinh`` so logits and regression outputs share a range), or ``None`` when the graph
-    is not :func:`executable`. Invariant to every hidden-neuron symmetry of the network."""
+def probe_values(groups: list["Group"], blocks: list["Block"], order: list[int],
+                 activation: str) -> dict[int, torch.Tensor] | None:
+    """Every group's values at the probe inputs, after its activation (float64, ``[NUM_PROBES, size]``
+    or ``[NUM_PROBES, size, H, W]`` for convolutions), or ``None`` when the graph is not
+    :func:`executable`. Equivariant: a symmetry of the hidden neurons permutes, scales or flips
+    their values the same way, and leaves the inputs' and outputs' unchanged."""
     if not executable(groups, blocks, activation):
         return None
     act = ACTIVATIONS[activation]
@@ -108,6 +109,14 @@ def probe_outputs(groups: list["Group"], blocks: list["Block"], order: list[int]
             x = act(x)
         values[i] = x
     output = next(i for i, g in enumerate(groups) if g.kind == _OUTPUT)
-    if values[output].ndim != 2:
+    return values if values[output].ndim == 2 else None
+
+
+def probe_outputs(groups: list["Group"], values: dict[int, torch.Tensor] | None) -> torch.Tensor | None:
+    """``[n_out, NUM_PROBES]``: each output neuron's values at the probe inputs (from
+    :func:`probe_values`), squashed by ``asinh`` so logits and regression outputs share a range;
+    ``None`` without values. Invariant to every hidden-neuron symmetry of the network."""
+    if values is None:
         return None
+    output = next(i for i, g in enumerate(groups) if g.kind == _OUTPUT)
     return torch.asinh(values[output]).T.contiguous()

@@ -6,7 +6,10 @@ performs (Unterthiner et al., 2020, predict accuracy from such statistics). Here
 (edge view ``[dst, src, F]``) are first brought to the scale canonical form
 (:func:`pipeline.symmetry.canonical_scaling`), then summarized by moments of ``|w|`` and sums over
 all entries: exactly invariant to hidden-neuron permutations (sums), sign flips (``|w|``) and
-positive per-neuron scalings (the canonical form).
+positive per-neuron scalings (the canonical form). For networks the probe executor runs
+(:mod:`.probes`), each block's row also holds the same moments of its destination's values at the
+probe inputs, in the canonical form too: how strongly, how sparsely and how many of its units
+respond (dead units of an under- or over-trained network show here and nowhere else).
 """
 from __future__ import annotations
 
@@ -15,9 +18,40 @@ import math
 import numpy as np
 import torch
 
-#: features per weighted block: 8 weight moments, 2 bias moments of the destination, 2 depths
-NUM_STATISTICS = 12
+#: features per weighted block (see :func:`weight_statistics`); the last ``NUM_PROBE_STATISTICS``
+#: come from the probe inputs' values
+NUM_STATISTICS = 23
+NUM_PROBE_STATISTICS = 9
 _TINY = 1e-30
+
+
+def weight_statistics(blocks: list, groups: list, factors: dict[int, np.ndarray],
+                      values: dict[int, torch.Tensor] | None = None) -> torch.Tensor | None:
+    """``[num weighted blocks, NUM_STATISTICS]`` float64, or ``None`` if no block has weights.
+
+    ``blocks``/``groups``: the prepared :class:`~pipeline.encoders.inputs.Block` and ``Group`` lists;
+    ``factors``: the canonical scaling's per-group factors (incoming weights and bias of group ``i``
+    multiplied by ``factors[i]``, its outgoing weights divided by them); ``values``: every group's
+    values at the probe inputs (:func:`~pipeline.encoders.probes.probe_values`), or ``None``.
+    A block's row: moments of its canonical ``|w|`` (5), the log of its shape (3), the spread of its
+    units' incoming and outgoing norms (2), its destination's bias moments (2), the two groups'
+    depths (2), and its destination's values at the probes (:func:`_value_moments`, 9)."""
+    rows = []
+    scale = {i: torch.from_numpy(np.asarray(f, dtype=np.float64)) for i, f in factors.items()}
+    for b in blocks:
+        if b.weight is None:
+            continue
+        w = b.weight.double().abs()
+        if b.dst in scale:
+            w = w * scale[b.dst][:, None, None]
+        if b.src in scale:
+            w = w / scale[b.src][None, :, None]
+        squares = w.square()
+        rows.append(_moments(w) + [math.log(n) for n in w.shape]
+                    + [_log_spread(squares.sum((1, 2))), _log_spread(squares.sum((0, 2)))]
+                    + _bias_moments(groups[b.dst], scale.get(b.dst)) + [groups[b.dst].depth, groups[b.src].depth]
+                    + _value_moments(None if values is None else values[b.dst], scale.get(b.dst)))
+    return torch.tensor(rows, dtype=torch.float64) if rows else None
 
 
 def _moments(a: torch.Tensor) -> list[float]:
@@ -29,25 +63,9 @@ def _moments(a: torch.Tensor) -> list[float]:
             float(kurtosis.log()), float((a < 0.01 * rms).double().mean())]
 
 
-def weight_statistics(blocks: list, groups: list, factors: dict[int, np.ndarray]) -> torch.Tensor | None:
-    """``[num weighted blocks, NUM_STATISTICS]`` float64, or ``None`` if no block has weights.
-
-    ``blocks``/``groups``: the prepared :class:`~pipeline.encoders.inputs.Block` and ``Group`` lists;
-    ``factors``: the canonical scaling's per-group factors (incoming weights and bias of group ``i``
-    multiplied by ``factors[i]``, its outgoing weights divided by them)."""
-    rows = []
-    scale = {i: torch.from_numpy(np.asarray(f, dtype=np.float64)) for i, f in factors.items()}
-    for b in blocks:
-        if b.weight is None:
-            continue
-        w = b.weight.double().abs()
-        if b.dst in scale:
-            w = w * scale[b.dst][:, None, None]
-        if b.src in scale:
-            w = w / scale[b.src][None, :, None]
-        rows.append(_moments(w) + [math.log(n) for n in w.shape]
-                    + _bias_moments(groups[b.dst], scale.get(b.dst)) + [groups[b.dst].depth, groups[b.src].depth])
-    return torch.tensor(rows, dtype=torch.float64) if rows else None
+def _log_spread(squares: torch.Tensor) -> float:
+    """Standard deviation of the log of per-unit squared norms ``[units]``."""
+    return float(squares.clamp_min(_TINY).log().std()) if squares.numel() > 1 else 0.0
 
 
 def _bias_moments(group, factor: torch.Tensor | None) -> list[float]:
@@ -59,3 +77,20 @@ def _bias_moments(group, factor: torch.Tensor | None) -> list[float]:
         b = b * factor
     moments = _moments(b)
     return [moments[0], moments[2]]
+
+
+def _value_moments(x: torch.Tensor | None, factor: torch.Tensor | None) -> list[float]:
+    """A group's canonical ``|values|`` at the probes (``x [P, size, ...]``): their moments (5), the
+    share of dead units (below 1% of the RMS at every probe), the spread of the units' log RMS
+    (standard deviation, max - median) and 1; zeros without values."""
+    if x is None:
+        return [0.0] * NUM_PROBE_STATISTICS
+    a = x.abs()
+    if factor is not None:
+        a = a * factor.reshape(-1, *[1] * (a.ndim - 2))
+    rms = a.square().mean().sqrt().clamp_min(_TINY)
+    per_unit = a.transpose(0, 1).reshape(a.shape[1], -1)
+    dead = (per_unit < 0.01 * rms).all(1).double().mean()
+    unit_rms = (per_unit.square().mean(1).sqrt() / rms).clamp_min(1e-6).log()
+    spread = [float(unit_rms.std()), float(unit_rms.max() - unit_rms.median())] if len(unit_rms) > 1 else [0.0, 0.0]
+    return _moments(a) + [float(dead)] + spread + [1.0]
