@@ -19,7 +19,7 @@ PRESETS: dict[str, list[tuple[str, str, int]]] = {
              ("moons", "resnet", 2), ("diabetes", "mlp", 6), ("diabetes", "resnet", 2), ("digits", "mlp", 4),
              ("digits", "cnn", 12), ("inr_digits", "inr", 10), ("majority", "transformer", 4)],
     "default": [(t, f, n) for t in TABULAR for f, n in (("mlp", 70), ("resnet", 30))]
-               + [("digits", "mlp", 60), ("digits", "resnet", 20), ("digits", "cnn", 200),
+               + [("digits", "mlp", 60), ("digits", "resnet", 20), ("digits", "cnn", 1000),
                   ("inr_digits", "inr", 200), ("majority", "transformer", 40)],
 }
 
