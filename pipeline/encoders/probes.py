@@ -14,7 +14,8 @@ and "same" zero padding on ``PROBE_SIDE x PROBE_SIDE`` images, and a dense layer
 convolution reads its global average pool. Stride and padding are not in the weights: for a
 network built otherwise the values are not its outputs, but they stay exactly invariant functions
 of its weights. Other graphs (flattened feature maps, attention, sine networks whose frequency
-``w0`` the weights do not record) get no probe features.
+``w0`` the weights do not record) get no probe features, nor do networks whose probe pass would
+cost more than ``MAX_PROBE_MACS``.
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 
 NUM_PROBES = 64
 PROBE_SIDE = 8
+#: probe passes costing more multiply-adds (about a second on one core in float64) are skipped:
+#: large CNNs, whose every weight is applied at every pixel of every probe image
+MAX_PROBE_MACS = 1e10
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu, "sigmoid": torch.sigmoid,
                "elu": F.elu, "softplus": F.softplus}
 _HIDDEN, _STREAM, _OUTPUT = (NODE_KINDS.index(k) for k in ("hidden", "stream", "output"))
@@ -60,10 +64,14 @@ def _is_conv(block: "Block") -> bool:
 
 
 def executable(groups: list["Group"], blocks: list["Block"], activation: str) -> bool:
-    """Whether :func:`probe_values` can run this graph (its layers' kinds; shapes are checked as it runs)."""
-    return (activation in ACTIVATIONS and all(g.norm is None for g in groups)
+    """Whether :func:`probe_values` can run this graph: its layers' kinds and the cost of the pass
+    (shapes are checked as it runs)."""
+    if not (activation in ACTIVATIONS and all(g.norm is None for g in groups)
             and sum(g.kind == _OUTPUT for g in groups) == 1
-            and all(b.kind == "residual" or (b.kind == "linear" and not b.kernel) or _is_conv(b) for b in blocks))
+            and all(b.kind == "residual" or (b.kind == "linear" and not b.kernel) or _is_conv(b) for b in blocks)):
+        return False
+    macs = sum(b.weight.numel() * (PROBE_SIDE ** 2 if _is_conv(b) else 1) for b in blocks if b.weight is not None)
+    return macs * NUM_PROBES <= MAX_PROBE_MACS
 
 
 def _message(block: "Block", x: torch.Tensor) -> torch.Tensor | None:
