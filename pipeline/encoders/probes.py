@@ -19,6 +19,7 @@ cost more than ``MAX_PROBE_MACS``.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import torch
@@ -45,10 +46,12 @@ def probe_inputs(width: int, count: int = NUM_PROBES) -> torch.Tensor:
     return torch.randn(count, width, generator=generator, dtype=torch.float64)
 
 
+@lru_cache(maxsize=64)
 def probe_images(channels: int, count: int = NUM_PROBES) -> torch.Tensor:
     """``[count, channels, PROBE_SIDE, PROBE_SIDE]`` float64 probe images, the same for every network
     of ``channels`` input channels: white noise blurred by a Gaussian (sigma 1 pixel), each image
-    channel standardized (smooth images tell trained filters apart better than white noise)."""
+    channel standardized (smooth images tell trained filters apart better than white noise).
+    Cached: callers must not modify it."""
     generator = torch.Generator().manual_seed(104729 * channels + count)
     noise = torch.randn(count * channels, 1, PROBE_SIDE, PROBE_SIDE, generator=generator, dtype=torch.float64)
     taps = torch.exp(-0.5 * torch.arange(-2, 3, dtype=torch.float64) ** 2)

@@ -58,7 +58,7 @@ def _moments(a: torch.Tensor) -> list[float]:
     """``a``: ``|w|`` float64, any shape -> log RMS, mean/RMS, log(max/RMS), log kurtosis and the
     fraction of entries below 1% of the RMS."""
     rms = a.square().mean().sqrt().clamp_min(_TINY)
-    kurtosis = (a / rms).pow(4).mean().clamp_min(_TINY)
+    kurtosis = (a / rms).square().square().mean().clamp_min(_TINY)
     return [float(rms.log()), float(a.mean() / rms), float((a.max() / rms).clamp_min(_TINY).log()),
             float(kurtosis.log()), float((a < 0.01 * rms).double().mean())]
 
