@@ -9,7 +9,7 @@ all entries: exactly invariant to hidden-neuron permutations (sums), sign flips 
 positive per-neuron scalings (the canonical form). For networks the probe executor runs
 (:mod:`.probes`), each block's row also holds the same moments of its destination's values at the
 probe inputs, in the canonical form too: how strongly, how sparsely and how many of its units
-respond (dead units of an under- or over-trained network show here and nowhere else).
+respond (dead units, for one, show in no weight moment).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ _TINY = 1e-30
 
 
 def weight_statistics(blocks: list, groups: list, factors: dict[int, np.ndarray],
-                      values: dict[int, torch.Tensor] | None = None) -> torch.Tensor | None:
+                      values: dict[int, torch.Tensor] | None) -> torch.Tensor | None:
     """``[num weighted blocks, NUM_STATISTICS]`` float64, or ``None`` if no block has weights.
 
     ``blocks``/``groups``: the prepared :class:`~pipeline.encoders.inputs.Block` and ``Group`` lists;
