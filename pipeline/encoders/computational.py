@@ -11,7 +11,7 @@ from pipeline.encoders.bases import edge_bases
 from pipeline.encoders.conv import EdgeMessage, SymmetricUpdate
 from pipeline.encoders.conv.symmetric_update import TINY, canonicalize
 from pipeline.encoders.inputs import GraphInput, positional_features
-from pipeline.encoders.probes import NUM_PROBES
+from pipeline.encoders.probes import NUM_PROBES, NUM_PROFILE, output_profile
 from pipeline.encoders.statistics import NUM_PROBE_STATISTICS, NUM_STATISTICS
 from pipeline.graph.schema import NODE_KINDS
 
@@ -32,7 +32,8 @@ class ComputationalGraphEncoder(nn.Module):
     Input and output neurons get positional features, so they are not treated as interchangeable.
     ``probes``: output neurons also get their values at fixed probe inputs (:mod:`.probes`; exactly
     invariant, they say what the network computes), for the graphs that can be executed, and a
-    summary of those values joins the pooled summary directly.
+    summary of those values and of how they spread over the outputs (:func:`.probes.output_profile`)
+    joins the pooled summary directly.
     ``statistics``: a summary of each weight block's moments in the scale canonical form
     (:mod:`.statistics`; exactly invariant, they carry the magnitudes the canonicalized states drop)
     joins the pooled summary too; without ``probes``, its columns computed at the probe inputs are zeroed.
@@ -55,6 +56,8 @@ class ComputationalGraphEncoder(nn.Module):
         self.probe_in = nn.Linear(NUM_PROBES, hidden) if probes else None
         self.probe_summary = nn.Sequential(nn.Linear(NUM_PROBES + hidden, hidden), nn.GELU(),
                                            nn.Linear(hidden, hidden)) if probes else None
+        self.profile_summary = nn.Sequential(nn.Linear(NUM_PROFILE, hidden), nn.GELU(),
+                                             nn.Linear(hidden, hidden)) if probes else None
         self.statistics_summary = nn.Sequential(nn.Linear(NUM_STATISTICS, hidden), nn.GELU(),
                                                 nn.Linear(hidden, hidden)) if statistics else None
         self.messages = nn.ModuleList(EdgeMessage(len(bases), hidden, hidden, max_kernel) for _ in range(layers))
@@ -135,12 +138,14 @@ class ComputationalGraphEncoder(nn.Module):
 
     def _function(self, graph: GraphInput) -> torch.Tensor | float:
         """``[hidden]`` summary of the outputs at the probe inputs (each output neuron's values with
-        its position, mean over outputs); ``0`` when the network has none."""
+        its position, mean over outputs, plus their profile across outputs); ``0`` when the network
+        has none."""
         if self.probe_summary is None or graph.outputs_at_probes is None:
             return 0.0
         values = graph.outputs_at_probes
         position = positional_features(len(values), self.hidden, values.dtype).to(values.device)
-        return self.probe_summary(torch.cat([values, position], -1)).mean(0)
+        return (self.probe_summary(torch.cat([values, position], -1)).mean(0)
+                + self.profile_summary(output_profile(values)))
 
     def _statistics(self, graph: GraphInput) -> torch.Tensor | float:
         """``[hidden]`` mean over weight blocks of their summarized statistics; ``0`` without any."""
