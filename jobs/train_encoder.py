@@ -18,6 +18,7 @@ import torch
 
 from pipeline.dataset import labelled_models, model_table, split
 from pipeline.encoders import ENCODERS, build_encoder, prepare
+from pipeline.encoders.probes import ProbeInputs, load_probe_inputs
 from pipeline.graph.rows import records_to_graphs
 from pipeline.ray_utils import ensure_ray
 from pipeline.train import (EncoderWithHead, TrainConfig, evaluate, fit_encoder, load_state, refit_metric_head,
@@ -37,7 +38,8 @@ def run_one(name: str, args, models: pa.Table, tables: dict[str, pa.Table]) -> d
         config = TrainConfig(encoder=name, encoder_kwargs={"dim": args.dim}, epochs=args.epochs,
                              batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              temperature=args.temperature, metric_weight=args.metric_weight,
-                             low_performer_percentile=args.low_performer_percentile)
+                             low_performer_percentile=args.low_performer_percentile,
+                             probe_inputs=os.path.abspath(args.probe_inputs) if args.probe_inputs else "")
         result = fit_encoder(args.graphs, models, config, args.out, f"{args.run_name}-{name}",
                              args.num_workers, args.use_gpu, args.cpus_per_worker)
         best = result.get_best_checkpoint("val_map", "max") or result.checkpoint
@@ -67,6 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--metric-weight", type=float, default=0.8, help="weight of the metric head's loss")
     parser.add_argument("--low-performer-percentile", type=float, default=10.0,
                         help="models below this percentile of their task's metric are its negatives (0: none)")
+    parser.add_argument("--probe-inputs", default=None,
+                        help="the zoo's probe_inputs.npz: unlabeled inputs the probing encoders run each "
+                             "network on instead of synthetic ones (kept in the exported encoder)")
     parser.add_argument("--out", default="runs")
     parser.add_argument("--run-name", default="encoder")
     parser.add_argument("--num-workers", type=int, default=1)
@@ -74,6 +79,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--use-gpu", action="store_true")
     parser.add_argument("--address", default=None)
     args = parser.parse_args(argv)
+    if args.probe_inputs:  # a bad file fails here, not in every training worker
+        try:
+            ProbeInputs().set(load_probe_inputs(args.probe_inputs))
+        except (OSError, ValueError) as error:
+            parser.error(f"--probe-inputs {args.probe_inputs}: {error}")
     ensure_ray(args.address)
     torch.set_num_threads(os.cpu_count() or 1)
 

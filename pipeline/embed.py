@@ -46,13 +46,15 @@ class Embedder:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from pipeline.duplicates import fingerprint, wiring_fingerprint
-        from pipeline.encoders import embed, prepare
+        from pipeline.encoders import embed, prepare, probe_inputs_of
         from pipeline.graph.rows import records_to_graphs
         from pipeline.symmetry import canonical_scaling
 
         graphs = list(records_to_graphs(batch.drop_columns([c for c in batch.column_names if c.startswith("label_")])))
         scalings = [canonical_scaling(g) for g in graphs]  # shared by the encoder's inputs and the fingerprints
-        z = embed(self.encoder, [prepare(g, scaling=s) for g, s in zip(graphs, scalings)]).numpy().astype(np.float32)
+        probes = probe_inputs_of(self.encoder)
+        z = embed(self.encoder, [prepare(g, scaling=s, probes=probes)
+                                 for g, s in zip(graphs, scalings)]).numpy().astype(np.float32)
         return pa.table({"content_id": [g.info["content_id"] for g in graphs], "vector": list(z),
                          "encoder": [self.name] * len(z), "encoder_version": [self.version] * len(z),
                          "fingerprint": [fingerprint(g, s) for g, s in zip(graphs, scalings)],

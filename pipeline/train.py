@@ -28,7 +28,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline.augment import adversarial, augment, rebuildable
-from pipeline.encoders import build_encoder, embed, prepare
+from pipeline.encoders import build_encoder, embed, prepare, probe_inputs_of
+from pipeline.encoders.probes import load_probe_inputs
 from pipeline.graph.rows import records_to_graphs
 from pipeline.retrieval import retrieval_metrics, task_labels
 from pipeline.symmetry import uncoupled_permutation
@@ -48,6 +49,7 @@ class TrainConfig:
     broken_negatives: bool = True  # uncoupled-permuted copies (a different function) as extra negatives
     seed: int = 0
     low_performer_percentile: float = 10.0  # below it (per task), a model is a negative of its task
+    probe_inputs: str = ""  # .npz of the encoder's own probe inputs (see pipeline.encoders.probes), if any
     # filled from the training split by fit_encoder:
     good_threshold: dict = field(default_factory=dict)   # task -> low-performer threshold
     metric_stats: dict = field(default_factory=dict)     # task -> test_metric (mean, std)
@@ -117,6 +119,9 @@ def train_loop(config_dict: dict) -> None:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed + ray.train.get_context().get_world_rank())
     encoder = build_encoder(config.encoder, **config.encoder_kwargs)
+    probes = probe_inputs_of(encoder)
+    if config.probe_inputs and probes is not None:
+        probes.set(load_probe_inputs(config.probe_inputs))
     dim = config.encoder_kwargs.get("dim", 256)
     model = ray.train.torch.prepare_model(EncoderWithHead(encoder, dim),
                                           parallel_strategy_kwargs={"find_unused_parameters": True})
@@ -143,7 +148,7 @@ def train_loop(config_dict: dict) -> None:
             if len(graphs) < 2:
                 continue
             groups, good, target = (t.to(device) for t in batch_labels(table, config))
-            views = [[prepare(augment(g, rng)).to(device) for g in graphs] for _ in range(2)]
+            views = [[prepare(augment(g, rng), probes=probes).to(device) for g in graphs] for _ in range(2)]
             (z1, m1), (z2, m2) = model(views[0]), model(views[1])
             copies = []
             if config.adversarial:
@@ -153,7 +158,7 @@ def train_loop(config_dict: dict) -> None:
             if config.broken_negatives:
                 broken = ((g, uncoupled_permutation(g, rng)) for g in graphs)
                 copies += [replace(g, tensors=t) for g, t in broken if t is not None]
-            negatives = model([prepare(c).to(device) for c in copies])[0] if copies else None
+            negatives = model([prepare(c, probes=probes).to(device) for c in copies])[0] if copies else None
             loss = (contrastive_loss(z1, z2, groups, good, config.temperature, negatives)
                     + config.metric_weight * 0.5 * (F.mse_loss(m1, target) + F.mse_loss(m2, target)))
             optimizer.zero_grad(set_to_none=True)

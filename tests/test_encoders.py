@@ -12,7 +12,8 @@ import torch
 from models import family_models
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.encoders import ENCODERS, WIRING_AWARE, build_encoder, embed, prepare
-from pipeline.encoders.probes import probe_images, probe_inputs
+from pipeline.encoders.probes import (NUM_PROBES, NUM_PROFILE, ProbeInputs, load_probe_inputs, output_profile,
+                                      probe_images, probe_inputs, probe_inputs_of)
 from pipeline.graph import build_graph
 from pipeline.symmetry import apply, perm_key, random_element, uncoupled_permutation
 
@@ -126,23 +127,86 @@ def test_invariance_on_real_zoo_members(tiny_zoo):
             assert _relative(moved, embed(encoder, [graph])) < 1e-5, (family, encoder_name)
 
 
+def _own_probes(graph, images: bool, side: int = 8) -> ProbeInputs:
+    """Probe inputs of an encoder for networks reading ``graph``'s input layer (random data)."""
+    width = graph.node_groups[0].size
+    shape = (NUM_PROBES + 3, width, side, side) if images else (NUM_PROBES + 3, width)
+    return ProbeInputs().set({"x": np.random.default_rng(1).normal(size=shape)})
+
+
+@pytest.mark.parametrize("own", [False, True], ids=["default_probes", "own_probes"])
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_probe_features_are_the_networks_outputs(graphs, family):
+def test_probe_features_are_the_networks_outputs(graphs, family, own):
     """The probe executor computes exactly what the network computes (dense layers; convolutions with
-    stride 1, same padding and global average pooling), and declines the graphs it cannot execute
+    stride 1, same padding and global average pooling) at the default probe inputs or at an
+    encoder's own (images of another size too), and declines the graphs it cannot execute
     (normalization, flattened feature maps, attention, sine networks)."""
     model = FAMILIES[family][0]
-    probes = prepare(graphs[family], torch.float64).outputs_at_probes
+    own_probes = _own_probes(graphs[family], family == "cnn", side=12) if own else None
+    probes = prepare(graphs[family], torch.float64, probes=own_probes).outputs_at_probes
     if family not in ("mlp", "mlp_relu", "resmlp", "cnn"):
         assert probes is None
         return
     width = graphs[family].node_groups[0].size
     x = probe_images(width) if family == "cnn" else probe_inputs(width)
+    if own:
+        default, x = x, own_probes.images(width) if family == "cnn" else own_probes.dense(width)
+        assert x.shape[0] == NUM_PROBES and (x.shape != default.shape or _relative(x, default) > 0.1)
     with torch.no_grad():
         expected = torch.asinh(model.double()(x)).T
     model.float()
     assert probes.shape == expected.shape
     assert _relative(probes, expected) < 1e-6
+
+
+@pytest.mark.parametrize("encoder_name", ["scale_gmn", "neural_graphs"])
+def test_own_probe_inputs_travel_with_the_encoder_state(graphs, encoder_name, tmp_path):
+    """An encoder's own probe inputs change its embeddings of the networks they fit, are saved in its
+    state and restored by a freshly built encoder (embeddings equal), and a bad probe file is refused
+    with its reason."""
+    graph = graphs["cnn"]
+    encoder = _encoder(encoder_name, graphs, torch.float64)
+    default = embed(encoder, [graph])
+    probe_inputs_of(encoder).set({"digits_like": _own_probes(graph, images=True).images(1).numpy()})
+    own = embed(encoder, [graph])
+    assert _relative(own, default) > 1e-3
+    assert _relative(embed(encoder, [graphs["mlp"]]), embed(_encoder(encoder_name, graphs, torch.float64),
+                                                             [graphs["mlp"]])) < 1e-12  # no set for it
+    torch.save(encoder.state_dict(), tmp_path / "state.pt")
+    fresh = _encoder(encoder_name, graphs, torch.float64)
+    fresh.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert torch.equal(embed(fresh, [graph]), own)
+
+    np.savez(tmp_path / "short.npz", x=np.zeros((NUM_PROBES - 1, 4)))
+    np.savez(tmp_path / "nan.npz", x=np.full((NUM_PROBES, 4), np.nan))
+    np.savez(tmp_path / "twice.npz", a=np.zeros((NUM_PROBES, 1, 8, 8)), b=np.zeros((NUM_PROBES, 1, 5, 5)))
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    for name, reason in (("short", "expected"), ("nan", "non-finite"), ("twice", "a second set")):
+        with pytest.raises(ValueError, match=reason):
+            ProbeInputs().set(load_probe_inputs(str(tmp_path / f"{name}.npz")))
+    with pytest.raises(ValueError):  # pickled objects are never loaded
+        load_probe_inputs(str(tmp_path / "objects.npy"))
+
+
+def test_output_profile_reads_the_outputs_as_logits():
+    """The profile of known logits: 12 probes split 6/4/2 over classes 0/1/2 with margin 3 and
+    otherwise equal logits; a constant network (uniform softmax, one class chosen by every probe);
+    a single-output network."""
+    logits = torch.zeros(12, 10, dtype=torch.float64)
+    logits[torch.arange(12), torch.tensor([0] * 6 + [1] * 4 + [2] * 2)] = 3.0
+    profile = output_profile(torch.asinh(logits).T)
+    assert profile.shape == (NUM_PROFILE,)
+    p_top = np.exp(3) / (np.exp(3) + 9)
+    entropy = -(p_top * np.log(p_top) + 9 * (1 - p_top) / 9 * np.log((1 - p_top) / 9)) / np.log(10)
+    std = np.std([3] + [0] * 9, ddof=1)
+    shares = np.array([6, 4, 2, 0, 0]) / 12
+    expected = np.concatenate([[entropy] * 3, [np.arcsinh(3)] * 3, [np.arcsinh(std)] * 3, shares,
+                               [-(shares[:3] * np.log(shares[:3])).sum()]])
+    np.testing.assert_allclose(profile.numpy(), expected, atol=1e-9)
+    constant = output_profile(torch.zeros(10, 12, dtype=torch.float64))
+    np.testing.assert_allclose(constant.numpy(), [1] * 3 + [0] * 6 + [1, 0, 0, 0, 0, 0], atol=1e-12)
+    single = output_profile(torch.randn(1, 12, dtype=torch.float64))
+    np.testing.assert_allclose(single.numpy(), [0] * 9 + [1, 0, 0, 0, 0, 0], atol=1e-12)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

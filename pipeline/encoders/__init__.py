@@ -23,6 +23,7 @@ from pipeline.encoders.baselines import PCAEncoder, WeightTransformer
 from pipeline.encoders.equivariant_gnn import EquivariantGNN
 from pipeline.encoders.inputs import GraphInput, prepare
 from pipeline.encoders.neural_graphs import NeuralGraphs
+from pipeline.encoders.probes import probe_inputs_of
 from pipeline.encoders.scale_gmn import ScaleGMN
 from pipeline.graph.schema import WeightGraph
 
@@ -46,13 +47,15 @@ def build_encoder(name: str, **kwargs) -> nn.Module:
 
 @torch.no_grad()
 def embed(encoder: nn.Module, graphs: list[WeightGraph | GraphInput], batch_size: int = 64) -> torch.Tensor:
-    """Embeddings ``[len(graphs), dim]`` (on the CPU) of graphs prepared on the fly, in batches,
-    on the encoder's device and dtype; eval mode."""
+    """Embeddings ``[len(graphs), dim]`` (on the CPU) of graphs prepared on the fly (with the
+    encoder's probe inputs), in batches, on the encoder's device and dtype; eval mode."""
     encoder.eval()
     reference = next(iter(encoder.parameters()), next(iter(encoder.buffers()), None))
-    inputs = [(g if isinstance(g, GraphInput) else prepare(g, reference.dtype)).to(reference.device) for g in graphs]
+    probes = probe_inputs_of(encoder)
+    inputs = [(g if isinstance(g, GraphInput) else prepare(g, reference.dtype, probes=probes)).to(reference.device)
+              for g in graphs]
     return torch.cat([encoder(inputs[i:i + batch_size]).cpu() for i in range(0, len(inputs), batch_size)])
 
 
 __all__ = ["ENCODERS", "WIRING_AWARE", "EquivariantGNN", "GraphInput", "NeuralGraphs", "PCAEncoder", "ScaleGMN",
-           "WeightTransformer", "build_encoder", "embed", "prepare"]
+           "WeightTransformer", "build_encoder", "embed", "prepare", "probe_inputs_of"]

@@ -11,7 +11,7 @@ from pipeline.encoders.bases import edge_bases
 from pipeline.encoders.conv import EdgeMessage, SymmetricUpdate
 from pipeline.encoders.conv.symmetric_update import TINY, canonicalize
 from pipeline.encoders.inputs import GraphInput, positional_features
-from pipeline.encoders.probes import NUM_PROBES, NUM_PROFILE, output_profile
+from pipeline.encoders.probes import NUM_PROBES, NUM_PROFILE, ProbeInputs, output_profile
 from pipeline.encoders.statistics import NUM_PROBE_STATISTICS, NUM_STATISTICS
 from pipeline.graph.schema import NODE_KINDS
 
@@ -53,6 +53,7 @@ class ComputationalGraphEncoder(nn.Module):
         self.bias_in = nn.Parameter(torch.randn(hidden))
         self.norm_in = nn.Linear(4, hidden)
         self.position_in = nn.Linear(hidden, hidden)
+        self.probe_inputs = ProbeInputs() if probes else None  # empty unless set (see .probes)
         self.probe_in = nn.Linear(NUM_PROBES, hidden) if probes else None
         self.probe_summary = nn.Sequential(nn.Linear(NUM_PROBES + hidden, hidden), nn.GELU(),
                                            nn.Linear(hidden, hidden)) if probes else None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.encoders.probes import probe_outputs, probe_values
+from pipeline.encoders.probes import ProbeInputs, probe_outputs, probe_values
 from pipeline.encoders.statistics import weight_statistics
 from pipeline.graph.schema import NODE_KINDS, SYMMETRIES, WeightGraph, topological_order
 from pipeline.symmetry import GroupElement, canonical_scaling
@@ -64,10 +64,11 @@ def _f32(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
-def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32,
-            scaling: GroupElement | None = None) -> GraphInput:
+def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32, scaling: GroupElement | None = None,
+            probes: ProbeInputs | None = None) -> GraphInput:
     """Torch view of a graph (copies weights once, to ``dtype``). ``scaling``: the graph's
-    :func:`~pipeline.symmetry.canonical_scaling` when the caller has it already."""
+    :func:`~pipeline.symmetry.canonical_scaling` when the caller has it already; ``probes``: the
+    encoder's own probe inputs (:func:`~pipeline.encoders.probes.probe_inputs_of`), else the defaults."""
     max_layer = max((g.layer for g in graph.node_groups), default=0) or 1
     groups = []
     for i, g in enumerate(graph.node_groups):
@@ -87,7 +88,7 @@ def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32,
             kernel = tuple(graph.tensors[b.tensor].shape[2:])
         blocks.append(Block(b.src, b.dst, b.kind, weight, kernel))
     order = topological_order(len(groups), blocks)
-    values = probe_values(groups, blocks, order, graph.activation)
+    values = probe_values(groups, blocks, order, graph.activation, probes)
     probes = probe_outputs(groups, values)
     statistics = weight_statistics(blocks, groups, (scaling or canonical_scaling(graph)).factors, values)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731

@@ -3,14 +3,16 @@
 A network's outputs at given inputs are unchanged by every symmetry of its hidden neurons (coupled
 permutations, positive scalings, sign flips), so they are exactly invariant features, and they
 change with the function, e.g. under an uncoupled permutation. Networks with the same input width
-share one fixed set of probe inputs: dense inputs drawn from ``N(0, I)`` (the zoo's inputs are
-standardized), images of smooth Gaussian noise for convolutional inputs.
+share one fixed set of probe inputs: by default, dense inputs drawn from ``N(0, I)`` (the zoo's
+inputs are standardized) and images of smooth Gaussian noise for convolutional inputs; an encoder
+may carry :class:`ProbeInputs`, unlabeled samples of the inputs its networks read (the zoo writes
+them as ``probe_inputs.npz``), which then replace the defaults for networks of their input shape.
 
 Executed here: computational graphs of dense layers and 2-D convolutions with odd square kernels
 (MLPs, residual MLPs, Small-CNN-Zoo CNNs) without normalization, with a known elementwise
 activation. Activation placement follows the builders: after every hidden group and after a
 residual stream that no skip connection feeds (the stem's output). Convolutions run with stride 1
-and "same" zero padding on ``PROBE_SIDE x PROBE_SIDE`` images, and a dense layer after a
+and "same" zero padding on the probe images, and a dense layer after a
 convolution reads its global average pool. Stride and padding are not in the weights: for a
 network built otherwise the values are not its outputs, but they stay exactly invariant functions
 of its weights. Other graphs (flattened feature maps, attention, sine networks whose frequency
@@ -20,10 +22,13 @@ cost more than ``MAX_PROBE_MACS``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from pipeline.graph.schema import NODE_KINDS
@@ -62,20 +67,76 @@ def probe_images(channels: int, count: int = NUM_PROBES) -> torch.Tensor:
     return smooth / smooth.std((2, 3), keepdim=True)
 
 
+class ProbeInputs(nn.Module):
+    """An encoder's own probe inputs: unlabeled samples of what its networks read, ``[NUM_PROBES,
+    width]`` for dense inputs of that width or ``[NUM_PROBES, channels, H, W]`` for images of that
+    many channels, at most one set per width or channel count. Networks of other inputs get the
+    defaults (:func:`probe_inputs`, :func:`probe_images`). Held as buffers, so they are saved and
+    loaded with the encoder's state (and change its version); empty by default."""
+
+    def set(self, arrays: Mapping[str, np.ndarray | torch.Tensor]) -> "ProbeInputs":
+        """Replace the probe sets by ``arrays`` (names are free; each array's rows are samples, the
+        first ``NUM_PROBES`` are kept). Raises ``ValueError`` naming the array and the reason."""
+        tensors = {}
+        for name, array in arrays.items():
+            t = torch.as_tensor(np.asarray(array, dtype=np.float64))
+            if t.ndim not in (2, 4) or len(t) < NUM_PROBES or 0 in t.shape:
+                raise ValueError(f"probe inputs {name!r}: expected [>= {NUM_PROBES}, width] or "
+                                 f"[>= {NUM_PROBES}, channels, height, width], got {list(t.shape)}")
+            if not torch.isfinite(t).all():
+                raise ValueError(f"probe inputs {name!r}: non-finite values")
+            key = f"dense_{t.shape[1]}" if t.ndim == 2 else f"images_{t.shape[1]}"
+            if key in tensors:
+                raise ValueError(f"probe inputs {name!r}: a second set for {key.replace('_', ' of width ')}")
+            tensors[key] = t[:NUM_PROBES].clone()
+        self._buffers.clear()
+        for key, t in sorted(tensors.items()):
+            self.register_buffer(key, t)
+        return self
+
+    def dense(self, width: int) -> torch.Tensor:
+        """``[NUM_PROBES, width]`` float64 probe inputs for a dense input layer."""
+        t = self._buffers.get(f"dense_{width}")
+        return probe_inputs(width) if t is None else t.detach().cpu().double()
+
+    def images(self, channels: int) -> torch.Tensor:
+        """``[NUM_PROBES, channels, H, W]`` float64 probe images for a convolutional input layer."""
+        t = self._buffers.get(f"images_{channels}")
+        return probe_images(channels) if t is None else t.detach().cpu().double()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the saved sets decide which buffers exist, so a fresh encoder loads any encoder's probes
+        self.set({k[len(prefix):]: v for k, v in state_dict.items()
+                  if k.startswith(prefix) and "." not in k[len(prefix):]})
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def probe_inputs_of(module: nn.Module) -> ProbeInputs | None:
+    """The :class:`ProbeInputs` an encoder (or a model wrapping one) carries; ``None`` for encoders
+    that read no probes."""
+    return next((m for m in module.modules() if isinstance(m, ProbeInputs)), None)
+
+
+def load_probe_inputs(path: str) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` file of probe inputs (no pickled objects are read)."""
+    with np.load(path, allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+DEFAULT_PROBES = ProbeInputs()
+
+
 def _is_conv(block: "Block") -> bool:
     return block.kind == "linear" and len(block.kernel) == 2 and block.kernel[0] == block.kernel[1] \
         and block.kernel[0] % 2 == 1
 
 
 def executable(groups: list["Group"], blocks: list["Block"], activation: str) -> bool:
-    """Whether :func:`probe_values` can run this graph: its layers' kinds and the cost of the pass
-    (shapes are checked as it runs)."""
-    if not (activation in ACTIVATIONS and all(g.norm is None for g in groups)
+    """Whether :func:`probe_values` can run this graph's layers (shapes and the cost of the pass
+    are checked as it runs)."""
+    return (activation in ACTIVATIONS and all(g.norm is None for g in groups)
             and sum(g.kind == _OUTPUT for g in groups) == 1
-            and all(b.kind == "residual" or (b.kind == "linear" and not b.kernel) or _is_conv(b) for b in blocks)):
-        return False
-    macs = sum(b.weight.numel() * (PROBE_SIDE ** 2 if _is_conv(b) else 1) for b in blocks if b.weight is not None)
-    return macs * NUM_PROBES <= MAX_PROBE_MACS
+            and all(b.kind == "residual" or (b.kind == "linear" and not b.kernel) or _is_conv(b) for b in blocks))
 
 
 def _message(block: "Block", x: torch.Tensor) -> torch.Tensor | None:
@@ -94,22 +155,30 @@ def _message(block: "Block", x: torch.Tensor) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def probe_values(groups: list["Group"], blocks: list["Block"], order: list[int],
-                 activation: str) -> dict[int, torch.Tensor] | None:
+def probe_values(groups: list["Group"], blocks: list["Block"], order: list[int], activation: str,
+                 probes: ProbeInputs | None = None) -> dict[int, torch.Tensor] | None:
     """Every group's values at the probe inputs, after its activation (float64, ``[NUM_PROBES, size]``
     or ``[NUM_PROBES, size, H, W]`` for convolutions), or ``None`` when the graph is not
-    :func:`executable`. Equivariant: a symmetry of the hidden neurons permutes, scales or flips
-    their values the same way, and leaves the inputs' and outputs' unchanged."""
+    :func:`executable` or its pass would cost more than ``MAX_PROBE_MACS``. ``probes``: the
+    encoder's :class:`ProbeInputs` (default: none of its own). Equivariant: a symmetry of the hidden
+    neurons permutes, scales or flips their values the same way, and leaves the inputs' and
+    outputs' unchanged."""
     if not executable(groups, blocks, activation):
         return None
+    probes = DEFAULT_PROBES if probes is None else probes
+    sources = [i for i in order if all(b.dst != i for b in blocks)]
+    values: dict[int, torch.Tensor] = {
+        i: probes.images(groups[i].size) if any(_is_conv(b) for b in blocks if b.src == i)
+        else probes.dense(groups[i].size) for i in sources}
+    pixels = max((x.shape[2] * x.shape[3] for x in values.values() if x.ndim == 4), default=1)
+    if NUM_PROBES * sum(b.weight.numel() * (pixels if _is_conv(b) else 1)
+                        for b in blocks if b.weight is not None) > MAX_PROBE_MACS:
+        return None
     act = ACTIVATIONS[activation]
-    values: dict[int, torch.Tensor] = {}
     for i in order:
         incoming = [b for b in blocks if b.dst == i]
         g = groups[i]
         if not incoming:
-            images = any(_is_conv(b) for b in blocks if b.src == i)
-            values[i] = probe_images(g.size) if images else probe_inputs(g.size)
             continue
         messages = [_message(b, values[b.src]) for b in incoming]
         if any(m is None for m in messages) or len({m.shape for m in messages}) > 1:

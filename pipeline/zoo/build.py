@@ -1,22 +1,48 @@
-"""Generate a zoo: train every spec of a preset as Ray tasks and write ``catalog.parquet``."""
+"""Generate a zoo: train every spec of a preset as Ray tasks and write ``catalog.parquet`` and
+``probe_inputs.npz``."""
 from __future__ import annotations
 
+import io
 import posixpath
 
+import numpy as np
 import pyarrow as pa
 import ray
 from tqdm import tqdm
 
-from pipeline.checkpoint.fs import resolve
+from pipeline.checkpoint.fs import resolve, write_bytes_atomic
+from pipeline.encoders.probes import NUM_PROBES
 from pipeline.zoo.copies import PRESET_COPIES, plant_copies
 from pipeline.zoo.presets import zoo_specs
-from pipeline.zoo.train import train_models
+from pipeline.zoo.train import spec_data, train_models
+
+#: the families whose networks the probe executor runs (see pipeline.encoders.probes)
+PROBED_FAMILIES = ("mlp", "resnet", "cnn")
+
+
+def probe_input_sets(specs: list[dict], count: int = NUM_PROBES, seed: int = 0) -> dict[str, np.ndarray]:
+    """Unlabeled probe inputs for encoders of a zoo: for each input shape its probed families read
+    (``"64"`` for flat digits, ``"1x8x8"`` for digits images), ``count`` training inputs drawn
+    evenly from the tasks of that shape, without labels; test inputs are never used."""
+    by_shape: dict[tuple, dict[str, np.ndarray]] = {}
+    for task, family in sorted({(s["task"], s["family"]) for s in specs if s["family"] in PROBED_FAMILIES}):
+        x = spec_data({"task": task, "family": family}).x_train.numpy()
+        by_shape.setdefault(x.shape[1:], {})[task] = x
+    rng = np.random.default_rng(seed)
+    sets = {}
+    for shape, tasks in sorted(by_shape.items()):
+        names = sorted(tasks)
+        sets["x".join(map(str, shape))] = np.concatenate([
+            tasks[name][rng.choice(len(tasks[name]), len(range(j, count, len(names))), replace=False)]
+            for j, name in enumerate(names)])
+    return sets
 
 
 def make_zoo(out_dir: str, preset: str = "tiny", seed: int = 0, chunk_size: int = 8,
              copies: int | None = None) -> pa.Table:
     """Train the ``preset`` zoo into ``out_dir`` (``models/*.safetensors`` and ``catalog.parquet``),
-    then plant ``copies`` near-duplicates (default: the preset's count; see :mod:`.copies`).
+    then plant ``copies`` near-duplicates (default: the preset's count; see :mod:`.copies`), and
+    write the zoo's :func:`probe_input_sets` to ``probe_inputs.npz``.
 
     Specs are dealt round-robin into chunks (so expensive families spread over workers), one Ray task
     per chunk. Returns the catalog, sorted by model id; ``duplicate_of`` is empty for trained
@@ -43,4 +69,7 @@ def make_zoo(out_dir: str, preset: str = "tiny", seed: int = 0, chunk_size: int 
     catalog = pa.Table.from_pylist(sorted(rows, key=lambda r: r["model_id"]))
     fs, root = resolve(out_dir)
     write_parquet(fs, posixpath.join(root, "catalog.parquet"), catalog)
+    buffer = io.BytesIO()
+    np.savez(buffer, **probe_input_sets(specs, seed=seed))
+    write_bytes_atomic(fs, posixpath.join(root, "probe_inputs.npz"), lambda stream: stream.write(buffer.getvalue()))
     return catalog
