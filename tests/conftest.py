@@ -33,22 +33,28 @@ def tiny_zoo(ray_session, tmp_path_factory):
 SMALL = {"dim": 32, "hidden": 32, "layers": 2}
 
 
-def small_encoder_state(path, seed: int) -> str:
-    """An untrained small ScaleGMN saved as a state file (what embed_zoo and queries read)."""
+def small_encoder_state(path, seed: int, probe_inputs: str = "") -> str:
+    """An untrained small ScaleGMN saved as a state file (what embed_zoo and queries read), with the
+    probe inputs of ``probe_inputs`` (a zoo's ``probe_inputs.npz``) if given."""
     import torch
 
-    from pipeline.encoders import build_encoder
+    from pipeline.encoders import build_encoder, probe_inputs_of
+    from pipeline.encoders.probes import load_probe_inputs
     from pipeline.train import EncoderWithHead, TrainConfig, save_state
 
     torch.manual_seed(seed)
-    save_state(EncoderWithHead(build_encoder("scale_gmn", **SMALL), 32),
-               TrainConfig(encoder="scale_gmn", encoder_kwargs=SMALL), str(path))
+    encoder = build_encoder("scale_gmn", **SMALL)
+    if probe_inputs:
+        probe_inputs_of(encoder).set(load_probe_inputs(probe_inputs))
+    save_state(EncoderWithHead(encoder, 32),
+               TrainConfig(encoder="scale_gmn", encoder_kwargs=SMALL, probe_inputs=probe_inputs), str(path))
     return str(path)
 
 
 @pytest.fixture(scope="session")
 def indexed(ray_session, tiny_zoo, tmp_path_factory):
-    """The tiny zoo ingested and embedded by an untrained small encoder: paths and catalog rows."""
+    """The tiny zoo ingested and embedded by an untrained small encoder with the zoo's probe inputs:
+    paths and catalog rows."""
     from pipeline.embed import run_embed
     from pipeline.ingest import IngestConfig, run_ingest
 
@@ -56,7 +62,7 @@ def indexed(ray_session, tiny_zoo, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("embed")
     graphs = str(tmp / "graphs")
     run_ingest(IngestConfig([str(folder / "models")], graphs))
-    state = small_encoder_state(tmp / "state.pt", 0)
+    state = small_encoder_state(tmp / "state.pt", 0, str(folder / "probe_inputs.npz"))
     out = str(tmp / "embedded")
     first = run_embed(graphs, state, out, num_actors=1)
     return {"graphs": graphs, "state": state, "out": out, "first": first, "tmp": tmp,

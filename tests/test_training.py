@@ -72,6 +72,7 @@ def test_augmentation_without_dropconnect_preserves_the_function(tmp_path, name)
 def test_ray_train_run_checkpoints_and_resumes(ray_session, tiny_zoo, tmp_path):
     from pipeline.dataset import labelled_models, split_of
     from pipeline.ingest import IngestConfig, run_ingest
+    from pipeline.encoders import probe_inputs_of
     from pipeline.train import TrainConfig, evaluate, fit_encoder, load_state, load_trained, refit_metric_head
 
     folder, _ = tiny_zoo
@@ -82,7 +83,7 @@ def test_ray_train_run_checkpoints_and_resumes(ray_session, tiny_zoo, tmp_path):
     assert all(split_of(s) == sp for s, sp in zip(models.column("seed").to_pylist(), models.column("split").to_pylist()))
 
     config = TrainConfig(encoder="scale_gmn", encoder_kwargs={"dim": 32, "hidden": 32, "layers": 2}, epochs=1,
-                         batch_size=16)
+                         batch_size=16, probe_inputs=str(folder / "probe_inputs.npz"))
     first = fit_encoder(graphs, models, config, str(tmp_path / "runs"), "resume-test", cpus_per_worker=0.5)
     assert (first.metrics["epoch"], first.metrics["resumed_at_epoch"]) == (0, 0) and first.checkpoint is not None
     config = dataclasses.replace(config, epochs=2)
@@ -93,6 +94,9 @@ def test_ray_train_run_checkpoints_and_resumes(ray_session, tiny_zoo, tmp_path):
     with second.checkpoint.as_directory() as ckpt:
         encoder, loaded = load_trained(ckpt)
     assert loaded.epochs == 2 and loaded.good_threshold
+    probes = probe_inputs_of(encoder)  # the zoo's probe inputs, as the workers set them, saved
+    assert dict(probes.named_buffers()).keys() == {f"dense_{w}" for w in (2, 4, 10, 13, 64)} | {"images_1"}
+    assert torch.equal(probes.images(1), torch.from_numpy(np.load(folder / "probe_inputs.npz")["1x8x8"]).double())
     from pipeline.dataset import model_table, split
     metrics = evaluate(encoder, model_table(graphs, split(models, "test")))
     with second.checkpoint.as_directory() as ckpt:

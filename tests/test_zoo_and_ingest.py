@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
@@ -46,6 +47,24 @@ def test_zoo_is_deterministic(tiny_zoo, tmp_path):
     row = train_model(spec, str(tmp_path))
     again = open_checkpoint(str(tmp_path / row["path"])).content_id()
     assert again == open_checkpoint(str(folder / row["path"])).content_id()
+
+
+def test_probe_inputs_are_unlabeled_training_inputs(tiny_zoo):
+    """The zoo's probe_inputs.npz: one set per input shape its probed families read, 64 rows each,
+    drawn from the training inputs of the tasks of that shape (never a test input)."""
+    from pipeline.encoders.probes import NUM_PROBES, ProbeInputs, load_probe_inputs
+    from pipeline.zoo.tasks import load_task
+
+    folder, _ = tiny_zoo
+    sets = load_probe_inputs(str(folder / "probe_inputs.npz"))
+    assert set(sets) == {"1x8x8", "64", "2", "4", "10", "13"}  # digits images and flat; moons, iris, ...
+    assert all(len(a) == NUM_PROBES for a in sets.values())
+    digits = load_task("digits")
+    train, test = digits.x_train.reshape(len(digits.x_train), -1), digits.x_test.reshape(len(digits.x_test), -1)
+    for rows in (sets["1x8x8"].reshape(NUM_PROBES, -1), sets["64"]):
+        assert all(np.isclose(train, r).all(1).any() and not np.isclose(test, r).all(1).any() for r in rows)
+    assert len({r.tobytes() for r in sets["2"]}) == NUM_PROBES  # moons, without repeats
+    ProbeInputs().set(sets)
 
 
 @pytest.fixture(scope="module")
