@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end on the built-in tiny zoo, each job starting its own local Ray:
-#   1. train the zoo as Ray tasks (66 models: 60 trained, 6 planted near-duplicate copies);
+#   1. train the zoo as Ray tasks (66 models: 60 trained, 6 planted near-duplicate copies) and draw
+#      its probe inputs (unlabeled training inputs the encoder runs each network on);
 #   2. ingest it into weight-graph Parquet shards with Ray Data;
 #   3. train a ScaleGMN encoder contrastively with Ray Train (a few epochs: a demo, not the
 #      default zoo's figures);
@@ -18,8 +19,10 @@ if [ ! -f "$ZOO/catalog.parquet" ]; then
   $PY jobs/make_zoo.py --out "$ZOO" --preset tiny
 fi
 $PY jobs/ingest_zoo.py "$ZOO/models" --out "$GRAPHS"
+PROBES=()  # the zoo's unlabeled probe inputs (zoos made before they existed have none)
+if [ -f "$ZOO/probe_inputs.npz" ]; then PROBES=(--probe-inputs "$ZOO/probe_inputs.npz"); fi
 $PY jobs/train_encoder.py --graphs "$GRAPHS" --catalog "$ZOO/catalog.parquet" --encoder scale_gmn \
-    --epochs 4 --batch-size 16 --cpus-per-worker 1 --out "$RUNS" --run-name demo 2>&1 \
+    --epochs 4 --batch-size 16 --cpus-per-worker 1 "${PROBES[@]}" --out "$RUNS" --run-name demo 2>&1 \
     | grep -aE "test split|P@1|scale_gmn +[0-9]" || true
 $PY jobs/embed_zoo.py --ingest "$ZOO/models" --graphs "$GRAPHS" --encoder-state "$RUNS/encoders/scale_gmn.pt" \
     --out "$INDEX"

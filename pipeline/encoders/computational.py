@@ -31,7 +31,8 @@ class ComputationalGraphEncoder(nn.Module):
     the readout removes it; else every group gets plain updates (permutation symmetry only).
     Input and output neurons get positional features, so they are not treated as interchangeable.
     ``probes``: output neurons also get their values at fixed probe inputs (:mod:`.probes`; exactly
-    invariant, they say what the network computes), for the graphs that can be executed, and a
+    invariant, they say what the network computes; the encoder's own ``probe_inputs`` where set, else
+    synthetic ones), for the graphs that can be executed, and a
     summary of those values and of how they spread over the outputs (:func:`.probes.output_profile`)
     joins the pooled summary directly.
     ``statistics``: a summary of each weight block's moments in the scale canonical form
