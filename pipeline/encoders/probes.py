@@ -223,10 +223,10 @@ def output_profile(outputs: torch.Tensor) -> torch.Tensor:
         log_p = logits.log_softmax(1)
         entropy = -(log_p.exp() * log_p).sum(1) / math.log(n_out)
         top2 = logits.topk(2, 1).values
-        per_probe = [entropy, torch.asinh(top2[:, 0] - top2[:, 1]), torch.asinh(logits.std(1))]
+        per_probe = torch.stack([entropy, torch.asinh(top2[:, 0] - top2[:, 1]), torch.asinh(logits.std(1))])
     else:
-        per_probe = [logits.new_zeros(count)] * 3
+        per_probe = logits.new_zeros(3, count)
     chosen = torch.bincount(logits.argmax(1), minlength=max(n_out, 5)).to(logits.dtype) / count
     shares = chosen.sort(descending=True).values
     choice_entropy = -(shares * torch.log(shares.clamp_min(1e-30))).sum()
-    return torch.cat([torch.quantile(v, quantiles) for v in per_probe] + [shares[:5], choice_entropy[None]])
+    return torch.cat([torch.quantile(per_probe, quantiles, dim=1).T.reshape(-1), shares[:5], choice_entropy[None]])
