@@ -89,10 +89,11 @@ def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32, scaling: Gro
         blocks.append(Block(b.src, b.dst, b.kind, weight, kernel))
     order = topological_order(len(groups), blocks)
     values = probe_values(groups, blocks, order, graph.activation, probes)
-    probes = probe_outputs(groups, values)
+    outputs = probe_outputs(groups, values)
     statistics = weight_statistics(blocks, groups, (scaling or canonical_scaling(graph)).factors, values)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    return GraphInput(groups, blocks, order, graph.family, graph.mode, graph.num_params, cast(probes), cast(statistics))
+    return GraphInput(groups, blocks, order, graph.family, graph.mode, graph.num_params, cast(outputs),
+                      cast(statistics))
 
 
 SYMMETRY_INDEX = {s: i for i, s in enumerate(SYMMETRIES)}

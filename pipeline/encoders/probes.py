@@ -87,7 +87,8 @@ class ProbeInputs(nn.Module):
                 raise ValueError(f"probe inputs {name!r}: non-finite values")
             key = f"dense_{t.shape[1]}" if t.ndim == 2 else f"images_{t.shape[1]}"
             if key in tensors:
-                raise ValueError(f"probe inputs {name!r}: a second set for {key.replace('_', ' of width ')}")
+                what = f"dense inputs of width {t.shape[1]}" if t.ndim == 2 else f"images of {t.shape[1]} channels"
+                raise ValueError(f"probe inputs {name!r}: a second set for {what}")
             tensors[key] = t[:NUM_PROBES].clone()
         self._buffers.clear()
         for key, t in sorted(tensors.items()):
