@@ -39,7 +39,8 @@ def run_one(name: str, args, models: pa.Table, tables: dict[str, pa.Table]) -> d
                              batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              temperature=args.temperature, metric_weight=args.metric_weight,
                              low_performer_percentile=args.low_performer_percentile,
-                             probe_inputs=os.path.abspath(args.probe_inputs) if args.probe_inputs else "")
+                             probe_inputs=args.probe_inputs if not args.probe_inputs or "://" in args.probe_inputs
+                             else os.path.abspath(args.probe_inputs))
         result = fit_encoder(args.graphs, models, config, args.out, f"{args.run_name}-{name}",
                              args.num_workers, args.use_gpu, args.cpus_per_worker)
         best = result.get_best_checkpoint("val_map", "max") or result.checkpoint
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--low-performer-percentile", type=float, default=10.0,
                         help="models below this percentile of their task's metric are its negatives (0: none)")
     parser.add_argument("--probe-inputs", default=None,
-                        help="the zoo's probe_inputs.npz: unlabeled inputs the probing encoders run each "
+                        help="the zoo's probe_inputs.npz (path or URI): unlabeled inputs the probing encoders run each "
                              "network on instead of synthetic ones (kept in the exported encoder)")
     parser.add_argument("--out", default="runs")
     parser.add_argument("--run-name", default="encoder")
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             ProbeInputs().set(load_probe_inputs(args.probe_inputs))
         except (OSError, ValueError) as error:
-            parser.error(f"--probe-inputs {args.probe_inputs}: {error}")
+            parser.error(f"--probe-inputs: {error}")
     ensure_ray(args.address)
     torch.set_num_threads(os.cpu_count() or 1)
 

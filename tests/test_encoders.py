@@ -180,12 +180,13 @@ def test_own_probe_inputs_travel_with_the_encoder_state(graphs, encoder_name, tm
     np.savez(tmp_path / "short.npz", x=np.zeros((NUM_PROBES - 1, 4)))
     np.savez(tmp_path / "nan.npz", x=np.full((NUM_PROBES, 4), np.nan))
     np.savez(tmp_path / "twice.npz", a=np.zeros((NUM_PROBES, 1, 8, 8)), b=np.zeros((NUM_PROBES, 1, 5, 5)))
-    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
-    for name, reason in (("short", "expected"), ("nan", "non-finite"), ("twice", "a second set")):
+    np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}], dtype=object))
+    with open(tmp_path / "plain.npz", "wb") as f:  # an .npy under another name
+        np.save(f, np.zeros((NUM_PROBES, 4)))
+    for name, reason in (("short", "expected"), ("nan", "non-finite"), ("twice", "a second set"),
+                         ("objects", "pickle"), ("plain", "not a .npz archive")):
         with pytest.raises(ValueError, match=reason):
             ProbeInputs().set(load_probe_inputs(str(tmp_path / f"{name}.npz")))
-    with pytest.raises(ValueError):  # pickled objects are never loaded
-        load_probe_inputs(str(tmp_path / "objects.npy"))
 
 
 def test_output_profile_reads_the_outputs_as_logits():

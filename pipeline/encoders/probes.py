@@ -21,6 +21,7 @@ cost more than ``MAX_PROBE_MACS``.
 """
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping
 from functools import lru_cache
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pipeline.checkpoint.fs import read_buffer, resolve
 from pipeline.graph.schema import NODE_KINDS
 
 if TYPE_CHECKING:
@@ -118,9 +120,14 @@ def probe_inputs_of(module: nn.Module) -> ProbeInputs | None:
     return next((m for m in module.modules() if isinstance(m, ProbeInputs)), None)
 
 
-def load_probe_inputs(path: str) -> dict[str, np.ndarray]:
-    """The arrays of a ``.npz`` file of probe inputs (no pickled objects are read)."""
-    with np.load(path, allow_pickle=False) as archive:
+def load_probe_inputs(uri: str) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` file of probe inputs, by path or URI (``s3://...``; see
+    :mod:`pipeline.checkpoint.fs`). No pickled objects are read."""
+    fs, path = resolve(uri)
+    data = bytes(read_buffer(fs, path))
+    if not data.startswith(b"PK"):
+        raise ValueError(f"{uri}: not a .npz archive")
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         return {name: archive[name] for name in archive.files}
 
 
