@@ -34,7 +34,7 @@ TINY = 1e-30
 def fingerprint(graph: WeightGraph, scaling: GroupElement | None = None) -> np.ndarray:
     """``[n]`` float32 invariant fingerprint (see the module docstring); ``n`` depends only on the
     architecture. ``scaling``: the graph's :func:`canonical_scaling` when the caller has it already."""
-    graph = dataclasses.replace(graph, tensors=apply(graph, scaling or canonical_scaling(graph)))
+    graph = dataclasses.replace(graph, tensors=apply(graph, canonical_scaling(graph) if scaling is None else scaling))
     parts = []
     for b in graph.edge_blocks:
         if not b.tensor:

@@ -90,7 +90,7 @@ def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32, scaling: Gro
     order = topological_order(len(groups), blocks)
     values = probe_values(groups, blocks, order, graph.activation, probes)
     outputs = probe_outputs(groups, values)
-    statistics = weight_statistics(blocks, groups, (scaling or canonical_scaling(graph)).factors, values)
+    statistics = weight_statistics(blocks, groups, (canonical_scaling(graph) if scaling is None else scaling).factors, values)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     return GraphInput(groups, blocks, order, graph.family, graph.mode, graph.num_params, cast(outputs),
                       cast(statistics))
