@@ -35,14 +35,14 @@ def _raw(paths: list[str], out: str, batch: int) -> None:
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    from pipeline.checkpoint import fs as cfs
+    from pipeline import storage
     from pipeline.checkpoint.safetensors_format import parse_safetensors
     from pipeline.graph.rows import WEIGHTS_PARQUET, weight_batches
     from pipeline.graph.schema import WEIGHT_SCHEMA, WeightGraph
 
     fs = pafs.LocalFileSystem()
     for start in range(0, len(paths), batch):
-        bare = [WeightGraph([], [], parse_safetensors(cfs.read_buffer(fs, p), p)[0], info={"content_id": p})
+        bare = [WeightGraph([], [], parse_safetensors(storage.read_buffer(fs, p), p)[0], info={"content_id": p})
                 for p in paths[start:start + batch]]
         with pq.ParquetWriter(f"{out}/raw-{start}.parquet", WEIGHT_SCHEMA, **WEIGHTS_PARQUET) as writer:
             for record_batch in weight_batches(bare, "fp32"):

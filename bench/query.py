@@ -4,7 +4,7 @@ end-to-end embed_zoo throughput on a stored zoo.
 
     python bench/query.py --graphs data/graphs     # the default zoo's ingestion output
 
-Queries go through :class:`pipeline.query.ZooSearch` (id lookup, faiss search, filtering,
+Queries go through :class:`pipeline.search.ZooSearch` (id lookup, faiss search, filtering,
 metadata). By-file queries read, convert and embed a small checkpoint (alternately a
 Small-CNN-Zoo CNN and an MLP) with an untrained ScaleGMN of the default size (latency does not depend
 on training). Prints a table, then one JSON line.
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-DIM = 256
+from pipeline.constants import EMBEDDING_DIM as DIM
 
 
 def _percentiles(times: list[float]) -> tuple[float, float]:
@@ -32,7 +32,7 @@ def _percentiles(times: list[float]) -> tuple[float, float]:
 
 def synthetic_zoo(folder: str, n: int, factory: str, version: str, seed: int = 0) -> None:
     """An embed_zoo-shaped output (index) and ingestion-shaped manifest of ``n`` random models."""
-    from pipeline.index import ModelIndex
+    from pipeline.search import ModelIndex
 
     rng = np.random.default_rng(seed)
     ids = [f"{i:064x}" for i in range(n)]
@@ -48,7 +48,7 @@ def synthetic_zoo(folder: str, n: int, factory: str, version: str, seed: int = 0
 
 
 def bench_sizes(folder: str, sizes: list[int], queries: int, state: str, version: str) -> list[dict]:
-    from pipeline.query import Filters, ZooSearch
+    from pipeline.search import Filters, ZooSearch
     from pipeline.zoo.synthetic import SMALL_CNN, write_random
 
     files = []
@@ -101,8 +101,8 @@ def bench_embed_zoo(graphs: str, state: str, folder: str, subset: int = 300) -> 
     """embed_zoo on ``subset`` models, then on all, each into a fresh folder: the throughput after
     start-up is the extra models over the extra time (start-up, actor creation, encoder loading and
     index writing cancel out)."""
-    from pipeline.embed import run_embed
     from pipeline.ray_utils import ensure_ray
+    from pipeline.search import run_embed
 
     ensure_ray()
     runs = []
@@ -123,14 +123,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from pipeline.embed import encoder_version
     from pipeline.encoders import build_encoder
-    from pipeline.train import EncoderWithHead, TrainConfig, save_state
+    from pipeline.encoders.state import EncoderWithHead, encoder_version, save_state
 
     with tempfile.TemporaryDirectory() as folder:
         torch.manual_seed(0)
         state = os.path.join(folder, "scale_gmn.pt")
-        save_state(EncoderWithHead(build_encoder("scale_gmn"), DIM), TrainConfig(encoder="scale_gmn"), state)
+        save_state(EncoderWithHead(build_encoder("scale_gmn"), DIM),
+                   {"encoder": "scale_gmn", "encoder_kwargs": {}}, state)
         version = encoder_version(state, "scale_gmn")
         print("top-10 query latency (ms), one thread; filtered = family and parameter-range filters")
         print(f"{'vectors':>8} {'index':<8} {'build s':>8} {'id p50':>9} {'id p99':>9} {'filt p50':>9} "

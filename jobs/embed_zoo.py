@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import posixpath
 
-from pipeline.embed import read_embeddings, run_embed
-from pipeline.ingest import IngestConfig, run_ingest
+from pipeline.ingest import IngestConfig, read_manifest, run_ingest
 from pipeline.ray_utils import ensure_ray
+from pipeline.search import ModelIndex, read_embeddings, run_embed
+from pipeline.search.embed import embedding_matrix
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -34,20 +36,12 @@ def main(argv: list[str] | None = None) -> dict:
     summary = run_embed(args.graphs, args.encoder_state, args.out, args.factory, args.num_actors)
     print(json.dumps(summary))
     if args.query_first:
-        import posixpath
-
-        import numpy as np
-        import pyarrow.parquet as pq
-
-        from pipeline.index import ModelIndex
-
-        manifest = pq.read_table(posixpath.join(args.graphs, "manifest.parquet")).to_pylist()
+        manifest = read_manifest(args.graphs).to_pylist()
         name = {r["content_id"]: posixpath.basename(r["source_path"]) for r in manifest if r["status"] == "converted"}
         index = ModelIndex.load(summary["index"])
         table = read_embeddings(args.out, summary["encoder_version"]).slice(0, args.query_first)
-        vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
         for cid, hits in zip(table.column("content_id").to_pylist(),
-                             index.search(vectors, 6, summary["encoder_version"])):
+                             index.search(embedding_matrix(table), 6, summary["encoder_version"])):
             print(f"{name[cid]}:\n  " + "\n  ".join(f"{s:.3f}  {name[h]}" for h, s in hits if h != cid))
     return summary
 

@@ -12,12 +12,14 @@ import time
 
 import torch
 
-from pipeline.dataset import labelled_models, model_table, split
-from pipeline.evaluation import evaluate_encoder, precision_recall_curve, scratch_accuracy, transfer_queries
+from pipeline.encoders.state import load_state
+from pipeline.evaluation.metrics import evaluate_encoder, precision_recall_curve
+from pipeline.evaluation.report import write_report
+from pipeline.evaluation.retrieval import task_labels
+from pipeline.evaluation.transfer import scratch_accuracy, transfer_queries
 from pipeline.ray_utils import ensure_ray
-from pipeline.report import write_report
-from pipeline.retrieval import task_labels
-from pipeline.train import load_state
+from pipeline.storage import join, read_bytes
+from pipeline.training.dataset import labelled_models, labelled_table, split
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
 
     models = labelled_models(args.graphs, args.catalog, args.split_by)
-    test, train = model_table(args.graphs, split(models, "test")), model_table(args.graphs, split(models, "train"))
+    test, train = labelled_table(args.graphs, split(models, "test")), labelled_table(args.graphs, split(models, "train"))
     queries = transfer_queries(test)
     scratch = scratch_accuracy(test, queries, args.seed)
     results, embeddings, curves = {}, {}, {}
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
         started = time.perf_counter()
         model, config = load_state(path)
         name = os.path.splitext(os.path.basename(path))[0]
-        head = model.metric_head if config.epochs > 0 else None
+        head = model.metric_head if config["epochs"] > 0 else None  # epochs 0: a fitted baseline
         results[name], embeddings[name] = evaluate_encoder(model.encoder, head, test, train, queries, scratch, args.seed)
         curves[name] = precision_recall_curve(embeddings[name], labels)
         print(f"{name}: {time.perf_counter() - started:.0f}s "
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
         "test split": f"{test.num_rows} models held out by {args.split_by} (training split: {train.num_rows})",
         "transfer queries": f"{len(queries)} held-out dense classification models",
         "encoders": ", ".join(results)})
-    print(open(os.path.join(args.out, "report.md")).read())
+    print(read_bytes(join(args.out, "report.md")).decode())
     return results
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.query import Filters, ZooSearch
+from pipeline.search import DuplicateThresholds, Filters, ZooSearch
+from pipeline.storage import write_file
 
 
 def print_results(results: list[dict]) -> None:
@@ -45,20 +46,23 @@ def main(argv: list[str] | None = None) -> list:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--task"), parser.add_argument("--family")
     parser.add_argument("--min-params", type=int), parser.add_argument("--max-params", type=int)
-    parser.add_argument("--min-cosine", type=float, default=0.9)
-    parser.add_argument("--max-distance", type=float, default=5e-3, help="fingerprint distance for duplicates")
-    parser.add_argument("--max-wiring-distance", type=float, default=0.3, help="wiring fingerprint distance")
+    defaults = DuplicateThresholds()
+    parser.add_argument("--min-cosine", type=float, default=defaults.min_cosine, help="embedding cosine for duplicates")
+    parser.add_argument("--max-distance", type=float, default=defaults.max_distance,
+                        help="fingerprint distance for duplicates")
+    parser.add_argument("--max-wiring-distance", type=float, default=defaults.max_wiring_distance,
+                        help="wiring fingerprint distance for duplicates")
     parser.add_argument("--report", default=None, help="write the near-duplicate report (markdown) here")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     args = parser.parse_args(argv)
 
     search = ZooSearch(args.index, args.graphs, args.catalog, args.encoder_state)
     if args.near_duplicates:
-        groups = search.near_duplicates(args.min_cosine, args.max_distance, args.max_wiring_distance)
+        groups = search.near_duplicates(DuplicateThresholds(args.min_cosine, args.max_distance,
+                                                            args.max_wiring_distance))
         text = duplicates_report(groups)
         if args.report:
-            with open(args.report, "w") as f:
-                f.write(text)
+            write_file(args.report, text)
         print(json.dumps(groups, default=str) if args.json else text)
         return groups
     filters = Filters(args.task, args.family, args.min_params, args.max_params)

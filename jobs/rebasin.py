@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import posixpath
 
-import pyarrow.parquet as pq
-
-from pipeline.checkpoint.fs import resolve
 from pipeline.ray_utils import ensure_ray
-from pipeline.rebasin.fanout import Options, anchor_pairs, given_pairs, random_pairs, run_pairs, summarize, write_results
+from pipeline.rebasin.fanout import (
+    Options,
+    anchor_pairs,
+    given_pairs,
+    random_pairs,
+    run_pairs,
+    summarize,
+    write_results,
+)
 from pipeline.rebasin.matching import RESTART_BUDGET
+from pipeline.storage import join, read_parquet
 
 
 def read_catalog(zoo: str):
-    fs, root = resolve(zoo)
-    return pq.read_table(posixpath.join(root, "catalog.parquet"), filesystem=fs)
+    return read_parquet(join(zoo, "catalog.parquet"))
 
 
 def print_summary(table, summary: list[dict], path: str) -> None:
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="for --pairs")
     parser.add_argument("--save-aligned", action="store_true", help="write aligned B checkpoints")
     parser.add_argument("--merge-alpha", type=float, default=None, help="write merged checkpoints at this alpha")
-    parser.add_argument("--plots", action="store_true", help="write PNG interpolation curves (local --out)")
+    parser.add_argument("--plots", action="store_true", help="write PNG interpolation curves")
     parser.add_argument("--rescale", action="store_true",
                         help="give aligned B A's per-neuron ReLU scales (default: B keeps its own; only the "
                              "found permutations and signs are applied, the better interpolation end measured)")

@@ -12,28 +12,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import asdict
 
 import pyarrow as pa
 import torch
 
-from pipeline.dataset import labelled_models, model_table, split
+from pipeline.constants import EMBEDDING_DIM
 from pipeline.encoders import ENCODERS, build_encoder, prepare
 from pipeline.encoders.probes import ProbeInputs, load_probe_inputs
+from pipeline.encoders.state import EncoderWithHead, save_state
+from pipeline.evaluation import evaluate_retrieval
 from pipeline.graph.rows import records_to_graphs
 from pipeline.ray_utils import ensure_ray
-from pipeline.train import (EncoderWithHead, TrainConfig, evaluate, fit_encoder, load_state, refit_metric_head,
-                            save_state)
+from pipeline.storage import join, write_file
+from pipeline.training import TrainConfig, fit_encoder, load_training_state, refit_metric_head
+from pipeline.training.dataset import labelled_models, labelled_table, split
 
 
 def run_one(name: str, args, models: pa.Table, tables: dict[str, pa.Table]) -> dict:
     """Train (or fit) one encoder, export it, and return its test-split metrics. ``tables``: the
     train, val and test model rows (read once for every encoder)."""
-    exported = os.path.join(args.out, "encoders", f"{name}.pt")
-    os.makedirs(os.path.dirname(exported), exist_ok=True)
+    exported = join(args.out, "encoders", f"{name}.pt")
     if name == "pca":
         encoder = build_encoder("pca", dim=args.dim).fit([prepare(g) for g in records_to_graphs(tables["train"])])
         save_state(EncoderWithHead(encoder, args.dim),
-                   TrainConfig(encoder="pca", encoder_kwargs={"dim": args.dim}, epochs=0), exported)
+                   asdict(TrainConfig(encoder="pca", encoder_kwargs={"dim": args.dim}, epochs=0)), exported)
     else:
         config = TrainConfig(encoder=name, encoder_kwargs={"dim": args.dim}, epochs=args.epochs,
                              batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -45,12 +48,12 @@ def run_one(name: str, args, models: pa.Table, tables: dict[str, pa.Table]) -> d
                              args.num_workers, args.use_gpu, args.cpus_per_worker)
         best = result.get_best_checkpoint("val_map", "max") or result.checkpoint
         with best.as_directory() as folder:
-            model, config = load_state(folder)
+            model, config = load_training_state(folder)
         before, after = refit_metric_head(model, tables["train"], tables["val"], config)
         print(f"{name}: metric head refit on clean training embeddings, validation MSE {before:.3f} -> {after:.3f}")
-        save_state(model, config, exported)  # the encoder and its head, without the optimizer's state
+        save_state(model, asdict(config), exported)  # the encoder and its head, without the optimizer's state
         encoder = model.encoder
-    return evaluate(encoder, tables["test"])
+    return evaluate_retrieval(encoder, tables["test"])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--dim", type=int, default=EMBEDDING_DIM)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=0.07, help="InfoNCE temperature")
     parser.add_argument("--metric-weight", type=float, default=0.8, help="weight of the metric head's loss")
@@ -89,14 +92,12 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
 
     models = labelled_models(args.graphs, args.catalog, args.split_by)
-    tables = {s: model_table(args.graphs, split(models, s)) for s in ("train", "val", "test")}
+    tables = {s: labelled_table(args.graphs, split(models, s)) for s in ("train", "val", "test")}
     names = sorted(ENCODERS) if args.compare else args.encoder
     report = {}
-    os.makedirs(args.out, exist_ok=True)
     for name in names:  # the report is rewritten after each encoder: a long comparison shows progress
         report[name] = run_one(name, args, models, tables)
-        with open(os.path.join(args.out, f"{args.run_name}-report.json"), "w") as f:
-            json.dump(report, f, indent=2)
+        write_file(join(args.out, f"{args.run_name}-report.json"), json.dumps(report, indent=2))
     print(f"\ntest split ({tables['test'].num_rows} models, split by {args.split_by}; relevant = same task and data set)")
     print(f"{'encoder':<20}{'P@1':>8}{'P@5':>8}{'P@10':>8}{'mAP':>8}{'broken-copy cos':>17}{'broken-copy top1':>18}")
     for name, m in report.items():

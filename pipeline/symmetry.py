@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.graph.schema import EdgeBlock, WeightGraph, topological_order
+from pipeline.numerics import TINY
 
 
 @dataclass
@@ -120,6 +121,11 @@ def apply(graph: WeightGraph, element: GroupElement) -> dict[str, np.ndarray]:
     return out
 
 
+def transformed(graph: WeightGraph, element: GroupElement) -> WeightGraph:
+    """The graph with its tensors transformed by ``element`` (see :func:`apply`)."""
+    return graph.with_tensors(apply(graph, element))
+
+
 def uncoupled_permutation(graph: WeightGraph, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
     """Permute the rows of one hidden layer's incoming weights (and bias) *without* the matching
     columns of the next layer: not a symmetry, so the function changes. For negative tests and
@@ -143,7 +149,7 @@ def uncoupled_permutation(graph: WeightGraph, rng: np.random.Generator) -> dict[
     return out
 
 
-def canonical_scaling(graph: WeightGraph, tiny: float = 1e-30) -> GroupElement:
+def canonical_scaling(graph: WeightGraph) -> GroupElement:
     """The positive scaling that gives every ``perm_scale`` neuron incoming weights and bias of unit
     norm, counting the scalings of the groups upstream of it (solved in topological order). Applied,
     it gives the network's *scale canonical form*: the same function, and the same weights whatever
@@ -164,7 +170,7 @@ def canonical_scaling(graph: WeightGraph, tiny: float = 1e-30) -> GroupElement:
         if g.bias:
             squares += np.square(np.asarray(graph.tensors[g.bias], dtype=np.float64))
         norm = np.sqrt(squares)
-        factors[i] = np.where(norm > tiny, 1.0 / np.maximum(norm, tiny), 1.0)
+        factors[i] = np.where(norm > TINY, 1.0 / np.maximum(norm, TINY), 1.0)
     return GroupElement(factors=factors)
 
 

@@ -28,7 +28,10 @@ import tempfile
 from fastapi import FastAPI, HTTPException, Query, Request
 from ray import serve
 
+from pipeline.search.duplicates import DuplicateThresholds
+
 api = FastAPI(title="weightzoo")
+DUPLICATES = DuplicateThresholds()
 
 
 def _safe_name(filename: str) -> str:
@@ -43,7 +46,7 @@ class ZooAPI:
                  max_body_mib: float = 256.0):
         import torch
 
-        from pipeline.query import ZooSearch
+        from pipeline.search import ZooSearch
 
         torch.set_num_threads(1)
         self.search = ZooSearch(index, graphs, catalog, encoder_state)
@@ -56,7 +59,7 @@ class ZooAPI:
     @api.get("/models/{model}/neighbors")
     def neighbors(self, model: str, k: int = Query(10, ge=1, le=1000), task: str | None = None,
                   family: str | None = None, min_params: int | None = None, max_params: int | None = None) -> dict:
-        from pipeline.query import Filters
+        from pipeline.search import Filters
 
         try:
             results = self.search.by_id(model, k, Filters(task, family, min_params, max_params))
@@ -68,7 +71,7 @@ class ZooAPI:
     async def search_by_file(self, request: Request, k: int = Query(10, ge=1, le=1000), task: str | None = None,
                              family: str | None = None, min_params: int | None = None,
                              max_params: int | None = None, filename: str = "upload") -> dict:
-        from pipeline.query import Filters
+        from pipeline.search import Filters
 
         vector = await self._with_upload(request, filename)
         return {"query": _safe_name(filename),
@@ -80,15 +83,16 @@ class ZooAPI:
         return {"encoder_version": self.search.index.encoder_version, "vector": vector.tolist()}
 
     @api.get("/duplicates")
-    def duplicates(self, min_cosine: float = Query(0.9, ge=-1, le=1), max_distance: float = Query(5e-3, ge=0),
-                   max_wiring_distance: float = Query(0.3, ge=0)) -> dict:
-        groups = self.search.near_duplicates(min_cosine, max_distance, max_wiring_distance)
+    def duplicates(self, min_cosine: float = Query(DUPLICATES.min_cosine, ge=-1, le=1),
+                   max_distance: float = Query(DUPLICATES.max_distance, ge=0),
+                   max_wiring_distance: float = Query(DUPLICATES.max_wiring_distance, ge=0)) -> dict:
+        groups = self.search.near_duplicates(DuplicateThresholds(min_cosine, max_distance, max_wiring_distance))
         return {"groups": [{"models": g["models"], "pairs": g["pairs"]} for g in groups]}
 
     async def _with_upload(self, request: Request, filename: str):
         """The uploaded checkpoint's embedding; 4xx on bad input."""
         from pipeline.checkpoint import CheckpointError
-        from pipeline.index import EncoderMismatch
+        from pipeline.search import EncoderMismatch
 
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:

@@ -1,4 +1,7 @@
-"""Shared fixtures: one real local Ray cluster for the whole session, and one generated tiny zoo."""
+"""Shared fixtures: one real local Ray cluster for the whole session, and one generated tiny zoo.
+
+Tests that use Ray (directly or through a fixture that does: the zoo, the index, the server) are
+marked ``ray``, so ``pytest -m "not ray"`` runs the unit tests alone in seconds."""
 from __future__ import annotations
 
 import os
@@ -6,6 +9,13 @@ import os
 import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:  # fixturenames holds every fixture a test needs, directly or not
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
 
 
 @pytest.fixture(scope="session")
@@ -36,18 +46,21 @@ SMALL = {"dim": 32, "hidden": 32, "layers": 2}
 def small_encoder_state(path, seed: int, probe_inputs: str = "") -> str:
     """An untrained small ScaleGMN saved as a state file (what embed_zoo and queries read), with the
     probe inputs of ``probe_inputs`` (a zoo's ``probe_inputs.npz``) if given."""
+    from dataclasses import asdict
+
     import torch
 
     from pipeline.encoders import build_encoder, probe_inputs_of
     from pipeline.encoders.probes import load_probe_inputs
-    from pipeline.train import EncoderWithHead, TrainConfig, save_state
+    from pipeline.encoders.state import EncoderWithHead, save_state
+    from pipeline.training import TrainConfig
 
     torch.manual_seed(seed)
     encoder = build_encoder("scale_gmn", **SMALL)
     if probe_inputs:
         probe_inputs_of(encoder).set(load_probe_inputs(probe_inputs))
     save_state(EncoderWithHead(encoder, 32),
-               TrainConfig(encoder="scale_gmn", encoder_kwargs=SMALL, probe_inputs=probe_inputs), str(path))
+               asdict(TrainConfig(encoder="scale_gmn", encoder_kwargs=SMALL, probe_inputs=probe_inputs)), str(path))
     return str(path)
 
 
@@ -55,8 +68,8 @@ def small_encoder_state(path, seed: int, probe_inputs: str = "") -> str:
 def indexed(ray_session, tiny_zoo, tmp_path_factory):
     """The tiny zoo ingested and embedded by an untrained small encoder with the zoo's probe inputs:
     paths and catalog rows."""
-    from pipeline.embed import run_embed
     from pipeline.ingest import IngestConfig, run_ingest
+    from pipeline.search import run_embed
 
     folder, catalog = tiny_zoo
     tmp = tmp_path_factory.mktemp("embed")

@@ -2,17 +2,22 @@
 detection finds every planted copy and groups nothing else."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
 from pipeline.checkpoint import open_checkpoint
-from pipeline.duplicates import fingerprint, fingerprint_distance, near_duplicate_groups, wiring_fingerprint
 from pipeline.encoders import build_encoder, embed
 from pipeline.graph import build_graph
-from pipeline.symmetry import apply, random_element, uncoupled_permutation
+from pipeline.search.duplicates import (
+    DuplicateThresholds,
+    fingerprint,
+    fingerprint_distance,
+    near_duplicate_groups,
+    wiring_fingerprint,
+)
+from pipeline.symmetry import uncoupled_permutation
+from pipeline.testing import assert_invariant, assert_not_invariant
 from pipeline.zoo.train import rebuild_model
 
 
@@ -51,10 +56,22 @@ def test_fingerprint_is_invariant_and_continuous(zoo):
     rng = np.random.default_rng(0)
     for graph in graphs.values():
         reference = fingerprint(graph)
-        moved = dataclasses.replace(graph, tensors=apply(graph, random_element(graph, rng)))
-        assert fingerprint_distance(fingerprint(moved), reference) < 1e-6
+        assert_invariant(fingerprint, graph, rng, trials=1, rtol=1e-6)
         noisy = {n: (t * (1 + 1e-4 * rng.standard_normal(t.shape))).astype(t.dtype) for n, t in graph.tensors.items()}
-        assert 1e-7 < fingerprint_distance(fingerprint(dataclasses.replace(graph, tensors=noisy)), reference) < 1e-3
+        assert 1e-7 < fingerprint_distance(fingerprint(graph.with_tensors(noisy)), reference) < 1e-3
+
+
+def test_wiring_fingerprint_is_invariant_and_sees_the_wiring(zoo):
+    """The linear response is exactly invariant to the whole group of every zoo family, and an
+    uncoupled permutation of a dense network changes it (an INR's 2-input response can survive one,
+    and a transformer's query and key units reach no output linearly)."""
+    _, graphs = zoo
+    rng = np.random.default_rng(1)
+    for graph in graphs.values():
+        assert_invariant(wiring_fingerprint, graph, rng, trials=1)
+        if graph.family in ("mlp", "resnet", "cnn"):
+            broken = graph.with_tensors(uncoupled_permutation(graph, rng))
+            assert_not_invariant(wiring_fingerprint, graph, broken, 1e-4)
 
 
 def test_near_duplicate_groups_are_exactly_the_planted_copies(zoo):
@@ -63,7 +80,7 @@ def test_near_duplicate_groups_are_exactly_the_planted_copies(zoo):
     torch.manual_seed(0)
     vectors = embed(build_encoder("scale_gmn", dim=32, hidden=32), [graphs[m] for m in ids]).numpy()
     groups = near_duplicate_groups(ids, vectors, [fingerprint(graphs[m]) for m in ids],
-                                   [wiring_fingerprint(graphs[m]) for m in ids], min_cosine=0.9)
+                                   [wiring_fingerprint(graphs[m]) for m in ids], DuplicateThresholds())
     found = sorted(tuple(g["members"]) for g in groups)
     planted = sorted(tuple(sorted((r["model_id"], r["duplicate_of"]))) for r in rows.values() if r["duplicate_of"])
     assert found == planted
@@ -79,7 +96,7 @@ def test_broken_copies_are_not_near_duplicates(zoo):
         graph = graphs[name]
         if graph.family != "mlp" or graph.activation != "tanh":  # no scaling: the fingerprint is blind
             continue
-        broken = dataclasses.replace(graph, tensors=uncoupled_permutation(graph, rng))
+        broken = graph.with_tensors(uncoupled_permutation(graph, rng))
         for suffix, g in (("", graph), ("-broken", broken)):
             ids.append(name + suffix)
             prints.append(fingerprint(g))
@@ -87,4 +104,4 @@ def test_broken_copies_are_not_near_duplicates(zoo):
     assert len(ids) >= 4
     assert all(fingerprint_distance(prints[i], prints[i + 1]) < 1e-6 for i in range(0, len(ids), 2))
     same = np.ones((len(ids), 4))  # embeddings that would let every pair through
-    assert near_duplicate_groups(ids, same, prints, wirings, min_cosine=0.9) == []
+    assert near_duplicate_groups(ids, same, prints, wirings, DuplicateThresholds()) == []

@@ -8,9 +8,9 @@ import pytest
 
 from conftest import small_encoder_state
 
+
 def test_embed_tiny_zoo_is_incremental_and_self_retrieving(indexed):
-    from pipeline.embed import read_embeddings, run_embed
-    from pipeline.index import ModelIndex
+    from pipeline.search import ModelIndex, read_embeddings, run_embed
 
     first, count = indexed["first"], len(indexed["rows"])
     assert (first["embedded_now"], first["indexed"]) == (count, count)
@@ -30,7 +30,7 @@ def test_embed_tiny_zoo_is_incremental_and_self_retrieving(indexed):
 
 
 def test_query_by_id_with_filters(indexed):
-    from pipeline.query import Filters, ZooSearch
+    from pipeline.search import Filters, ZooSearch
 
     search = ZooSearch(indexed["out"], indexed["graphs"], indexed["catalog"])
     query = next(r["model_id"] for r in indexed["rows"] if r["family"] == "mlp" and not r["duplicate_of"])
@@ -48,15 +48,14 @@ def test_query_by_id_with_filters(indexed):
 def test_query_by_file_finds_the_parent_of_a_transformed_copy(indexed):
     from pipeline.checkpoint import CheckpointError, open_checkpoint, save_checkpoint
     from pipeline.graph import build_graph
-    from pipeline.index import EncoderMismatch
-    from pipeline.query import ZooSearch
-    from pipeline.symmetry import apply, random_element
+    from pipeline.search import EncoderMismatch, ZooSearch
+    from pipeline.testing import random_transform
 
     row = next(r for r in indexed["rows"] if r["family"] == "cnn" and not r["duplicate_of"])
     ckpt = open_checkpoint(str(indexed["zoo"] / row["path"]))
     graph = build_graph(ckpt)
     path = str(indexed["tmp"] / "transformed.safetensors")
-    save_checkpoint(apply(graph, random_element(graph, np.random.default_rng(3))), path, ckpt.metadata)
+    save_checkpoint(random_transform(graph, np.random.default_rng(3)).tensors, path, ckpt.metadata)
 
     search = ZooSearch(indexed["out"], indexed["graphs"], indexed["catalog"], indexed["state"])
     results = search.by_file(path, len(indexed["rows"]))
@@ -73,7 +72,7 @@ def test_query_by_file_finds_the_parent_of_a_transformed_copy(indexed):
 
 
 def test_near_duplicates_are_the_planted_copies(indexed):
-    from pipeline.query import ZooSearch
+    from pipeline.search import ZooSearch
 
     groups = ZooSearch(indexed["out"], indexed["graphs"], indexed["catalog"]).near_duplicates()
     found = sorted(tuple(sorted(m["model_id"] for m in g["models"])) for g in groups)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.index import EncoderMismatch, ModelIndex
+from pipeline.search import EncoderMismatch, ModelIndex
 
 
 @pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF8,Flat"])

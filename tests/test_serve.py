@@ -52,13 +52,13 @@ def test_neighbours_by_id_with_filters(server, indexed):
 def test_search_by_uploaded_checkpoint(server, indexed):
     from pipeline.checkpoint import open_checkpoint, save_checkpoint
     from pipeline.graph import build_graph
-    from pipeline.symmetry import apply, random_element
+    from pipeline.testing import random_transform
 
     row = next(r for r in indexed["rows"] if r["family"] == "resnet" and not r["duplicate_of"])
     ckpt = open_checkpoint(str(indexed["zoo"] / row["path"]))
     graph = build_graph(ckpt)
     path = indexed["tmp"] / "served.safetensors"
-    save_checkpoint(apply(graph, random_element(graph, np.random.default_rng(5))), str(path), ckpt.metadata)
+    save_checkpoint(random_transform(graph, np.random.default_rng(5)).tensors, str(path), ckpt.metadata)
     status, body = _call(f"{server}/search?k=66&filename=served.safetensors", path.read_bytes())
     assert status == 200, body
     parent = next(r for r in body["results"] if r["model_id"] == row["model_id"])

@@ -2,9 +2,6 @@
 permutation (not a symmetry) does not. This also checks the graph's symmetry annotations."""
 from __future__ import annotations
 
-import copy
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -12,7 +9,8 @@ import torch
 from models import example_input, family_models
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.graph import build_graph
-from pipeline.symmetry import apply, canonical_scaling, random_element, uncoupled_permutation
+from pipeline.symmetry import apply, canonical_scaling, uncoupled_permutation
+from pipeline.testing import assert_different_function, assert_same_function, random_transform
 
 FAMILIES = family_models()
 
@@ -24,34 +22,22 @@ def _graph_and_model(tmp_path, name):
     return build_graph(open_checkpoint(str(tmp_path / f"{name}.safetensors"))), model
 
 
-def _outputs(model, tensors, x):
-    clone = copy.deepcopy(model)
-    clone.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()})
-    with torch.no_grad():
-        return clone(x if x.dtype == torch.long else x.double()).numpy()
-
-
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_random_group_element_preserves_the_function(tmp_path, name):
     graph, model = _graph_and_model(tmp_path, name)
     x = example_input(name, model)
-    reference = _outputs(model, graph.tensors, x)
     rng = np.random.default_rng(0)
     for _ in range(3):
-        element = random_element(graph, rng)
-        transformed = apply(graph, element)
-        assert any(not np.array_equal(transformed[n], graph.tensors[n]) for n in graph.tensors)
-        out = _outputs(model, transformed, x)
-        np.testing.assert_allclose(out, reference, rtol=1e-9, atol=1e-9 * np.abs(reference).max())
+        moved = random_transform(graph, rng)
+        assert any(not np.array_equal(moved.tensors[n], graph.tensors[n]) for n in graph.tensors)
+        assert_same_function(model, moved.tensors, graph.tensors, x)
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_uncoupled_permutation_changes_the_function(tmp_path, name):
     graph, model = _graph_and_model(tmp_path, name)
     x = example_input(name, model)
-    reference = _outputs(model, graph.tensors, x)
-    out = _outputs(model, uncoupled_permutation(graph, np.random.default_rng(0)), x)
-    assert np.abs(out - reference).max() > 1e-3 * np.abs(reference).max()
+    assert_different_function(model, uncoupled_permutation(graph, np.random.default_rng(0)), graph.tensors, x)
 
 
 def test_uncoupled_permutation_needs_a_hidden_layer(tmp_path):
@@ -65,10 +51,8 @@ def test_scale_canonical_form_keeps_the_function_and_forgets_the_scaling(tmp_pat
     graph, model = _graph_and_model(tmp_path, name)
     x = example_input(name, model)
     canonical = apply(graph, canonical_scaling(graph))
-    np.testing.assert_allclose(_outputs(model, canonical, x), _outputs(model, graph.tensors, x), rtol=1e-9,
-                               atol=1e-9 * np.abs(_outputs(model, graph.tensors, x)).max())
-    rescaled = dataclasses.replace(graph, tensors=apply(graph, random_element(graph, np.random.default_rng(1),
-                                                                              permute=False, sign=False)))
+    assert_same_function(model, canonical, graph.tensors, x)
+    rescaled = random_transform(graph, np.random.default_rng(1), permute=False, sign=False)
     assert any(not np.allclose(rescaled.tensors[n], graph.tensors[n]) for n in graph.tensors)
     again = apply(rescaled, canonical_scaling(rescaled))
     for n in graph.tensors:

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from models import example_input, family_models
-from pipeline.augment import augment
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
+from pipeline.evaluation.retrieval import retrieval_metrics
 from pipeline.graph import build_graph
-from pipeline.retrieval import retrieval_metrics
-from pipeline.train import contrastive_loss
+from pipeline.testing import assert_same_function
+from pipeline.training.augment import augment
+from pipeline.training.loss import contrastive_loss
 
 
 def test_retrieval_metrics_follow_trec_eval():
@@ -58,22 +59,19 @@ def test_augmentation_without_dropconnect_preserves_the_function(tmp_path, name)
     graph = build_graph(open_checkpoint(str(tmp_path / "m.safetensors")))
     view = augment(graph, np.random.default_rng(0), permute_fraction=1.0, dropconnect=0.0)
     assert any(not np.array_equal(view.tensors[n], graph.tensors[n]) for n in graph.tensors)
-    x = example_input(name, model)
-    with torch.no_grad():
-        reference = model(x if x.dtype == torch.long else x.double())
-        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in view.tensors.items()})
-        moved = model(x if x.dtype == torch.long else x.double())
-    torch.testing.assert_close(moved, reference, rtol=1e-9, atol=1e-9)
+    assert_same_function(model, view.tensors, graph.tensors, example_input(name, model))
     dropped = augment(graph, np.random.default_rng(0), dropconnect=0.5)
     weights = [b.tensor for b in graph.edge_blocks if b.tensor]
     assert np.mean([np.mean(dropped.tensors[w] == 0) for w in weights]) > 0.3
 
 
 def test_ray_train_run_checkpoints_and_resumes(ray_session, tiny_zoo, tmp_path):
-    from pipeline.dataset import labelled_models, split_of
-    from pipeline.ingest import IngestConfig, run_ingest
     from pipeline.encoders import probe_inputs_of
-    from pipeline.train import TrainConfig, evaluate, fit_encoder, load_state, load_trained, refit_metric_head
+    from pipeline.encoders.state import load_trained
+    from pipeline.evaluation import evaluate_retrieval
+    from pipeline.ingest import IngestConfig, run_ingest
+    from pipeline.training import TrainConfig, fit_encoder, load_training_state, refit_metric_head
+    from pipeline.training.dataset import labelled_models, labelled_table, split, split_of
 
     folder, _ = tiny_zoo
     graphs = str(tmp_path / "graphs")
@@ -92,24 +90,23 @@ def test_ray_train_run_checkpoints_and_resumes(ray_session, tiny_zoo, tmp_path):
 
     assert second.get_best_checkpoint("val_map", "max") is not None
     with second.checkpoint.as_directory() as ckpt:
-        encoder, loaded = load_trained(ckpt)
+        encoder = load_trained(ckpt).encoder
+    with second.checkpoint.as_directory() as ckpt:
+        model, loaded = load_training_state(ckpt)
     assert loaded.epochs == 2 and loaded.good_threshold
     probes = probe_inputs_of(encoder)  # the zoo's probe inputs, as the workers set them, saved
     assert dict(probes.named_buffers()).keys() == {f"dense_{w}" for w in (2, 4, 10, 13, 64)} | {"images_1"}
     assert torch.equal(probes.images(1), torch.from_numpy(np.load(folder / "probe_inputs.npz")["1x8x8"]).double())
-    from pipeline.dataset import model_table, split
-    metrics = evaluate(encoder, model_table(graphs, split(models, "test")))
-    with second.checkpoint.as_directory() as ckpt:
-        model, loaded = load_state(ckpt)
-    before, after = refit_metric_head(model, model_table(graphs, split(models, "train")),
-                                      model_table(graphs, split(models, "val")), loaded, steps=500)
+    metrics = evaluate_retrieval(encoder, labelled_table(graphs, split(models, "test")))
+    before, after = refit_metric_head(model, labelled_table(graphs, split(models, "train")),
+                                      labelled_table(graphs, split(models, "val")), loaded, steps=500)
     assert after < before  # better on validation than the head as trained
     assert 0.0 <= metrics["p_at_1"] <= 1.0 and 0.0 < metrics["map"] <= 1.0
     assert -1.0 <= metrics["broken_copy_cos"] <= 1.0 + 1e-6 and 0.0 <= metrics["broken_copy_top1"] <= 1.0
 
 
 def test_adversarial_copy_is_nearby_and_worse(tiny_zoo):
-    from pipeline.augment import adversarial
+    from pipeline.training.augment import adversarial
     from pipeline.zoo.train import build_model, spec_data
 
     folder, catalog = tiny_zoo

@@ -52,7 +52,8 @@ def test_zoo_is_deterministic(tiny_zoo, tmp_path):
 def test_probe_inputs_are_unlabeled_training_inputs(tiny_zoo):
     """The zoo's probe_inputs.npz: one set per input shape its probed families read, 64 rows each,
     drawn from the training inputs of the tasks of that shape (never a test input)."""
-    from pipeline.encoders.probes import NUM_PROBES, ProbeInputs, load_probe_inputs
+    from pipeline.constants import NUM_PROBES
+    from pipeline.encoders.probes import ProbeInputs, load_probe_inputs
     from pipeline.zoo.tasks import load_task
 
     folder, _ = tiny_zoo

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from pipeline.checkpoint.fs import resolve
 from pipeline.checkpoint.reader import INDEX_SUFFIX, WEIGHT_SUFFIXES, natural_key
+from pipeline.storage import TMP_PREFIX, resolve
 
 _GLOB = "*?["
 
@@ -54,7 +54,7 @@ def _discover_one(spec: str) -> list[CheckpointRef]:
 
 def _walk(fs, root: str, scheme: str) -> list[CheckpointRef]:
     infos = [i for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
-             if not posixpath.basename(i.path).startswith((".", "_tmp-"))]
+             if not posixpath.basename(i.path).startswith((".", TMP_PREFIX))]
     files = [i for i in infos if i.type == pafs.FileType.File]
     model_dirs = {posixpath.dirname(i.path) for i in files
                   if i.base_name == "config.json" or i.base_name.endswith(INDEX_SUFFIX)}

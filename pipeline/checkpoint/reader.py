@@ -19,10 +19,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow.fs as pafs
 
-from pipeline.checkpoint import fs as cfs
+from pipeline import storage
 from pipeline.checkpoint.dtypes import BF16, DTYPE_NAMES, count_nonfinite, dtype_name, is_float, raw_bytes
-from pipeline.checkpoint.errors import (CheckpointError, CorruptCheckpoint, InvalidWeights, NotACheckpoint,
-                                        UnsafeCheckpoint, UnsupportedCheckpoint)
+from pipeline.checkpoint.errors import (
+    CheckpointError,
+    CorruptCheckpoint,
+    InvalidWeights,
+    NotACheckpoint,
+    UnsafeCheckpoint,
+    UnsupportedCheckpoint,
+)
 from pipeline.checkpoint.safetensors_format import parse_safetensors
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
@@ -102,7 +108,7 @@ def checkpoint_kind(fs: pafs.FileSystem, path: str, info: pafs.FileInfo | None =
 
 def open_checkpoint(uri: str, check_finite: bool = True) -> Checkpoint:
     """Open a checkpoint by path or URI. Raises a :class:`CheckpointError` subclass on bad input."""
-    fs, path = cfs.resolve(uri)
+    fs, path = storage.resolve(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise NotACheckpoint(uri, "no such file or folder")
@@ -125,7 +131,7 @@ def _open(fs, path: str, uri: str, kind: str, info) -> Checkpoint:
     if kind == "sharded":
         tensors, metadata, size = _read_sharded(fs, path, uri)
         return Checkpoint(uri, "sharded", tensors, metadata, file_bytes=size)
-    buf = cfs.read_buffer(fs, path)
+    buf = storage.read_buffer(fs, path)
     if kind == "torch" or (kind == "unknown" and bytes(buf[:2]) == b"PK"):
         return Checkpoint(uri, "torch", _torch_tensors(buf, uri), file_bytes=len(buf))
     if kind == "unknown" and not (len(buf) > 8 and buf[8:9] == b"{"):
@@ -164,7 +170,7 @@ def _read_sharded(fs, path: str, uri: str):
         shard_uri = f"{posixpath.dirname(uri)}/{shard}"
         if fs.get_file_info(f"{folder}/{shard}").type != pafs.FileType.File:
             raise CorruptCheckpoint(uri, f"shard {shard!r} named by the index is missing")
-        buf = cfs.read_buffer(fs, f"{folder}/{shard}")
+        buf = storage.read_buffer(fs, f"{folder}/{shard}")
         size += len(buf)
         if shard.endswith(".safetensors"):
             part, meta = parse_safetensors(buf, shard_uri)

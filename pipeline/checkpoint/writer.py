@@ -10,7 +10,7 @@ import posixpath
 import numpy as np
 from safetensors.numpy import save as _save_bytes
 
-from pipeline.checkpoint.fs import resolve, write_bytes_atomic
+from pipeline.storage import resolve, write_bytes_atomic
 
 
 def to_numpy(tensor) -> np.ndarray:

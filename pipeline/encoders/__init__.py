@@ -1,5 +1,11 @@
 """Weight encoders: graphs in, ``[batch, dim]`` embeddings out, chosen by name.
 
+A :class:`~pipeline.graph.schema.WeightGraph` is prepared (:mod:`.prepare`) into a
+:class:`GraphInput` (:mod:`.graph_input`): its blocks as tensors, its outputs at the probe inputs
+(:mod:`.probes`, run by :mod:`.executor`; summarized by :mod:`.output_profile`) and its weight
+statistics (:mod:`.statistics`). Message-passing layers live in :mod:`.conv`; a trained encoder's
+state file in :mod:`.state`.
+
 =======================  ============================================================  =============
 name                     invariant to                                                  graph
 =======================  ============================================================  =============
@@ -21,8 +27,9 @@ from torch import nn
 
 from pipeline.encoders.baselines import PCAEncoder, WeightTransformer
 from pipeline.encoders.equivariant_gnn import EquivariantGNN
-from pipeline.encoders.inputs import GraphInput, prepare
+from pipeline.encoders.graph_input import GraphInput
 from pipeline.encoders.neural_graphs import NeuralGraphs
+from pipeline.encoders.prepare import prepare
 from pipeline.encoders.probes import probe_inputs_of
 from pipeline.encoders.scale_gmn import ScaleGMN
 from pipeline.graph.schema import WeightGraph

@@ -1,12 +1,14 @@
-"""The first seed's baselines, with no symmetry constraints: PCA and a Transformer over flattened
-weights. Both read the weights as one vector (all floating tensors, in state-dict order)."""
+"""Baselines with no symmetry constraints, as in "Permutation-Equivariant Contrastive Embeddings for
+Model Zoo Retrieval" (``shared/seeds/000``): PCA and a Transformer over flattened weights. Both read
+the weights as one vector (edge weights then biases, in graph order)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from torch import nn
 
-from pipeline.encoders.inputs import GraphInput
+from pipeline.constants import EMBEDDING_DIM
+from pipeline.encoders.graph_input import GraphInput
 
 
 def flat_weights(graph: GraphInput, length: int | None = None) -> torch.Tensor:
@@ -23,7 +25,7 @@ class PCAEncoder(nn.Module):
     """Projection of the flattened weights (first ``length`` values) on principal components fitted
     with :meth:`fit`. ``graphs`` -> ``[batch, dim]``."""
 
-    def __init__(self, dim: int = 256, length: int = 4096):
+    def __init__(self, dim: int = EMBEDDING_DIM, length: int = 4096):
         super().__init__()
         self.length = length
         self.register_buffer("mean", torch.zeros(length))
@@ -49,7 +51,7 @@ class WeightTransformer(nn.Module):
     """Transformer over tokens of ``token`` consecutive flattened weights (at most ``max_tokens``,
     evenly spaced when there are more), mean-pooled. ``graphs`` -> ``[batch, dim]``."""
 
-    def __init__(self, dim: int = 256, hidden: int = 128, layers: int = 2, heads: int = 4, token: int = 64,
+    def __init__(self, dim: int = EMBEDDING_DIM, hidden: int = 128, layers: int = 2, heads: int = 4, token: int = 64,
                  max_tokens: int = 256):
         super().__init__()
         self.token, self.max_tokens = token, max_tokens

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.encoders.conv.symmetric_update import TINY
+from pipeline.numerics import TINY
 
 
 def _rel_abs(w: torch.Tensor) -> torch.Tensor:
@@ -14,7 +14,7 @@ EDGE_BASES = {
     "w": lambda w: w,                 # linear in the weights: keeps scale equivariance
     "abs": torch.abs,
     "sq": torch.square,
-    "rel_abs": _rel_abs,              # the first seed's |w| / ||W||_F
+    "rel_abs": _rel_abs,              # |w| / ||W||_F, the per-layer encoder's edge feature
 }
 
 

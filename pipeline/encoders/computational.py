@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
+from pipeline.constants import EMBEDDING_DIM, NUM_PROBES
 from pipeline.encoders.bases import edge_bases
 from pipeline.encoders.conv import EdgeMessage, SymmetricUpdate
-from pipeline.encoders.conv.symmetric_update import TINY, canonicalize
-from pipeline.encoders.inputs import GraphInput, positional_features
-from pipeline.encoders.probes import NUM_PROBES, NUM_PROFILE, ProbeInputs, output_profile
+from pipeline.encoders.conv.symmetric_update import canonicalize
+from pipeline.encoders.graph_input import GraphInput
+from pipeline.encoders.output_profile import NUM_PROFILE, output_profile
+from pipeline.encoders.probes import ProbeInputs
 from pipeline.encoders.statistics import NUM_PROBE_STATISTICS, NUM_STATISTICS
 from pipeline.graph.schema import NODE_KINDS
+from pipeline.numerics import TINY
 
 _SCALED = ("perm_scale", "perm_sign")
 _POSITIONAL = (NODE_KINDS.index("input"), NODE_KINDS.index("output"))
 _INPUT, _OUTPUT = NODE_KINDS.index("input"), NODE_KINDS.index("output")
+
+
+def positional_features(count: int, dim: int, dtype=torch.float32) -> torch.Tensor:
+    """``[count, dim]`` sinusoidal features of node indices: input and output neurons are not
+    interchangeable, so encoders see which one is which."""
+    position = torch.arange(count, dtype=torch.float64)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-np.log(10000.0) / dim))
+    out = torch.zeros(count, dim, dtype=torch.float64)
+    out[:, 0::2] = torch.sin(position * freq)
+    out[:, 1::2] = torch.cos(position * freq[: dim // 2])
+    return out.to(dtype)
 
 
 class ComputationalGraphEncoder(nn.Module):
@@ -30,10 +45,10 @@ class ComputationalGraphEncoder(nn.Module):
     (no additive terms on scaled groups, gated nonlinearity, messages linear in the weights), and
     the readout removes it; else every group gets plain updates (permutation symmetry only).
     Input and output neurons get positional features, so they are not treated as interchangeable.
-    ``probes``: output neurons also get their values at fixed probe inputs (:mod:`.probes`; exactly
+    ``probes``: output neurons also get their values at fixed probe inputs (:mod:`.executor`; exactly
     invariant, they say what the network computes; the encoder's own ``probe_inputs`` where set, else
     synthetic ones), for the graphs that can be executed, and a
-    summary of those values and of how they spread over the outputs (:func:`.probes.output_profile`)
+    summary of those values and of how they spread over the outputs (:func:`.output_profile.output_profile`)
     joins the pooled summary directly.
     ``statistics``: a summary of each weight block's moments in the scale canonical form
     (:mod:`.statistics`; exactly invariant, they carry the magnitudes the canonicalized states drop)
@@ -42,7 +57,7 @@ class ComputationalGraphEncoder(nn.Module):
     ``graphs`` (list of :class:`GraphInput`) -> ``[batch, dim]``.
     """
 
-    def __init__(self, dim: int = 256, hidden: int = 128, layers: int = 4, scale_aware: bool = True,
+    def __init__(self, dim: int = EMBEDDING_DIM, hidden: int = 128, layers: int = 4, scale_aware: bool = True,
                  bases: tuple[str, ...] = ("w",), max_kernel: int = 9, probes: bool = True,
                  statistics: bool = True):
         super().__init__()

@@ -1,5 +1,6 @@
-"""The first seed's encoder: per-layer bipartite graphs, edge-conditioned message passing, attention
-readout per layer and a GRU over layers."""
+"""Per-layer equivariant GNN: the encoder of "Permutation-Equivariant Contrastive Embeddings for Model
+Zoo Retrieval" (``shared/seeds/000``): per-layer bipartite graphs, edge-conditioned message passing,
+an attention readout per layer and a GRU over layers."""
 from __future__ import annotations
 
 import math
@@ -7,9 +8,10 @@ import math
 import torch
 from torch import nn
 
+from pipeline.constants import EMBEDDING_DIM
 from pipeline.encoders.bases import edge_bases
 from pipeline.encoders.conv import EdgeMessage
-from pipeline.encoders.inputs import GraphInput
+from pipeline.encoders.graph_input import GraphInput
 
 _BASES = ("w", "rel_abs")  # edge features [w, |w| / ||W||_F]
 
@@ -24,21 +26,33 @@ def _stats(w: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
 
 
 class EquivariantGNN(nn.Module):
-    """Each weight tensor is its own bipartite graph (rows = out-nodes, columns = in-nodes) with edge
-    features ``[w, |w|/||W||_F]``; ``layers`` rounds of edge-conditioned message passing in both
-    directions (:class:`EdgeMessage`, the seed's Gamma(pi_ij) term), an attention readout per layer,
-    a GRU over the layers in network order, and a linear map to ``dim``.
+    r"""Each weight tensor is its own bipartite graph (rows = out-nodes, columns = in-nodes) with edge
+    features :math:`[w_{ij}, |w_{ij}| / \|W\|_F]`. Per layer graph, ``layers`` rounds of
 
-    Invariances: to any permutation of the rows and of the columns of *each* tensor separately. The
+    .. math::
+        x^{out}_j \leftarrow x^{out}_j + \mathrm{MLP}([x^{out}_j, m^{out}_j]), \quad
+        x^{in}_i \leftarrow x^{in}_i + \mathrm{MLP}([x^{in}_i, m^{in}_i])
+
+    with edge-conditioned messages :math:`m` (:class:`EdgeMessage`, the paper's
+    :math:`\Gamma(\pi_{ij})` term) in both directions, initialized from per-node weight statistics;
+    then an attention readout per side, a GRU over the layers in network order and a linear map.
+
+    Invariant to any permutation of the rows and of the columns of *each* tensor separately. The
     layer graphs share no nodes, so this includes the hidden-neuron symmetry but also **uncoupled**
     permutations (rows of one layer without the next layer's columns), which change the network's
-    function: the seed's design is blind to them. Not invariant to scalings. Works on every graph
-    mode (it only needs the blocks).
+    function: this design is blind to them. Not invariant to scalings. Works on every graph mode (it
+    only needs the blocks).
 
-    ``graphs`` -> ``[batch, dim]``.
+    Args:
+        dim: embedding width.
+        hidden: node state width.
+        layers: message-passing rounds per layer graph.
+        max_kernel: edge feature positions with their own message matrix (see :class:`EdgeMessage`).
+
+    Shapes: ``graphs`` (list of ``B`` :class:`GraphInput`) -> ``[B, dim]``.
     """
 
-    def __init__(self, dim: int = 256, hidden: int = 128, layers: int = 4, max_kernel: int = 9):
+    def __init__(self, dim: int = EMBEDDING_DIM, hidden: int = 128, layers: int = 4, max_kernel: int = 9):
         super().__init__()
         self.out_init, self.in_init = _mlp(5, hidden), _mlp(4, hidden)
         self.to_out = nn.ModuleList(EdgeMessage(len(_BASES), hidden, hidden, max_kernel) for _ in range(layers))

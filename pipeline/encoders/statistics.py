@@ -7,7 +7,7 @@ performs (Unterthiner et al., 2020, predict accuracy from such statistics). Here
 (:func:`pipeline.symmetry.canonical_scaling`), then summarized by moments of ``|w|`` and sums over
 all entries: exactly invariant to hidden-neuron permutations (sums), sign flips (``|w|``) and
 positive per-neuron scalings (the canonical form). For networks the probe executor runs
-(:mod:`.probes`), each block's row also holds the same moments of its destination's values at the
+(:mod:`.executor`), each block's row also holds the same moments of its destination's values at the
 probe inputs, in the canonical form too: how strongly, how sparsely and how many of its units
 respond (dead units, for one, show in no weight moment).
 """
@@ -18,21 +18,22 @@ import math
 import numpy as np
 import torch
 
+from pipeline.numerics import TINY
+
 #: features per weighted block (see :func:`weight_statistics`); the last ``NUM_PROBE_STATISTICS``
 #: come from the probe inputs' values
 NUM_STATISTICS = 23
 NUM_PROBE_STATISTICS = 9
-_TINY = 1e-30
 
 
 def weight_statistics(blocks: list, groups: list, factors: dict[int, np.ndarray],
                       values: dict[int, torch.Tensor] | None) -> torch.Tensor | None:
     """``[num weighted blocks, NUM_STATISTICS]`` float64, or ``None`` if no block has weights.
 
-    ``blocks``/``groups``: the prepared :class:`~pipeline.encoders.inputs.Block` and ``Group`` lists;
+    ``blocks``/``groups``: the prepared :class:`~pipeline.encoders.graph_input.Block` and ``Group`` lists;
     ``factors``: the canonical scaling's per-group factors (incoming weights and bias of group ``i``
     multiplied by ``factors[i]``, its outgoing weights divided by them); ``values``: every group's
-    values at the probe inputs (:func:`~pipeline.encoders.probes.probe_values`), or ``None``.
+    values at the probe inputs (:func:`~pipeline.encoders.executor.probe_values`), or ``None``.
     A block's row: moments of its canonical ``|w|`` (5), the log of its shape (3), the spread of its
     units' incoming and outgoing norms (2), its destination's bias moments (2), the two groups'
     depths (2), and its destination's values at the probes (:func:`_value_moments`, 9)."""
@@ -57,15 +58,15 @@ def weight_statistics(blocks: list, groups: list, factors: dict[int, np.ndarray]
 def _moments(a: torch.Tensor) -> list[float]:
     """``a``: ``|w|`` float64, any shape -> log RMS, mean/RMS, log(max/RMS), log kurtosis and the
     fraction of entries below 1% of the RMS."""
-    rms = a.square().mean().sqrt().clamp_min(_TINY)
-    kurtosis = (a / rms).square().square().mean().clamp_min(_TINY)
-    return [float(rms.log()), float(a.mean() / rms), float((a.max() / rms).clamp_min(_TINY).log()),
+    rms = a.square().mean().sqrt().clamp_min(TINY)
+    kurtosis = (a / rms).square().square().mean().clamp_min(TINY)
+    return [float(rms.log()), float(a.mean() / rms), float((a.max() / rms).clamp_min(TINY).log()),
             float(kurtosis.log()), float((a < 0.01 * rms).double().mean())]
 
 
 def _log_spread(squares: torch.Tensor) -> float:
     """Standard deviation of the log of per-unit squared norms ``[units]``."""
-    return float(squares.clamp_min(_TINY).log().std()) if squares.numel() > 1 else 0.0
+    return float(squares.clamp_min(TINY).log().std()) if squares.numel() > 1 else 0.0
 
 
 def _bias_moments(group, factor: torch.Tensor | None) -> list[float]:
@@ -88,7 +89,7 @@ def _value_moments(x: torch.Tensor | None, factor: torch.Tensor | None) -> list[
     a = x.abs()
     if factor is not None:
         a = a * factor.reshape(-1, *[1] * (a.ndim - 2))
-    rms = a.square().mean().sqrt().clamp_min(_TINY)
+    rms = a.square().mean().sqrt().clamp_min(TINY)
     per_unit = a.transpose(0, 1).reshape(a.shape[1], -1)
     dead = (per_unit < 0.01 * rms).all(1).double().mean()
     unit_rms = (per_unit.square().mean(1).sqrt() / rms).clamp_min(1e-6).log()

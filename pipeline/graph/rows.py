@@ -16,8 +16,17 @@ import pyarrow.parquet as pq
 
 from pipeline.checkpoint.dtypes import SAFETENSORS_DTYPES, STORED_PRECISIONS, dtype_name, is_float
 from pipeline.checkpoint.errors import InvalidWeights
-from pipeline.graph.schema import (EDGE_BLOCK_TYPE, GRAPH_SCHEMA, NODE_GROUP_TYPE, TENSOR_TYPE, WEIGHT_SCHEMA,
-                                   EdgeBlock, WeightGraph, node_group_from_record)
+from pipeline.graph.schema import (
+    EDGE_BLOCK_TYPE,
+    GRAPH_SCHEMA,
+    NODE_GROUP_TYPE,
+    TENSOR_TYPE,
+    WEIGHT_SCHEMA,
+    EdgeBlock,
+    WeightGraph,
+    node_group_from_record,
+)
+from pipeline.storage import write_bytes_atomic
 
 PIECE_BYTES = 4 * 1024 * 1024       # bytes of a tensor per weights row
 BATCH_BYTES = 16 * 1024 * 1024      # weights buffered per write (one row group)
@@ -108,8 +117,6 @@ def write_shard(fs: pafs.FileSystem, part: str, graphs: list[WeightGraph], preci
     """Write ``<part>.weights.parquet`` (streamed) then ``<part>.graphs.parquet``, each atomically.
 
     Callers should :func:`check_storable` each graph first."""
-    from pipeline.checkpoint.fs import write_bytes_atomic
-
     def write_weights(stream):
         with pq.ParquetWriter(stream, WEIGHT_SCHEMA, **WEIGHTS_PARQUET) as writer:
             for batch in weight_batches(graphs, precision):  # a row group each: write_batch would buffer them all

@@ -43,6 +43,7 @@ Graph modes: ``computational`` (the network's real wiring, one connected graph) 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -106,6 +107,10 @@ class WeightGraph:
     mode: str = "per_layer"
     activation: str = "unknown"
     info: dict = field(default_factory=dict)
+
+    def with_tensors(self, tensors: dict[str, np.ndarray]) -> "WeightGraph":
+        """The same graph over other tensors (e.g. a transformed state dict)."""
+        return dataclasses.replace(self, tensors=tensors)
 
     @property
     def node_offsets(self) -> np.ndarray:

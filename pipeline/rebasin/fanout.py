@@ -6,7 +6,6 @@ same-task pair shares task, family, activation and architecture.
 """
 from __future__ import annotations
 
-import os
 import posixpath
 import time
 from dataclasses import dataclass, field
@@ -17,10 +16,10 @@ import ray
 from tqdm import tqdm
 
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
-from pipeline.checkpoint.fs import resolve
 from pipeline.graph import build_graph
 from pipeline.rebasin.interpolate import ZooEvaluator, export_merged, plot_paths
 from pipeline.rebasin.matching import RESTART_BUDGET, match
+from pipeline.storage import join, resolve, write_parquet
 
 RESULT_SCHEMA = pa.schema([
     ("pair", pa.string()), ("model_a", pa.string()), ("model_b", pa.string()), ("family", pa.string()),
@@ -131,9 +130,8 @@ def align_pair(pair: Pair, options: Options) -> dict:
                        loss_b=float(naive.loss[-1]), metric_name=naive.metric_name,
                        metric_mid_naive=float(naive.metric[mid]), metric_mid_rebasin=float(rebasin.metric[mid]))
             if options.out_dir and options.plots:
-                folder = posixpath.join(options.out_dir, "curves")
-                os.makedirs(folder, exist_ok=True)
-                plot_paths({"naive": naive, "re-basin": rebasin}, posixpath.join(folder, f"{pair.name}.png"), pair.name)
+                plot_paths({"naive": naive, "re-basin": rebasin}, join(options.out_dir, "curves", f"{pair.name}.png"),
+                           pair.name)
         if options.out_dir and options.merge_alpha is not None:
             export_merged(graph_a.tensors, result.aligned, options.merge_alpha,
                           posixpath.join(options.out_dir, "merged", f"{pair.name}.safetensors"),
@@ -172,8 +170,6 @@ def run_pairs(pairs: list[Pair], options: Options, pairs_per_task: int = 1) -> p
 
 def write_results(table: pa.Table, out_dir: str) -> str:
     """``<out_dir>/results.parquet``; returns its path."""
-    from pipeline.ingest import write_parquet
-
     fs, root = resolve(out_dir)
     fs.create_dir(root, recursive=True)
     write_parquet(fs, posixpath.join(root, "results.parquet"), table)

@@ -15,7 +15,8 @@ import torch
 
 from pipeline.checkpoint import save_checkpoint
 from pipeline.checkpoint.dtypes import is_float
-from pipeline.zoo.train import _metric, rebuild_model
+from pipeline.evaluation.report import save_figure
+from pipeline.zoo.train import rebuild_model
 
 ALPHAS = np.linspace(0.0, 1.0, 25)
 
@@ -52,15 +53,14 @@ class ZooEvaluator:
     model A's image). ``row``: the model's catalog row (see :func:`pipeline.zoo.train.rebuild_model`)."""
 
     def __init__(self, row: dict, tensors: dict):
-        self.model, data = rebuild_model(row, tensors)
-        self.x, self.y, self.loss_fn, self.kind = data.x_test, data.y_test, data.loss, data.kind
-        self.metric_name = {"classification": "accuracy", "sequence": "accuracy", "inr": "psnr"}.get(data.kind, "r2")
+        self.model, self.data = rebuild_model(row, tensors)
+        self.metric_name = self.data.metric_name
 
     @torch.no_grad()
     def __call__(self, tensors: dict) -> tuple[float, float]:
         self.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()})
-        out = self.model(self.x)
-        return float(self.loss_fn(out, self.y)), _metric(self.kind, out, self.y)
+        out = self.model(self.data.x_test)
+        return float(self.data.loss(out, self.data.y_test)), self.data.metric(out, self.data.y_test)
 
     def path(self, tensors_a: dict, tensors_b: dict, alphas: np.ndarray = ALPHAS) -> Path:
         values = np.array([self(interpolate(tensors_a, tensors_b, float(a))) for a in alphas])
@@ -77,7 +77,8 @@ def export_merged(tensors_a: dict, tensors_b: dict, alpha: float, path: str, par
 
 
 def plot_paths(paths: dict[str, Path], png: str, title: str = "") -> None:
-    """Loss and metric against alpha, one line per path (e.g. ``naive`` and ``re-basin``), as a PNG."""
+    """Loss and metric against alpha, one line per path (e.g. ``naive`` and ``re-basin``), as a PNG
+    (path or URI)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,5 +94,4 @@ def plot_paths(paths: dict[str, Path], png: str, title: str = "") -> None:
     left.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    save_figure(fig, png, dpi=100)

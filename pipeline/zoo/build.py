@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import io
-import posixpath
 
 import numpy as np
 import pyarrow as pa
 import ray
 from tqdm import tqdm
 
-from pipeline.checkpoint.fs import resolve, write_bytes_atomic
-from pipeline.encoders.probes import NUM_PROBES
+from pipeline.constants import NUM_PROBES
+from pipeline.storage import join, resolve, write_file, write_parquet
 from pipeline.zoo.copies import PRESET_COPIES, plant_copies
 from pipeline.zoo.presets import zoo_specs
 from pipeline.zoo.train import spec_data, train_models
 
-#: the families whose networks the probe executor runs (see pipeline.encoders.probes)
+#: the families whose networks the probe executor runs (see pipeline.encoders.executor)
 PROBED_FAMILIES = ("mlp", "resnet", "cnn")
 
 
@@ -48,8 +47,6 @@ def make_zoo(out_dir: str, preset: str = "tiny", seed: int = 0, chunk_size: int 
     per chunk. Returns the catalog, sorted by model id; ``duplicate_of`` is empty for trained
     models. Ray must be running.
     """
-    from pipeline.ingest import write_parquet
-
     specs = zoo_specs(preset, seed)
     num_chunks = max(1, -(-len(specs) // chunk_size))
     chunks = [specs[i::num_chunks] for i in range(num_chunks)]
@@ -67,9 +64,8 @@ def make_zoo(out_dir: str, preset: str = "tiny", seed: int = 0, chunk_size: int 
     if count:
         rows += ray.get(ray.remote(num_cpus=1)(plant_copies).remote(rows, out_dir, count, seed))
     catalog = pa.Table.from_pylist(sorted(rows, key=lambda r: r["model_id"]))
-    fs, root = resolve(out_dir)
-    write_parquet(fs, posixpath.join(root, "catalog.parquet"), catalog)
+    write_parquet(*resolve(join(out_dir, "catalog.parquet")), catalog)
     buffer = io.BytesIO()
     np.savez(buffer, **probe_input_sets(specs, seed=seed))
-    write_bytes_atomic(fs, posixpath.join(root, "probe_inputs.npz"), lambda stream: stream.write(buffer.getvalue()))
+    write_file(join(out_dir, "probe_inputs.npz"), buffer.getvalue())
     return catalog

@@ -40,14 +40,6 @@ def _initialize(model: torch.nn.Module, init: str) -> None:
                 (torch.nn.init.xavier_normal_ if init == "xavier" else torch.nn.init.orthogonal_)(p)
 
 
-def _metric(kind: str, out: torch.Tensor, y: torch.Tensor) -> float:
-    if kind in ("classification", "sequence"):
-        return float((out.argmax(1) == y).float().mean())
-    if kind == "inr":  # PSNR of values in [-1, 1]
-        return float(10 * math.log10(4.0 / max(F.mse_loss(out, y).item(), 1e-12)))
-    return float(1 - F.mse_loss(out, y) / y.var(unbiased=False).clamp_min(1e-12))  # R^2
-
-
 @dataclass
 class SpecData:
     """A spec's training and test tensors, shaped for its family, and what they are."""
@@ -64,6 +56,18 @@ class SpecData:
     @property
     def loss(self):
         return F.cross_entropy if self.kind in ("classification", "sequence") else F.mse_loss
+
+    @property
+    def metric_name(self) -> str:
+        return {"classification": "accuracy", "sequence": "accuracy", "inr": "psnr"}.get(self.kind, "r2")
+
+    def metric(self, out: torch.Tensor, y: torch.Tensor) -> float:
+        """The task's metric of outputs ``out`` against targets ``y`` (see :attr:`metric_name`)."""
+        if self.kind in ("classification", "sequence"):
+            return float((out.argmax(1) == y).float().mean())
+        if self.kind == "inr":  # PSNR of values in [-1, 1]
+            return float(10 * math.log10(4.0 / max(F.mse_loss(out, y).item(), 1e-12)))
+        return float(1 - F.mse_loss(out, y) / y.var(unbiased=False).clamp_min(1e-12))  # R^2
 
 
 def spec_data(spec: dict) -> SpecData:
@@ -97,7 +101,7 @@ def evaluate_model(model: torch.nn.Module, data: SpecData) -> tuple[float, float
     """``(train metric, test metric)`` of a model on its task (accuracy, R^2 or PSNR)."""
     model.eval()
     with torch.no_grad():
-        return _metric(data.kind, model(data.x_train), data.y_train), _metric(data.kind, model(data.x_test), data.y_test)
+        return data.metric(model(data.x_train), data.y_train), data.metric(model(data.x_test), data.y_test)
 
 
 def train_model(spec: dict, out_dir: str) -> dict:
@@ -126,14 +130,13 @@ def train_model(spec: dict, out_dir: str) -> dict:
 
     path = os.path.join("models", f"{spec['model_id']}.safetensors")
     num_params = sum(p.numel() for p in model.parameters())
-    metric_name = {"classification": "accuracy", "sequence": "accuracy", "inr": "psnr"}.get(kind, "r2")
     row = {"model_id": spec["model_id"], "path": path, "task": spec["task"], "dataset": dataset,
            "family": spec["family"], "activation": spec["activation"], "label": label,
            "image_index": spec.get("image_index", -1),
            "seed": spec["seed"], "lr": spec["lr"], "weight_decay": spec["weight_decay"], "init": spec["init"],
            "dropout": spec["dropout"], "epochs": spec["epochs"], "batch_size": spec["batch_size"],
            "arch": json.dumps(spec["arch"], sort_keys=True), "hparams_key": spec["hparams_key"],
-           "metric_name": metric_name, "train_metric": train_metric, "test_metric": test_metric,
+           "metric_name": data.metric_name, "train_metric": train_metric, "test_metric": test_metric,
            "num_params": num_params, "train_seconds": time.perf_counter() - started}
     metadata = {k: str(row[k]) for k in ("model_id", "task", "dataset", "family", "activation", "arch",
                                          "metric_name", "test_metric")}

@@ -1,4 +1,6 @@
-"""Edge-conditioned aggregation over one dense block of edges, as matrix products."""
+"""Edge-conditioned aggregation over one dense block of edges, as matrix products (an NNConv-style
+edge-conditioned convolution, Gilmer et al. 2017, with the weight-space edge features of Neural
+Graphs and ScaleGMN)."""
 from __future__ import annotations
 
 import math
@@ -18,6 +20,11 @@ class EdgeMessage(nn.Module):
     past ``max_kernel`` share the last matrix) and :math:`A_{b,f} \in \mathbb{R}^{d_{in} \times d_{out}}`
     are learned. Computed as :math:`\sum_{b,f} (B_b[:, :, f] X) A_{b,f}`: time linear in the number of
     edges, memory :math:`O((n_{dst} + n_{src}) d)`; no :math:`E \times d` tensor is formed.
+
+    Args:
+        num_bases: number of edge bases :math:`B_b`.
+        d_in, d_out: source state and message widths.
+        max_kernel: feature positions with a matrix of their own.
 
     Shapes: bases ``[n_dst, n_src, F]`` each, ``x [n_src, d_in]`` -> ``[n_dst, d_out]``.
     Equivariant to permutations of source and destination nodes; linear in each basis, so with the

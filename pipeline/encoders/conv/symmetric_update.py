@@ -1,10 +1,11 @@
-"""Node update that respects the symmetry of the node group it acts on."""
+"""Node update that respects the symmetry of the node group it acts on (ScaleGMN's scale-equivariant
+update, Kalogeropoulos et al. 2024)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-TINY = 1e-30  # guards every division by a norm: weights as small as 1e-15 occur in real checkpoints
+from pipeline.numerics import TINY
 
 
 def canonicalize(x: torch.Tensor, symmetry: str) -> torch.Tensor:
@@ -24,6 +25,9 @@ class SymmetricUpdate(nn.Module):
       no additive biases. If ``x`` and ``m`` scale by the node's :math:`q` (positive, or :math:`\pm 1`),
       so does ``x'``: equivariant (ScaleGMN's gated nonlinearity).
     * otherwise: :math:`\phi(y) = \mathrm{MLP}(y + c)`, a plain update (permutation equivariant).
+
+    Args:
+        dim: node state width ``d``.
 
     Shapes: ``x, m [n, d]`` -> ``[n, d]``; ``context [d]`` is an invariant per-group vector (node kind,
     depth) that only the plain update and the gates see.

@@ -1,4 +1,5 @@
-"""The fallback of the first seed: one bipartite graph per tensor, needing no wiring knowledge.
+"""The per-layer fallback: one bipartite graph per tensor, needing no wiring knowledge (the graph of
+"Permutation-Equivariant Contrastive Embeddings for Model Zoo Retrieval", ``shared/seeds/000``).
 
 A tensor of shape ``[out, in, *k]`` becomes ``in`` source and ``out`` target nodes joined by a
 ``linear`` edge block (edge features of length ``prod(k)``); a 1-D tensor ``[n]`` is ``1 -> n``,

@@ -15,26 +15,39 @@ multiplied along all input-output paths) must agree to within ``max_wiring_dista
 permutation (one layer's rows permuted without the next layer's columns: a different function) keeps
 every block's singular values but scrambles the paths. It is a separate, looser check, not part of
 the fingerprint: products along paths amplify small weight changes, so a few fine-tuning steps move
-it as much as an independent training run moves the fingerprint. (Singular values of products of
-consecutive blocks were tried first: for wide, barely trained layers their spectra hardly move
-under a broken wiring.)
+it as much as an independent training run moves the fingerprint.
+
+The thresholds are :class:`DuplicateThresholds`, the one place that holds them.
 """
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.graph.schema import WeightGraph, topological_order
-from pipeline.symmetry import GroupElement, apply, canonical_scaling
+from pipeline.encoders.executor import linear_response
+from pipeline.encoders.graph_input import GraphInput
+from pipeline.encoders.prepare import graph_input
+from pipeline.graph.schema import WeightGraph
+from pipeline.numerics import TINY, unit_rows
+from pipeline.symmetry import GroupElement, canonical_scaling, transformed
 
-TINY = 1e-30
+
+@dataclass(frozen=True)
+class DuplicateThresholds:
+    """When two models are near-duplicates: fingerprint distance at most ``max_distance`` (copies
+    measure at most 1.5e-3 from their parents, the nearest distinct models 6.3e-3 or more),
+    embedding cosine at least ``min_cosine``, and wiring fingerprint distance at most
+    ``max_wiring_distance`` (five fine-tuning steps move it by at most 0.05)."""
+    min_cosine: float = 0.9
+    max_distance: float = 5e-3
+    max_wiring_distance: float = 0.3
 
 
 def fingerprint(graph: WeightGraph, scaling: GroupElement | None = None) -> np.ndarray:
     """``[n]`` float32 invariant fingerprint (see the module docstring); ``n`` depends only on the
     architecture. ``scaling``: the graph's :func:`canonical_scaling` when the caller has it already."""
-    graph = dataclasses.replace(graph, tensors=apply(graph, canonical_scaling(graph) if scaling is None else scaling))
+    graph = transformed(graph, canonical_scaling(graph) if scaling is None else scaling)
     parts = []
     for b in graph.edge_blocks:
         if not b.tensor:
@@ -48,36 +61,13 @@ def fingerprint(graph: WeightGraph, scaling: GroupElement | None = None) -> np.n
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
-MAX_RESPONSE_INPUTS = 4096  # wider input groups (token vocabularies) are left out of the response
-
-
-def wiring_fingerprint(graph: WeightGraph) -> np.ndarray:
-    """``[n_out * n_in + n_out]`` float32: the network's *linear response*, the weights multiplied
-    along every path from the input groups (of at most ``MAX_RESPONSE_INPUTS`` nodes) to the outputs,
-    activations left out, conv kernels summed, and the biases carried the same way. Hidden neurons
-    are summed over, so it is exactly invariant to their permutations, sign flips and positive
-    scalings (``q`` and ``1/q`` cancel along each path); an uncoupled permutation changes it."""
-    inputs = [i for i, g in enumerate(graph.node_groups)
-              if not any(b.dst == i for b in graph.edge_blocks) and g.size <= MAX_RESPONSE_INPUTS]
-    offsets = np.cumsum([0] + [graph.node_groups[i].size for i in inputs])
-    maps: dict[int, np.ndarray] = {}
-    for k, i in enumerate(inputs):
-        maps[i] = np.zeros((graph.node_groups[i].size, offsets[-1] + 1))
-        maps[i][:, offsets[k]:offsets[k + 1]] = np.eye(graph.node_groups[i].size)
-    for i in topological_order(len(graph.node_groups), graph.edge_blocks):
-        incoming = [b for b in graph.edge_blocks if b.dst == i and b.src in maps]
-        if i in maps or not incoming:
-            continue
-        m = np.zeros((graph.node_groups[i].size, offsets[-1] + 1))
-        for b in incoming:
-            if not b.tensor:
-                m += maps[b.src]
-                continue
-            m += graph.block_weights(b, np.float64).sum(2) @ maps[b.src]
-        if graph.node_groups[i].bias:
-            m[:, -1] += np.asarray(graph.tensors[graph.node_groups[i].bias], dtype=np.float64)
-        maps[i] = m
-    parts = [maps[i].ravel() for i, g in enumerate(graph.node_groups) if g.kind == "output" and i in maps]
+def wiring_fingerprint(graph: WeightGraph | GraphInput) -> np.ndarray:
+    """``[n_out * (n_in + 1)]`` float32: the network's linear response
+    (:func:`pipeline.encoders.executor.linear_response`), output neuron by output neuron. Exactly
+    invariant to hidden-neuron permutations, sign flips and positive scalings; an uncoupled
+    permutation changes it. ``graph``: a weight graph or, when the caller has it, its prepared input."""
+    prepared = graph_input(graph) if isinstance(graph, WeightGraph) else graph
+    parts = [m.numpy().ravel() for m in linear_response(prepared)]
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
@@ -90,16 +80,15 @@ def fingerprint_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def near_duplicate_groups(ids: list[str], vectors: np.ndarray, fingerprints: list[np.ndarray],
-                          wirings: list[np.ndarray], min_cosine: float = 0.9, max_distance: float = 5e-3,
-                          max_wiring_distance: float = 0.3, k: int = 10) -> list[dict]:
+                          wirings: list[np.ndarray], thresholds: DuplicateThresholds = DuplicateThresholds(),
+                          k: int = 10) -> list[dict]:
     """Groups of near-duplicates among ``ids`` (``vectors [n, d]`` their embeddings; ``fingerprints``
     and ``wirings`` their fingerprints; ``k`` fingerprint neighbours are checked per model):
     connected components of the pairs that pass all three checks. Returns ``[{"members": [...], "pairs":
     [(a, b, cosine, distance)]}]``, largest first."""
     import faiss
 
-    x = np.ascontiguousarray(vectors, dtype=np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), TINY)
+    x = unit_rows(np.asarray(vectors, dtype=np.float64))
     parent = list(range(len(ids)))
 
     def root(i: int) -> int:
@@ -125,8 +114,8 @@ def near_duplicate_groups(ids: list[str], vectors: np.ndarray, fingerprints: lis
                     continue
                 i, j = members[a], members[int(b)]
                 d, cos = fingerprint_distance(fingerprints[i], fingerprints[j]), float(x[i] @ x[j])
-                if d <= max_distance and cos >= min_cosine \
-                        and fingerprint_distance(wirings[i], wirings[j]) <= max_wiring_distance:
+                if d <= thresholds.max_distance and cos >= thresholds.min_cosine \
+                        and fingerprint_distance(wirings[i], wirings[j]) <= thresholds.max_wiring_distance:
                     pairs.append((i, j, cos, d))
                     parent[root(i)] = root(j)
     groups: dict[int, dict] = {}

@@ -1,8 +1,6 @@
 """Training views of a model: symmetry-preserving augmentations (from :mod:`pipeline.symmetry`)
-and DropConnect, as in the first seed."""
+and DropConnect (Schürholt et al., 2021), and adversarial hard negatives."""
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 
@@ -27,7 +25,7 @@ def augment(graph: WeightGraph, rng: np.random.Generator, permute_fraction: floa
             if block.tensor:
                 t = tensors[block.tensor]
                 tensors[block.tensor] = np.where(rng.random(t.shape) < dropconnect, 0, t).astype(t.dtype)
-    return dataclasses.replace(graph, tensors=tensors)
+    return graph.with_tensors(tensors)
 
 
 def rebuildable(spec: dict) -> bool:
@@ -59,4 +57,4 @@ def adversarial(graph: WeightGraph, spec: dict, rng: np.random.Generator, epsilo
         for (name, p), g in zip(params.items(), grads):
             moved = p + epsilon * p.std(unbiased=False) * g.sign()
             tensors[name] = moved.numpy().astype(graph.tensors[name].dtype)
-    return dataclasses.replace(graph, tensors=tensors)
+    return graph.with_tensors(tensors)

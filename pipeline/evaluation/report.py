@@ -2,12 +2,13 @@
 precision-recall curves, a bar chart of the headline metrics)."""
 from __future__ import annotations
 
+import io
 import json
-import os
 
 import numpy as np
 
-from pipeline.evaluation import RECALL_LEVELS
+from pipeline.evaluation.metrics import RECALL_LEVELS
+from pipeline.storage import join, write_file
 
 #: Columns of the report's tables: (metrics.json key, header, format).
 RETRIEVAL = [("p_at_1", "P@1"), ("p_at_5", "P@5"), ("p_at_10", "P@10"), ("r_at_1", "R@1"), ("r_at_5", "R@5"),
@@ -34,20 +35,28 @@ def _fmt(value, digits: int) -> str:
     return f"{value:.{digits}f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
 
 
+def save_figure(fig, uri: str, dpi: int = 110) -> None:
+    """Write a matplotlib figure as a PNG (path or URI) and close it."""
+    from matplotlib import pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    write_file(uri, buffer.getvalue())
+
+
 def write_report(out: str, results: dict[str, dict], embeddings: dict[str, np.ndarray], labels: np.ndarray,
                  curves: dict[str, np.ndarray], context: dict) -> None:
     """``results``: encoder name -> metrics; ``embeddings``: name -> test embeddings ``[n, d]``;
     ``labels [n]`` task labels; ``curves``: name -> interpolated precision at ``RECALL_LEVELS``;
-    ``context``: what was evaluated (printed at the top of the report)."""
+    ``context``: what was evaluated (printed at the top of the report). ``out``: a folder path or URI."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
 
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_file(join(out, "metrics.json"), json.dumps(results, indent=2))
 
     names = list(results)
     tasks = sorted(set(labels))
@@ -68,8 +77,7 @@ def write_report(out: str, results: dict[str, dict], embeddings: dict[str, np.nd
     axes.flat[0].legend(fontsize=6, markerscale=1.5, loc="best")
     fig.suptitle("test-split embeddings (t-SNE), coloured by task")
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "embedding_map.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, join(out, "embedding_map.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for name in names:
@@ -78,8 +86,7 @@ def write_report(out: str, results: dict[str, dict], embeddings: dict[str, np.nd
     ax.set_title("precision-recall (relevant = same task)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "precision_recall.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, join(out, "precision_recall.png"))
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     width = 0.8 / len(names)
@@ -91,8 +98,7 @@ def write_report(out: str, results: dict[str, dict], embeddings: dict[str, np.nd
     ax.legend(fontsize=8)
     ax.set_title("headline metrics")
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "metrics.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, join(out, "metrics.png"))
 
     lines = ["# Evaluation report", ""]
     lines += [f"- {k}: {v}" for k, v in context.items()]
@@ -101,5 +107,4 @@ def write_report(out: str, results: dict[str, dict], embeddings: dict[str, np.nd
               "## Transfer (accuracy gain over training from scratch)", "", _table(results, TRANSFER), "",
               "![embedding map](embedding_map.png)", "", "![precision-recall](precision_recall.png)", "",
               "![metrics](metrics.png)", ""]
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write("\n".join(lines))
+    write_file(join(out, "report.md"), "\n".join(lines))

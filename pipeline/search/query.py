@@ -1,4 +1,4 @@
-"""Queries over an indexed zoo (the output of :func:`pipeline.embed.run_embed`): top-k by model or by a
+"""Queries over an indexed zoo (the output of :func:`pipeline.search.embed.run_embed`): top-k by model or by a
 checkpoint file that is not in the index, filtered by metadata, and near-duplicate groups.
 
 Metadata per model comes from the ingestion manifest (file, family, parameter count) and, when given,
@@ -11,11 +11,12 @@ import posixpath
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from pipeline.checkpoint.fs import resolve
-from pipeline.embed import encoder_version, read_embeddings
-from pipeline.index import EncoderMismatch, ModelIndex
+from pipeline.ingest.store import read_manifest
+from pipeline.search.duplicates import DuplicateThresholds, near_duplicate_groups
+from pipeline.search.embed import embedding_matrix, read_embeddings
+from pipeline.search.index import EncoderMismatch, ModelIndex
+from pipeline.storage import join, read_parquet
 
 
 @dataclass
@@ -36,17 +37,13 @@ class Filters:
 class ZooSearch:
     """``out``: an embed_zoo output folder; ``graphs``: its ingestion folder; ``catalog``: the zoo's
     catalog.parquet (optional); ``encoder_state``: the encoder's state file (needed for queries by
-    file; must be the version the index was built with)."""
+    file; must be the version the index was built with). Paths or URIs."""
 
     def __init__(self, out: str, graphs: str, catalog: str | None = None, encoder_state: str | None = None):
-        self.index = ModelIndex.load(os.path.join(out, "index"))
+        self.index = ModelIndex.load(join(out, "index"))
         self.out, self.encoder_state, self._encoder = out, encoder_state, None
-        fs, root = resolve(graphs)
-        manifest = pq.read_table(posixpath.join(root, "manifest.parquet"), filesystem=fs).to_pylist()
-        by_name = {}
-        if catalog:
-            cfs, cpath = resolve(catalog)
-            by_name = {posixpath.basename(r["path"]): r for r in pq.read_table(cpath, filesystem=cfs).to_pylist()}
+        manifest = read_manifest(graphs).to_pylist()
+        by_name = {posixpath.basename(r["path"]): r for r in read_parquet(catalog).to_pylist()} if catalog else {}
         self.meta: dict[str, dict] = {}
         for r in manifest:
             if r["status"] != "converted" or r["content_id"] in self.meta:
@@ -90,16 +87,15 @@ class ZooSearch:
     def encoder(self):
         """The index's encoder (loaded once; its version must match the index's)."""
         if self._encoder is None:
-            from pipeline.train import load_trained
+            from pipeline.encoders.state import load_trained
 
             if not self.encoder_state:
                 raise ValueError("queries by file need the encoder's state file (encoder_state)")
-            encoder, config = load_trained(self.encoder_state)
-            version = encoder_version(self.encoder_state, config.encoder)
-            if version != self.index.encoder_version:
+            trained = load_trained(self.encoder_state)
+            if trained.version != self.index.encoder_version:
                 raise EncoderMismatch(f"index holds {self.index.encoder_version!r} embeddings; "
-                                      f"{self.encoder_state} is {version!r}")
-            self._encoder = encoder
+                                      f"{self.encoder_state} is {trained.version!r}")
+            self._encoder = trained.encoder
         return self._encoder
 
     def search_vector(self, vector: np.ndarray, k: int, filters: Filters, exclude: str | None = None) -> list[dict]:
@@ -114,16 +110,12 @@ class ZooSearch:
                 return results[:k]
             fetch = min(4 * fetch, len(self.index))
 
-    def near_duplicates(self, min_cosine: float = 0.9, max_distance: float = 5e-3,
-                        max_wiring_distance: float = 0.3) -> list[dict]:
-        """Near-duplicate groups among the indexed models (see :mod:`pipeline.duplicates`), each with
-        its members' metadata."""
-        from pipeline.duplicates import near_duplicate_groups
-
+    def near_duplicates(self, thresholds: DuplicateThresholds = DuplicateThresholds()) -> list[dict]:
+        """Near-duplicate groups among the indexed models (see :mod:`pipeline.search.duplicates`),
+        each with its members' metadata."""
         table = read_embeddings(self.out, self.index.encoder_version)
         ids = table.column("content_id").to_pylist()
-        vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
         prints, wirings = ([np.asarray(f if f is not None else [np.nan], dtype=np.float32)  # missing: never equal
                             for f in table.column(c).to_pylist()] for c in ("fingerprint", "wiring"))
-        groups = near_duplicate_groups(ids, vectors, prints, wirings, min_cosine, max_distance, max_wiring_distance)
+        groups = near_duplicate_groups(ids, embedding_matrix(table), prints, wirings, thresholds)
         return [{**g, "models": [self.meta.get(cid, {"content_id": cid}) for cid in g["members"]]} for g in groups]

@@ -3,17 +3,18 @@ to the encoder version that produced them.
 
 Vectors are L2-normalized and searched by inner product, so scores are cosine similarities.
 ``Flat`` is exact (right up to about 1e5 models); ``IVF{n},Flat`` or ``HNSW32`` beyond. Saved as
-``index.faiss`` + ``ids.parquet`` + ``index.json`` in a folder.
+``index.faiss`` + ``ids.parquet`` + ``index.json`` in a folder (a path or URI).
 """
 from __future__ import annotations
 
 import json
-import os
 
 import faiss
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from pipeline.numerics import unit_rows
+from pipeline.storage import join, read_buffer, read_bytes, read_parquet, resolve, write_file, write_parquet
 
 
 class EncoderMismatch(ValueError):
@@ -33,8 +34,7 @@ class ModelIndex:
     def _check(self, vectors: np.ndarray, encoder_version: str) -> np.ndarray:
         if encoder_version != self.encoder_version:
             raise EncoderMismatch(f"index holds {self.encoder_version!r} embeddings; got {encoder_version!r}")
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)
+        return unit_rows(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim))
 
     def add(self, ids: list[str], vectors: np.ndarray, encoder_version: str) -> int:
         """Add the vectors of ids not indexed yet (re-adding is a no-op); returns how many were new."""
@@ -68,20 +68,22 @@ class ModelIndex:
         return self.index.reconstruct(self._rows[content_id])
 
     def save(self, folder: str) -> None:
-        os.makedirs(folder, exist_ok=True)
-        faiss.write_index(self.index, os.path.join(folder, "index.faiss"))
-        pq.write_table(pa.table({"content_id": self.ids}), os.path.join(folder, "ids.parquet"))
-        with open(os.path.join(folder, "index.json"), "w") as f:
-            json.dump({"dim": self.dim, "encoder_version": self.encoder_version, "factory": self.factory,
-                       "count": len(self.ids)}, f)
+        """Write the index into ``folder`` (path or URI); ``index.json`` last, so a folder with one
+        holds a whole index."""
+        fs, root = resolve(folder)
+        fs.create_dir(root, recursive=True)
+        write_file(join(folder, "index.faiss"), faiss.serialize_index(self.index).tobytes())
+        write_parquet(fs, f"{root}/ids.parquet", pa.table({"content_id": pa.array(self.ids, pa.string())}))
+        write_file(join(folder, "index.json"), json.dumps({"dim": self.dim, "encoder_version": self.encoder_version,
+                                                           "factory": self.factory, "count": len(self.ids)}))
 
     @classmethod
     def load(cls, folder: str) -> "ModelIndex":
-        with open(os.path.join(folder, "index.json")) as f:
-            meta = json.load(f)
+        meta = json.loads(read_bytes(join(folder, "index.json")))
         index = cls(meta["dim"], meta["encoder_version"], meta["factory"])
-        index.index = faiss.read_index(os.path.join(folder, "index.faiss"))
-        index.ids = pq.read_table(os.path.join(folder, "ids.parquet")).column("content_id").to_pylist()
+        fs, root = resolve(folder)
+        index.index = faiss.deserialize_index(np.frombuffer(read_buffer(fs, f"{root}/index.faiss"), np.uint8))
+        index.ids = read_parquet(join(folder, "ids.parquet")).column("content_id").to_pylist()
         index._rows = {cid: i for i, cid in enumerate(index.ids)}
         if len(index.ids) != index.index.ntotal or len(index.ids) != meta["count"]:
             raise ValueError(f"{folder}: index holds {index.index.ntotal} vectors for {len(index.ids)} ids")

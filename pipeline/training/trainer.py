@@ -1,6 +1,7 @@
 """Contrastive training of weight encoders under Ray Train.
 
-Loss (first seed): multi-positive InfoNCE (in the supervised-contrastive form, every positive its
+Loss (Schürholt et al.'s contrastive weight-space learning, in the supervised-contrastive form of
+:func:`pipeline.training.loss.contrastive_loss`): multi-positive InfoNCE (in the supervised-contrastive form, every positive its
 own term) at temperature ``tau`` over two augmented views of every model in the batch, where the
 positives of a view are the other view of the same model and the views of other *well-performing*
 models of the same task (``test_metric`` at or above the task's ``low_performer_percentile``; 0
@@ -27,12 +28,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pipeline.augment import adversarial, augment, rebuildable
 from pipeline.encoders import build_encoder, embed, prepare, probe_inputs_of
 from pipeline.encoders.probes import load_probe_inputs
+from pipeline.encoders.state import EncoderWithHead, embedding_dim, load_state
+from pipeline.evaluation.retrieval import retrieval_metrics, task_labels
 from pipeline.graph.rows import records_to_graphs
-from pipeline.retrieval import retrieval_metrics, task_labels
+from pipeline.ingest.store import label_rows, labels
 from pipeline.symmetry import uncoupled_permutation
+from pipeline.training.augment import adversarial, augment, rebuildable
+from pipeline.training.loss import contrastive_loss
 
 
 @dataclass
@@ -58,45 +62,9 @@ class TrainConfig:
 ADVERSARIAL_FIELDS = ("family", "arch", "activation", "dropout", "task", "image_index")
 
 
-class EncoderWithHead(nn.Module):
-    """An encoder and its metric-prediction head: graphs -> (embeddings ``[B, dim]``, metric ``[B]``)."""
-
-    def __init__(self, encoder: nn.Module, dim: int):
-        super().__init__()
-        self.encoder = encoder
-        self.metric_head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1))
-
-    def forward(self, graphs):
-        z = self.encoder(graphs)
-        return z, self.metric_head(z).squeeze(-1)
-
-
-def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, groups: torch.Tensor, good: torch.Tensor,
-                     temperature: float, negatives: torch.Tensor | None = None) -> torch.Tensor:
-    """Supervised contrastive loss (SupCon, ``L_out``) over ``2B`` views: for each view, the mean over
-    its positives of ``-log softmax``. Every positive is pulled in on its own; with one ``-log`` of the
-    summed positive mass instead, the other view of the same model (nearly identical for an invariant
-    encoder) would satisfy the loss alone. ``negatives [M, dim]`` (adversarial, broken copies) are
-    extra candidates that are never positive."""
-    z = F.normalize(torch.cat([z1, z2]), dim=-1)
-    n = len(z1)
-    sim = z @ z.T / temperature
-    eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    same_model = torch.roll(eye, n, dims=1)
-    g, ok = groups.repeat(2), good.repeat(2)
-    positive = same_model | ((g[:, None] == g[None, :]) & ok[:, None] & ok[None, :] & ~eye)
-    sim = sim.masked_fill(eye, float("-inf"))
-    candidates = sim
-    if negatives is not None and len(negatives):
-        candidates = torch.cat([sim, z @ F.normalize(negatives, dim=-1).T / temperature], 1)
-    log_prob = sim - torch.logsumexp(candidates, 1, keepdim=True)
-    return -(log_prob.masked_fill(~positive, 0.0).sum(1) / positive.sum(1)).mean()
-
-
 def batch_labels(table: pa.Table, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(task group ids, well-performing mask, standardized metric) of a batch of model rows."""
-    tasks = table.column("label_task").to_pylist()
-    metrics = table.column("label_test_metric").to_pylist()
+    tasks, metrics = labels(table, "task"), labels(table, "test_metric")
     ids = {t: i for i, t in enumerate(sorted(set(tasks)))}
     good = [m >= config.good_threshold.get(t, -np.inf) for t, m in zip(tasks, metrics)]
     target = [(m - config.metric_stats[t][0]) / config.metric_stats[t][1] for m, t in zip(metrics, tasks)]
@@ -122,8 +90,7 @@ def train_loop(config_dict: dict) -> None:
     probes = probe_inputs_of(encoder)
     if config.probe_inputs and probes is not None:
         probes.set(load_probe_inputs(config.probe_inputs))
-    dim = config.encoder_kwargs.get("dim", 256)
-    model = ray.train.torch.prepare_model(EncoderWithHead(encoder, dim),
+    model = ray.train.torch.prepare_model(EncoderWithHead(encoder, embedding_dim(asdict(config))),
                                           parallel_strategy_kwargs={"find_unused_parameters": True})
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     device = ray.train.torch.get_device()
@@ -152,8 +119,7 @@ def train_loop(config_dict: dict) -> None:
             (z1, m1), (z2, m2) = model(views[0]), model(views[1])
             copies = []
             if config.adversarial:
-                specs = [{k[6:]: v for k, v in s.items()}
-                         for s in table.select([f"label_{c}" for c in ADVERSARIAL_FIELDS]).to_pylist()]
+                specs = label_rows(table, ADVERSARIAL_FIELDS)
                 copies += [adversarial(g, s, rng) for g, s in zip(graphs, specs) if rebuildable(s)]
             if config.broken_negatives:
                 broken = ((g, uncoupled_permutation(g, rng)) for g in graphs)
@@ -194,13 +160,13 @@ def label_statistics(train_models: pa.Table, percentile: float) -> tuple[dict, d
 def fit_encoder(graphs_dir: str, models: pa.Table, config: TrainConfig, storage_path: str, run_name: str,
                 num_workers: int = 1, use_gpu: bool = False, cpus_per_worker: float = 1.0):
     """Train ``config.encoder`` on the ``train`` split of ``models`` (see
-    :func:`pipeline.dataset.labelled_models`), validating on ``val``. Returns the Ray Train result:
+    :func:`pipeline.training.dataset.labelled_models`), validating on ``val``. Returns the Ray Train result:
     its ``checkpoint`` is the latest (what a restart resumes from); the best by validation mAP is
     kept too (``result.get_best_checkpoint("val_map", "max")``)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from pipeline.dataset import model_dataset, split
+    from pipeline.training.dataset import labelled_dataset, split
 
     train, val = split(models, "train"), split(models, "val")
     config.good_threshold, config.metric_stats = label_statistics(train, config.low_performer_percentile)
@@ -216,8 +182,8 @@ def fit_encoder(graphs_dir: str, models: pa.Table, config: TrainConfig, storage_
                                        failure_config=ray.train.FailureConfig(max_failures=2)),
         # shards hold one task each (files are ingested in name order): a global shuffle, redone
         # every epoch, gives each batch models of many tasks, i.e. negatives
-        datasets={"train": model_dataset(graphs_dir, train).random_shuffle(),
-                  "val": model_dataset(graphs_dir, val).materialize()},
+        datasets={"train": labelled_dataset(graphs_dir, train).random_shuffle(),
+                  "val": labelled_dataset(graphs_dir, val).materialize()},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]))
     return trainer.fit()
 
@@ -253,51 +219,7 @@ def refit_metric_head(model: EncoderWithHead, train: pa.Table, val: pa.Table, co
     return first, best
 
 
-def load_state(path: str) -> tuple[EncoderWithHead, TrainConfig]:
-    """The encoder with its metric head (eval mode) and its training config, from a checkpoint
-    folder or its ``state.pt`` (``config.epochs == 0``: a fitted baseline, its head untrained)."""
-    path = os.path.join(path, "state.pt") if os.path.isdir(path) else path
-    state = torch.load(path, weights_only=True, map_location="cpu")
-    config = TrainConfig(**state["config"])
-    model = EncoderWithHead(build_encoder(config.encoder, **config.encoder_kwargs),
-                            config.encoder_kwargs.get("dim", 256))
-    model.load_state_dict(state["model"])
-    return model.eval(), config
-
-
-def save_state(model: EncoderWithHead, config: TrainConfig, path: str) -> None:
-    """Write what :func:`load_state` reads (for fitted baselines; training writes its own)."""
-    torch.save({"model": model.state_dict(), "config": asdict(config)}, path)
-
-
-def load_trained(path: str) -> tuple[nn.Module, TrainConfig]:
-    """The encoder alone (eval mode) and its training config; see :func:`load_state`."""
+def load_training_state(path: str) -> tuple[EncoderWithHead, TrainConfig]:
+    """:func:`pipeline.encoders.state.load_state` with the config as a :class:`TrainConfig`."""
     model, config = load_state(path)
-    return model.encoder, config
-
-
-def evaluate(encoder: nn.Module, table: pa.Table, seed: int = 0) -> dict[str, float]:
-    """Retrieval metrics of ``encoder`` over model rows (relevant = same task and data set), and
-    what it makes of *broken copies*: each model with one hidden layer's rows permuted but not the
-    next layer's columns (a different function). ``broken_copy_cos``: mean cosine similarity of a
-    model and its broken copy; ``broken_copy_top1``: how often the broken copy is the model's
-    nearest neighbour among all models and copies (an encoder blind to wiring says 1.0)."""
-    graphs = list(records_to_graphs(table))
-    rng = np.random.default_rng(seed)
-    z = embed(encoder, graphs).numpy()
-    metrics = retrieval_metrics(z, task_labels(table))
-    broken = [(k, uncoupled_permutation(g, rng)) for k, g in enumerate(graphs)]
-    broken = [(k, t) for k, t in broken if t is not None]  # models with a layer to break
-    if not broken:
-        return metrics
-    rows = np.array([k for k, _ in broken])
-    b = embed(encoder, [replace(graphs[k], tensors=t) for k, t in broken]).numpy()
-    unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)  # noqa: E731
-    zu, bu = unit(z), unit(b)
-    sim = zu[rows] @ np.concatenate([zu, bu]).T                    # queries: the breakable models
-    sim[np.arange(len(rows)), rows] = -np.inf                        # not themselves
-    metrics["broken_copy_cos"] = float(np.mean(np.sum(zu[rows] * bu, 1)))
-    metrics["broken_copy_top1"] = float(np.mean(sim.argmax(1) == len(z) + np.arange(len(rows))))
-    return metrics
-
-
+    return model, TrainConfig(**config)

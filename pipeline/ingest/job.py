@@ -31,10 +31,10 @@ import ray
 from pipeline.checkpoint.discover import CheckpointRef, discover
 from pipeline.checkpoint.dtypes import STORED_PRECISIONS, dtype_name
 from pipeline.checkpoint.errors import CheckpointError
-from pipeline.checkpoint.fs import resolve, write_bytes_atomic
 from pipeline.checkpoint.reader import open_checkpoint
 from pipeline.graph.builders import build_graph
 from pipeline.graph.rows import check_storable, write_shard
+from pipeline.storage import TMP_PREFIX, list_parts, resolve, write_parquet
 
 RECORD_SCHEMA = pa.schema([
     ("source_path", pa.string()), ("file_size", pa.int64()), ("mtime_ns", pa.int64()),
@@ -72,11 +72,6 @@ class ContentRegistry:
 
     def release(self, content_ids: list[str]) -> None:
         self.known.difference_update(content_ids)
-
-
-def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
-    """Write a Parquet file atomically (temporary sibling, then move)."""
-    write_bytes_atomic(fs, path, lambda stream: pq.write_table(table, stream, compression="zstd"))
 
 
 class GraphConverter:
@@ -156,7 +151,7 @@ def _error_record(ref: CheckpointRef, exc: Exception, started: float) -> dict:
 
 def _record_parts(fs: pafs.FileSystem, root: str) -> pa.Table:
     """Every committed record, oldest part first."""
-    parts = _list(fs, f"{root}/records")
+    parts = list_parts(fs, f"{root}/records")
     if not parts:
         return RECORD_SCHEMA.empty_table()
     return pa.concat_tables([pq.read_table(p, filesystem=fs, schema=RECORD_SCHEMA) for p in parts])
@@ -168,12 +163,6 @@ def read_records(fs: pafs.FileSystem, root: str) -> pa.Table:
     return pa.Table.from_pylist([rows[k] for k in sorted(rows)], schema=RECORD_SCHEMA)
 
 
-def _list(fs: pafs.FileSystem, folder: str) -> list[str]:
-    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-    files = [i for i in infos if i.type == pafs.FileType.File and i.base_name.startswith("part-")]
-    return [i.path for i in sorted(files, key=lambda i: (i.mtime_ns or 0, i.path))]
-
-
 def _clean_uncommitted(fs: pafs.FileSystem, root: str) -> int:
     """Delete shard files no committed record points at, and temporary files; returns how many."""
     committed = set(_record_parts(fs, root).column("shard").to_pylist())
@@ -181,7 +170,7 @@ def _clean_uncommitted(fs: pafs.FileSystem, root: str) -> int:
     for folder in ("shards", "records"):
         for info in fs.get_file_info(pafs.FileSelector(f"{root}/{folder}", allow_not_found=True)):
             orphan = folder == "shards" and info.base_name.split(".")[0] not in committed
-            if info.base_name.startswith("_tmp-") or orphan:
+            if info.base_name.startswith(TMP_PREFIX) or orphan:
                 fs.delete_file(info.path)
                 removed += 1
     return removed

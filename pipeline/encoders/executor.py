@@ -1,0 +1,161 @@
+"""The network executor: the one interpreter of a :class:`GraphInput` as the network it describes.
+
+:func:`execute` sweeps the groups in topological order: each group's values are the sum of what its
+incoming blocks send from their sources' values, plus its bias, passed through the activation. Two
+readings use it:
+
+* :func:`probe_values` runs the network at the probe inputs (:mod:`.probes`). A network's outputs
+  there are unchanged by every symmetry of its hidden neurons (coupled permutations, positive
+  scalings, sign flips), so they are exactly invariant features, and they change with the function,
+  e.g. under an uncoupled permutation. Executed: computational graphs of dense layers and 2-D
+  convolutions with odd square kernels (MLPs, residual MLPs, Small-CNN-Zoo CNNs) without
+  normalization, with a known elementwise activation, applied after every hidden group and after a
+  residual stream that no skip connection feeds (the stem's output). Convolutions run with stride 1
+  and "same" zero padding on the probe images, and a dense layer after a convolution reads its
+  global average pool. Stride and padding are not in the weights: for a network built otherwise
+  the values are not its outputs, but they stay exactly invariant functions of its weights. Other
+  graphs (flattened feature maps, attention, sine networks whose frequency ``w0`` the weights do not
+  record) get no probe values, nor do networks whose pass would cost more than ``MAX_PROBE_MACS``.
+* :func:`linear_response` runs any graph *linearly*: no activation, every block a dense map by its
+  weights summed over the edge features (a convolution's kernel sum). Its value at basis inputs
+  is the product of the weights along every input-output path, the network's wiring.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.nn import functional as F
+
+from pipeline.constants import NUM_PROBES
+from pipeline.encoders.graph_input import Block, GraphInput
+from pipeline.encoders.probes import DEFAULT_PROBES, ProbeInputs
+from pipeline.graph.schema import NODE_KINDS
+
+#: probe passes costing more multiply-adds (about a second on one core in float64) are skipped:
+#: large CNNs, whose every weight is applied at every pixel of every probe image
+MAX_PROBE_MACS = 1e10
+ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu, "sigmoid": torch.sigmoid,
+               "elu": F.elu, "softplus": F.softplus}
+#: input groups wider than this (token vocabularies) are left out of the linear response
+MAX_RESPONSE_INPUTS = 4096
+_HIDDEN, _STREAM, _OUTPUT = (NODE_KINDS.index(k) for k in ("hidden", "stream", "output"))
+
+
+def _is_conv(block: Block) -> bool:
+    return block.kind == "linear" and len(block.kernel) == 2 and block.kernel[0] == block.kernel[1] \
+        and block.kernel[0] % 2 == 1
+
+
+def _message(block: Block, x: torch.Tensor, linear: bool) -> torch.Tensor | None:
+    """What ``block`` sends from its source's values ``x`` (``[P, C]`` or ``[P, C, H, W]``), or
+    ``None`` when a convolution would read pooled values. ``linear``: every weighted block is the
+    dense map of its weights summed over the edge features."""
+    if block.kind == "residual":
+        return x
+    if linear:
+        return x @ block.weight.double().sum(2).T
+    if _is_conv(block):
+        if x.ndim != 4:
+            return None
+        k = block.kernel[0]
+        return F.conv2d(x, block.weight.double().reshape(*block.weight.shape[:2], k, k), padding=k // 2)
+    if x.ndim == 4:  # a dense layer after a convolution reads the global average pool
+        x = x.mean((2, 3))
+    return x @ block.weight[:, :, 0].double().T
+
+
+@torch.no_grad()
+def execute(graph: GraphInput, inputs: dict[int, torch.Tensor],
+            activation: Callable[[torch.Tensor], torch.Tensor] | None) -> dict[int, torch.Tensor] | None:
+    """Every group's values (float64, ``[P, size]`` or ``[P, size, H, W]``) given ``inputs``, the
+    values of some source groups (``P`` rows each). A group's value is the sum of its incoming
+    blocks' messages from the groups that have values, plus its bias, through ``activation`` for
+    hidden groups and for streams no skip connection feeds; groups nothing reaches have none.
+    ``activation=None``: the linear reading (see the module docstring). ``None`` when the blocks'
+    messages do not fit together (a convolution fed pooled values, mismatched shapes)."""
+    values = dict(inputs)
+    for i in graph.order:
+        incoming = [b for b in graph.blocks if b.dst == i and b.src in values]
+        if i in values or not incoming:
+            continue
+        messages = [_message(b, values[b.src], activation is None) for b in incoming]
+        if any(m is None for m in messages) or len({m.shape for m in messages}) > 1:
+            return None
+        x = sum(messages)
+        g = graph.groups[i]
+        if g.bias is not None:
+            x = x + g.bias.double().reshape(-1, *[1] * (x.ndim - 2))
+        if activation is not None and (g.kind == _HIDDEN or (g.kind == _STREAM and
+                                                              all(b.kind != "residual" for b in incoming))):
+            x = activation(x)
+        values[i] = x
+    return values
+
+
+def executable(graph: GraphInput) -> bool:
+    """Whether :func:`probe_values` can run this graph's layers (shapes and the cost of the pass
+    are checked as it runs)."""
+    return (graph.activation in ACTIVATIONS and all(g.norm is None for g in graph.groups)
+            and sum(g.kind == _OUTPUT for g in graph.groups) == 1
+            and all(b.kind == "residual" or (b.kind == "linear" and not b.kernel) or _is_conv(b)
+                    for b in graph.blocks))
+
+
+def probe_values(graph: GraphInput, probes: ProbeInputs | None = None) -> dict[int, torch.Tensor] | None:
+    """Every group's values at the probe inputs, after its activation (float64, ``[NUM_PROBES, size]``
+    or ``[NUM_PROBES, size, H, W]`` for convolutions), or ``None`` when the graph is not
+    :func:`executable` or its pass would cost more than ``MAX_PROBE_MACS``. ``probes``: the
+    encoder's :class:`ProbeInputs` (default: none of its own). Equivariant: a symmetry of the hidden
+    neurons permutes, scales or flips their values the same way, and leaves the inputs' and
+    outputs' unchanged."""
+    if not executable(graph):
+        return None
+    probes = DEFAULT_PROBES if probes is None else probes
+    sources = [i for i in graph.order if all(b.dst != i for b in graph.blocks)]
+    inputs = {i: probes.images(graph.groups[i].size) if any(_is_conv(b) for b in graph.blocks if b.src == i)
+              else probes.dense(graph.groups[i].size) for i in sources}
+    pixels = max((x.shape[2] * x.shape[3] for x in inputs.values() if x.ndim == 4), default=1)
+    if NUM_PROBES * sum(b.weight.numel() * (pixels if _is_conv(b) else 1)
+                        for b in graph.blocks if b.weight is not None) > MAX_PROBE_MACS:
+        return None
+    values = execute(graph, inputs, ACTIVATIONS[graph.activation])
+    output = next(i for i, g in enumerate(graph.groups) if g.kind == _OUTPUT)
+    return values if values is not None and values[output].ndim == 2 else None
+
+
+def probe_outputs(graph: GraphInput, values: dict[int, torch.Tensor] | None) -> torch.Tensor | None:
+    """``[n_out, NUM_PROBES]``: each output neuron's values at the probe inputs (from
+    :func:`probe_values`), squashed by ``asinh`` so logits and regression outputs share a range;
+    ``None`` without values. Invariant to every hidden-neuron symmetry of the network."""
+    if values is None:
+        return None
+    output = next(i for i, g in enumerate(graph.groups) if g.kind == _OUTPUT)
+    return torch.asinh(values[output]).T.contiguous()
+
+
+@torch.no_grad()
+def linear_response(graph: GraphInput) -> list[torch.Tensor]:
+    """Per output group (in group order), ``[size, n_in + 1]`` float64: each output neuron's linear
+    response to each input neuron (the weights multiplied along every path, activations left out,
+    conv kernels summed) and, last, the response to the biases alone. Inputs are the groups no
+    block feeds, of at most ``MAX_RESPONSE_INPUTS`` neurons, concatenated in group order; an output
+    no input reaches is left out. Hidden neurons are summed over, so it is exactly invariant to
+    their permutations, sign flips and positive scalings (``q`` and ``1/q`` cancel along each path)."""
+    sources = [i for i in graph.order if all(b.dst != i for b in graph.blocks)
+               and graph.groups[i].size <= MAX_RESPONSE_INPUTS]
+    sources.sort()
+    width = sum(graph.groups[i].size for i in sources)
+    inputs, offset = {}, 0
+    for i in sources:  # basis inputs e_k, then a zero input row that carries the biases alone
+        size = graph.groups[i].size
+        inputs[i] = torch.zeros(width + 1, size, dtype=torch.float64)
+        inputs[i][offset:offset + size] = torch.eye(size, dtype=torch.float64)
+        offset += size
+    values = execute(graph, inputs, None)
+    out = []
+    for i, g in enumerate(graph.groups):
+        if g.kind == _OUTPUT and i in values:
+            bias = values[i][width]
+            out.append(torch.cat([(values[i][:width] - bias).T, bias[:, None]], 1))
+    return out

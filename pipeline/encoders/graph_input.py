@@ -1,0 +1,58 @@
+"""The encoders' input: one model's weight graph as torch tensors, ready for message passing.
+
+Data containers only (built by :func:`pipeline.encoders.prepare.prepare`). Every edge block holds its
+weights in *edge view* ``[dst, src, F]`` (``F`` features per edge: the kernel of a convolution, the
+spatial positions of a ``flatten`` block, 1 for dense layers; embedding tables transposed to
+``[dst, src]``; residual blocks carry no tensor). No per-edge objects exist: edge indices stay
+implied by the shapes, and messages are matrix products over these blocks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+
+@dataclass
+class Group:
+    """A node group: ``kind`` indexes ``pipeline.graph.schema.NODE_KINDS``; ``depth`` is its layer
+    over the deepest layer, in ``[0, 1]``."""
+    index: int
+    size: int
+    kind: int
+    symmetry: str
+    depth: float
+    bias: torch.Tensor | None       # [size]
+    norm: torch.Tensor | None       # [size, 4] (gamma, beta, mean, var; missing ones zero)
+
+
+@dataclass
+class Block:
+    """An edge block from group ``src`` to group ``dst``."""
+    src: int
+    dst: int
+    kind: str
+    weight: torch.Tensor | None     # [dst, src, F] edge view, None for residual
+    kernel: tuple[int, ...] = ()    # a convolution's kernel shape (F = its product); () otherwise
+
+
+@dataclass
+class GraphInput:
+    """One model, prepared. ``order`` is a topological order of the groups (sources first);
+    ``activation`` the network's elementwise activation (``unknown`` if not recorded)."""
+    groups: list[Group]
+    blocks: list[Block]
+    order: list[int]
+    family: str
+    mode: str
+    activation: str
+    num_params: int
+    outputs_at_probes: torch.Tensor | None = None  # [n_out, NUM_PROBES], see pipeline.encoders.executor
+    statistics: torch.Tensor | None = None  # [weighted blocks, NUM_STATISTICS], see pipeline.encoders.statistics
+
+    def to(self, device) -> "GraphInput":
+        """A copy with every tensor on ``device``."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(self, groups=[replace(g, bias=move(g.bias), norm=move(g.norm)) for g in self.groups],
+                       blocks=[replace(b, weight=move(b.weight)) for b in self.blocks],
+                       outputs_at_probes=move(self.outputs_at_probes), statistics=move(self.statistics))

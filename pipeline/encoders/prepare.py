@@ -1,0 +1,56 @@
+"""A :class:`~pipeline.graph.schema.WeightGraph` -> the encoders' :class:`GraphInput`: its blocks as
+torch tensors in edge view, the network's outputs at the probe inputs (:mod:`.executor`), and its
+weight statistics (:mod:`.statistics`)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.encoders.executor import probe_outputs, probe_values
+from pipeline.encoders.graph_input import Block, GraphInput, Group
+from pipeline.encoders.probes import ProbeInputs
+from pipeline.encoders.statistics import weight_statistics
+from pipeline.graph.schema import NODE_KINDS, WeightGraph, topological_order
+from pipeline.symmetry import GroupElement, canonical_scaling
+
+
+def _as_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    array = np.asarray(array, dtype=np.float32)
+    return torch.from_numpy(array if array.flags.writeable else array.copy()).to(dtype)
+
+
+def graph_input(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> GraphInput:
+    """The graph's structure and weights as torch tensors (copied once, to ``dtype``), without
+    probe outputs or statistics."""
+    max_layer = max((g.layer for g in graph.node_groups), default=0) or 1
+    groups = []
+    for i, g in enumerate(graph.node_groups):
+        norm = None
+        if g.norm:
+            norm = torch.zeros(g.size, 4, dtype=dtype)
+            for j, name in enumerate(g.norm):
+                norm[:, j] = _as_tensor(graph.tensors[name], dtype)
+        groups.append(Group(i, g.size, NODE_KINDS.index(g.kind), g.symmetry, g.layer / max_layer,
+                            _as_tensor(graph.tensors[g.bias], dtype) if g.bias else None, norm))
+    blocks = []
+    for b in graph.edge_blocks:
+        weight = None if b.kind == "residual" else _as_tensor(graph.block_weights(b), dtype)
+        kernel = tuple(graph.tensors[b.tensor].shape[2:]) if b.kind == "linear" else ()
+        blocks.append(Block(b.src, b.dst, b.kind, weight, kernel))
+    return GraphInput(groups, blocks, topological_order(len(groups), blocks), graph.family, graph.mode,
+                      graph.activation, graph.num_params)
+
+
+def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32, scaling: GroupElement | None = None,
+            probes: ProbeInputs | None = None) -> GraphInput:
+    """:func:`graph_input` with the network's outputs at the probe inputs and its weight statistics.
+    ``scaling``: the graph's :func:`~pipeline.symmetry.canonical_scaling` when the caller has it
+    already; ``probes``: the encoder's own probe inputs
+    (:func:`~pipeline.encoders.probes.probe_inputs_of`), else the defaults."""
+    prepared = graph_input(graph, dtype)
+    values = probe_values(prepared, probes)
+    factors = (canonical_scaling(graph) if scaling is None else scaling).factors
+    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    prepared.outputs_at_probes = cast(probe_outputs(prepared, values))
+    prepared.statistics = cast(weight_statistics(prepared.blocks, prepared.groups, factors, values))
+    return prepared

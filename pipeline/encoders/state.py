@@ -1,0 +1,83 @@
+"""A trained encoder on disk: the state file training exports and indexing, queries and serving load.
+
+A state file is ``torch.save({"model": EncoderWithHead state, "config": dict})`` read back with
+``weights_only=True``; ``config`` holds at least ``encoder`` (a registry name) and
+``encoder_kwargs``, and the training run's settings. An encoder version is
+``<name>@<sha256 of the state file, 12 hex>``: an index built with one version refuses vectors of
+another.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pipeline.constants import EMBEDDING_DIM
+from pipeline.storage import is_dir, join, read_bytes, write_file
+
+
+class EncoderWithHead(nn.Module):
+    """An encoder and its metric-prediction head: graphs -> (embeddings ``[B, dim]``, metric ``[B]``)."""
+
+    def __init__(self, encoder: nn.Module, dim: int):
+        super().__init__()
+        self.encoder = encoder
+        self.metric_head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1))
+
+    def forward(self, graphs):
+        z = self.encoder(graphs)
+        return z, self.metric_head(z).squeeze(-1)
+
+
+def embedding_dim(config: dict) -> int:
+    """The embedding width of the encoder a state's ``config`` describes."""
+    return config["encoder_kwargs"].get("dim", EMBEDDING_DIM)
+
+
+def state_file(path: str) -> str:
+    """The state file itself: ``path``, or ``path/state.pt`` for a training checkpoint folder."""
+    return join(path, "state.pt") if is_dir(path) else path
+
+
+def load_state(path: str) -> tuple[EncoderWithHead, dict]:
+    """The encoder with its metric head (eval mode) and its config, from a state file or a training
+    checkpoint folder (path or URI)."""
+    from pipeline.encoders import build_encoder
+
+    state = torch.load(io.BytesIO(read_bytes(state_file(path))), weights_only=True, map_location="cpu")
+    config = state["config"]
+    model = EncoderWithHead(build_encoder(config["encoder"], **config["encoder_kwargs"]), embedding_dim(config))
+    model.load_state_dict(state["model"])
+    return model.eval(), config
+
+
+def save_state(model: EncoderWithHead, config: dict, path: str) -> None:
+    """Write what :func:`load_state` reads (path or URI)."""
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "config": config}, buffer)
+    write_file(path, buffer.getvalue())
+
+
+def encoder_version(path: str, name: str) -> str:
+    """``<name>@<sha256 of the state file, 12 hex>``."""
+    return f"{name}@{hashlib.sha256(read_bytes(state_file(path))).hexdigest()[:12]}"
+
+
+@dataclass
+class TrainedEncoder:
+    """What inference needs of a state file: the encoder (eval mode), its registry name, embedding
+    width and version."""
+    encoder: nn.Module
+    name: str
+    dim: int
+    version: str
+
+
+def load_trained(path: str) -> TrainedEncoder:
+    """The encoder of a state file, for inference (see :func:`load_state`)."""
+    model, config = load_state(path)
+    return TrainedEncoder(model.encoder, config["encoder"], embedding_dim(config),
+                          encoder_version(path, config["encoder"]))

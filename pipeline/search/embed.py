@@ -1,0 +1,110 @@
+"""Embedding a zoo: stored graphs -> embeddings table + faiss index, incrementally, with Ray Data.
+
+Output folder (a path or URI)::
+
+    <out>/embeddings/part-<uuid>.parquet   content_id, vector, encoder, encoder_version, fingerprint, wiring
+    <out>/index/                           the ModelIndex (see pipeline.search.index)
+
+Vectors are tied to their encoder's version (:func:`pipeline.encoders.state.encoder_version`).
+``fingerprint`` and ``wiring`` are the model's symmetry-invariant weight and wiring fingerprints
+(:mod:`pipeline.search.duplicates`), computed in the same pass for near-duplicate detection.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.storage import join, list_parts, make_dirs, resolve, write_parquet
+
+EMBEDDING_SCHEMA = pa.schema([("content_id", pa.string()), ("vector", pa.list_(pa.float32())),
+                              ("encoder", pa.string()), ("encoder_version", pa.string()),
+                              ("fingerprint", pa.list_(pa.float32())), ("wiring", pa.list_(pa.float32()))])
+
+
+class Embedder:
+    """Ray Data actor holding a trained encoder: model rows -> embedding rows."""
+
+    def __init__(self, state_path: str):
+        import torch
+
+        from pipeline.encoders.state import load_trained
+
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        self.trained = load_trained(state_path)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from pipeline.encoders import embed, prepare, probe_inputs_of
+        from pipeline.graph.rows import records_to_graphs
+        from pipeline.ingest.store import without_labels
+        from pipeline.search.duplicates import fingerprint, wiring_fingerprint
+        from pipeline.symmetry import canonical_scaling
+
+        graphs = list(records_to_graphs(without_labels(batch)))
+        scalings = [canonical_scaling(g) for g in graphs]  # shared by the encoder's inputs and the fingerprints
+        probes = probe_inputs_of(self.trained.encoder)
+        prepared = [prepare(g, scaling=s, probes=probes) for g, s in zip(graphs, scalings)]
+        z = embed(self.trained.encoder, prepared).numpy().astype(np.float32)
+        n = len(z)
+        return pa.table({"content_id": [g.info["content_id"] for g in graphs], "vector": list(z),
+                         "encoder": [self.trained.name] * n, "encoder_version": [self.trained.version] * n,
+                         "fingerprint": [fingerprint(g, s) for g, s in zip(graphs, scalings)],
+                         "wiring": [wiring_fingerprint(p) for p in prepared]},
+                        schema=EMBEDDING_SCHEMA)
+
+
+def read_embeddings(out: str, version: str | None = None) -> pa.Table:
+    """Every embedding row of an output folder (of one encoder ``version``)."""
+    fs, root = resolve(out)
+    parts = sorted(list_parts(fs, f"{root}/embeddings"))  # by name: the same order on every filesystem
+    table = pa.concat_tables([pq.read_table(p, filesystem=fs, schema=EMBEDDING_SCHEMA) for p in parts]) \
+        if parts else EMBEDDING_SCHEMA.empty_table()
+    return table if version is None else table.filter(pc.equal(table.column("encoder_version"), version))
+
+
+def embedding_matrix(table: pa.Table) -> np.ndarray:
+    """``[rows, dim]`` float32 vectors of an embeddings table."""
+    return np.stack(table.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
+
+
+def run_embed(graphs_dir: str, state_path: str, out: str, factory: str = "Flat", num_actors: int | None = None,
+              batch_size: int = 64, limit: int | None = None) -> dict:
+    """Embed every stored model not embedded yet by this encoder version (at most ``limit`` of them),
+    then update the index. Every path may be a URI. Ray must be running."""
+    import ray
+    import ray.data
+
+    from pipeline.encoders.state import load_trained
+    from pipeline.ingest.store import model_dataset, stored_models
+    from pipeline.search.index import ModelIndex
+
+    trained = load_trained(state_path)
+    done = set(read_embeddings(out, trained.version).column("content_id").to_pylist())
+    models = stored_models(graphs_dir)
+    todo = models.filter(pc.invert(pc.is_in(models.column("content_id"), pa.array(sorted(done), pa.string()))))
+    todo = todo.slice(0, limit) if limit is not None else todo
+    fs, root = resolve(out)
+    make_dirs(join(out, "embeddings"))
+    new, started = 0, time.perf_counter()
+    if todo.num_rows:
+        actors = num_actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        state = state_path if "://" in state_path else os.path.abspath(state_path)
+        ds = model_dataset(graphs_dir, todo).map_batches(
+            Embedder, fn_constructor_kwargs={"state_path": state}, batch_size=batch_size,
+            batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            write_parquet(fs, f"{root}/embeddings/part-{uuid.uuid4().hex[:16]}.parquet", batch)
+            new += batch.num_rows
+    seconds = time.perf_counter() - started
+    table = read_embeddings(out, trained.version)
+    index = ModelIndex(trained.dim, trained.version, factory)
+    if table.num_rows:
+        index.add(table.column("content_id").to_pylist(), embedding_matrix(table), trained.version)
+        index.save(join(out, "index"))
+    return {"encoder_version": trained.version, "embedded_now": new, "indexed": len(index),
+            "index": join(out, "index"), "embed_seconds": round(seconds, 2)}
