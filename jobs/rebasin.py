@@ -15,15 +15,8 @@ import argparse
 import json
 
 from pipeline.ray_utils import ensure_ray
-from pipeline.rebasin.fanout import (
-    Options,
-    anchor_pairs,
-    given_pairs,
-    random_pairs,
-    run_pairs,
-    summarize,
-    write_results,
-)
+from pipeline.rebasin.fanout import (Options, anchor_pairs, given_pairs, random_pairs, run_pairs, summarize,
+                                     write_results)
 from pipeline.rebasin.matching import RESTART_BUDGET
 from pipeline.storage import join, read_parquet
 

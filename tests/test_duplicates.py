@@ -9,13 +9,8 @@ import torch
 from pipeline.checkpoint import open_checkpoint
 from pipeline.encoders import build_encoder, embed
 from pipeline.graph import build_graph
-from pipeline.search.duplicates import (
-    DuplicateThresholds,
-    fingerprint,
-    fingerprint_distance,
-    near_duplicate_groups,
-    wiring_fingerprint,
-)
+from pipeline.search.duplicates import (DuplicateThresholds, fingerprint, fingerprint_distance, near_duplicate_groups,
+                                        wiring_fingerprint)
 from pipeline.symmetry import uncoupled_permutation
 from pipeline.testing import assert_invariant, assert_not_invariant
 from pipeline.zoo.train import rebuild_model

@@ -9,15 +9,8 @@ import struct
 import pytest
 import torch
 
-from pipeline.checkpoint import (
-    CorruptCheckpoint,
-    InvalidWeights,
-    NotACheckpoint,
-    UnsafeCheckpoint,
-    UnsupportedCheckpoint,
-    open_checkpoint,
-    save_checkpoint,
-)
+from pipeline.checkpoint import (CorruptCheckpoint, InvalidWeights, NotACheckpoint, UnsafeCheckpoint,
+                                 UnsupportedCheckpoint, open_checkpoint, save_checkpoint)
 
 
 def _safetensors(header: dict, data: bytes = b"") -> bytes:

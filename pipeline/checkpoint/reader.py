@@ -21,14 +21,8 @@ import pyarrow.fs as pafs
 
 from pipeline import storage
 from pipeline.checkpoint.dtypes import BF16, DTYPE_NAMES, count_nonfinite, dtype_name, is_float, raw_bytes
-from pipeline.checkpoint.errors import (
-    CheckpointError,
-    CorruptCheckpoint,
-    InvalidWeights,
-    NotACheckpoint,
-    UnsafeCheckpoint,
-    UnsupportedCheckpoint,
-)
+from pipeline.checkpoint.errors import (CheckpointError, CorruptCheckpoint, InvalidWeights, NotACheckpoint,
+                                        UnsafeCheckpoint, UnsupportedCheckpoint)
 from pipeline.checkpoint.safetensors_format import parse_safetensors
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")

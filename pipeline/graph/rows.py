@@ -16,16 +16,8 @@ import pyarrow.parquet as pq
 
 from pipeline.checkpoint.dtypes import SAFETENSORS_DTYPES, STORED_PRECISIONS, dtype_name, is_float
 from pipeline.checkpoint.errors import InvalidWeights
-from pipeline.graph.schema import (
-    EDGE_BLOCK_TYPE,
-    GRAPH_SCHEMA,
-    NODE_GROUP_TYPE,
-    TENSOR_TYPE,
-    WEIGHT_SCHEMA,
-    EdgeBlock,
-    WeightGraph,
-    node_group_from_record,
-)
+from pipeline.graph.schema import (EDGE_BLOCK_TYPE, GRAPH_SCHEMA, NODE_GROUP_TYPE, TENSOR_TYPE, WEIGHT_SCHEMA,
+                                   EdgeBlock, WeightGraph, node_group_from_record)
 from pipeline.storage import write_bytes_atomic
 
 PIECE_BYTES = 4 * 1024 * 1024       # bytes of a tensor per weights row

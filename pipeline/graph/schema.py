@@ -54,8 +54,6 @@ import pyarrow as pa
 NODE_KINDS = ("input", "hidden", "output", "stream", "query", "key", "value", "tensor_in", "tensor_out")
 EDGE_KINDS = ("linear", "flatten", "embedding", "residual")
 SYMMETRIES = ("none", "perm", "perm_scale", "perm_sign")
-GRAPH_MODES = ("computational", "per_layer")
-FAMILIES = ("mlp", "inr", "cnn", "resnet", "transformer", "unknown")
 
 
 class NodeGroup(NamedTuple):

@@ -43,12 +43,12 @@ except ImportError:  # no build for this platform (it is a Linux/Windows depende
 
 from pipeline.checkpoint.dtypes import is_float
 from pipeline.graph.schema import WeightGraph
+from pipeline.numerics import TINY
 from pipeline.rebasin.spec import Axis, PermutationSpec, permutation_spec, same_architecture
 from pipeline.symmetry import GroupElement, apply, canonical_scaling, compose, inverse, random_element
 
 WORK_DTYPE = np.float32
 _RTOL = 1e-10      # a unit update must raise its part of J by more than this, relatively
-_TINY = 1e-12
 RESTART_BUDGET = 2.0 ** 27  # assignment work (n^3 per n x n LAP; this: one 512 x 512) for restarts
 _LAP_GAP = 4.0     # LAPJV's answer is kept when provably this close to the optimum (see _lap)
 
@@ -111,8 +111,8 @@ def match(graph_a: WeightGraph, graph_b: WeightGraph, restarts: int = 3, budget:
                       inverse(graph_a, GroupElement(factors=norm_a))) if rescale else found
     sizes = np.sqrt(descent.squared_norm(a) + _squared_rest(graph_a, spec)) * np.sqrt(
         descent.squared_norm(b) + _squared_rest(graph_b, spec))
-    return MatchResult(apply(graph_b, element), element, value, naive, value / max(sizes, _TINY),
-                       naive / max(sizes, _TINY), sweeps, restart, starts, time.perf_counter() - started)
+    return MatchResult(apply(graph_b, element), element, value, naive, value / max(sizes, TINY),
+                       naive / max(sizes, TINY), sweeps, restart, starts, time.perf_counter() - started)
 
 
 def matching_objective(graph_a: WeightGraph, tensors_b: dict[str, np.ndarray]) -> float:
@@ -169,7 +169,7 @@ def _lap(cost: np.ndarray) -> np.ndarray:
         row_max = np.add(cost, v, dtype=np.float64).max(axis=1)
         gap = -np.sum(cost[np.arange(len(cols)), cols], dtype=np.float64) - u.sum() - v.sum() \
             - len(cols) * min(0.0, float(np.min(-row_max - u)))
-        scale = max(float(cost.max()), -float(cost.min()), _TINY)
+        scale = max(float(cost.max()), -float(cost.min()), TINY)
         if gap <= _LAP_GAP * len(cols) * np.finfo(np.float32).eps * scale:
             return cols.astype(np.int64)
     return linear_sum_assignment(cost, maximize=True)[1]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -123,7 +123,7 @@ def train_loop(config_dict: dict) -> None:
                 copies += [adversarial(g, s, rng) for g, s in zip(graphs, specs) if rebuildable(s)]
             if config.broken_negatives:
                 broken = ((g, uncoupled_permutation(g, rng)) for g in graphs)
-                copies += [replace(g, tensors=t) for g, t in broken if t is not None]
+                copies += [g.with_tensors(t) for g, t in broken if t is not None]
             negatives = model([prepare(c, probes=probes).to(device) for c in copies])[0] if copies else None
             loss = (contrastive_loss(z1, z2, groups, good, config.temperature, negatives)
                     + config.metric_weight * 0.5 * (F.mse_loss(m1, target) + F.mse_loss(m2, target)))

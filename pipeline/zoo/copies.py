@@ -7,13 +7,12 @@ then trained for a few steps on its parent's task (a lightly fine-tuned copy).
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.graph import build_graph
+from pipeline.storage import join
 from pipeline.symmetry import apply, random_element
 from pipeline.zoo.train import evaluate_model, rebuild_model
 
@@ -41,7 +40,7 @@ def choose_parents(catalog: list[dict], count: int, seed: int = 0) -> list[dict]
 def plant_copy(parent: dict, out_dir: str, index: int, finetune: bool, seed: int = 0) -> dict:
     """Write one transformed (and optionally fine-tuned) copy of ``parent``; return its catalog row."""
     rng = np.random.default_rng([seed, index])
-    ckpt = open_checkpoint(os.path.join(out_dir, parent["path"]))
+    ckpt = open_checkpoint(join(out_dir, parent["path"]))
     graph = build_graph(ckpt)
     tensors = apply(graph, random_element(graph, rng))
     model, data = rebuild_model(parent, tensors)
@@ -58,10 +57,10 @@ def plant_copy(parent: dict, out_dir: str, index: int, finetune: bool, seed: int
         transform = f"symmetry+finetune{FINETUNE_STEPS}"
     train_metric, test_metric = evaluate_model(model, data)
     model_id = f"{parent['model_id']}-copy{index:03d}"
-    path = os.path.join("models", f"{model_id}.safetensors")
+    path = join("models", f"{model_id}.safetensors")
     metadata = {**ckpt.metadata, "model_id": model_id, "test_metric": str(test_metric),
                 "duplicate_of": parent["model_id"], "transform": transform}
-    save_checkpoint(model.state_dict(), os.path.join(out_dir, path), metadata)
+    save_checkpoint(model.state_dict(), join(out_dir, path), metadata)
     return {**parent, "model_id": model_id, "path": path, "train_metric": train_metric, "test_metric": test_metric,
             "duplicate_of": parent["model_id"], "transform": transform}
 

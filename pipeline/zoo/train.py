@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 
@@ -11,6 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from pipeline.checkpoint import save_checkpoint
+from pipeline.storage import join
 from pipeline.zoo.models import MLP, ResMLP, Siren, SmallCNN, TinyBert
 from pipeline.zoo.tasks import digit_image, load_task
 
@@ -128,7 +128,7 @@ def train_model(spec: dict, out_dir: str) -> dict:
             opt.step()
     train_metric, test_metric = evaluate_model(model, data)
 
-    path = os.path.join("models", f"{spec['model_id']}.safetensors")
+    path = join("models", f"{spec['model_id']}.safetensors")
     num_params = sum(p.numel() for p in model.parameters())
     row = {"model_id": spec["model_id"], "path": path, "task": spec["task"], "dataset": dataset,
            "family": spec["family"], "activation": spec["activation"], "label": label,
@@ -142,7 +142,7 @@ def train_model(spec: dict, out_dir: str) -> dict:
                                          "metric_name", "test_metric")}
     if spec["family"] == "transformer":
         metadata["num_attention_heads"] = str(spec["arch"]["heads"])
-    save_checkpoint(model.state_dict(), os.path.join(out_dir, path), metadata)
+    save_checkpoint(model.state_dict(), join(out_dir, path), metadata)
     return row
 
 
