@@ -13,6 +13,7 @@ import argparse
 import json
 import posixpath
 
+from pipeline.graph.hints import add_hint_arguments, hints_from_args
 from pipeline.ingest import IngestConfig, read_manifest, run_ingest
 from pipeline.ray_utils import ensure_ray
 from pipeline.search import ModelIndex, read_embeddings, run_embed
@@ -29,10 +30,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-actors", type=int, default=None)
     parser.add_argument("--query-first", type=int, default=0, help="print the top-5 of this many models")
     parser.add_argument("--address", default=None)
+    add_hint_arguments(parser)
     args = parser.parse_args(argv)
+    hints = hints_from_args(args, parser)
     ensure_ray(args.address)
     if args.ingest:
-        run_ingest(IngestConfig(args.ingest, args.graphs))
+        run_ingest(IngestConfig(args.ingest, args.graphs, hints=hints))
     summary = run_embed(args.graphs, args.encoder_state, args.out, args.factory, args.num_actors)
     print(json.dumps(summary))
     if args.query_first:

@@ -2,6 +2,7 @@
 
     python jobs/ingest_zoo.py data/zoo-tiny/models --out data/graphs-tiny
     python jobs/ingest_zoo.py 's3://bucket/zoo/**/*.safetensors' --out s3://bucket/graphs --precision fp16
+    python jobs/ingest_zoo.py my_state_dicts/ --out data/graphs --activation relu   # bare state dicts
 
 Inputs are folders, globs, files or URIs. Re-running is idempotent; a killed run restarted finishes
 with the same result. Prints a summary; bad checkpoints are listed and recorded in errors.parquet.
@@ -12,6 +13,7 @@ import argparse
 import json
 
 from pipeline.checkpoint.dtypes import STORED_PRECISIONS
+from pipeline.graph.hints import add_hint_arguments, hints_from_args
 from pipeline.ingest import IngestConfig, run_ingest
 from pipeline.ray_utils import ensure_ray
 
@@ -41,10 +43,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--allow-nonfinite", action="store_true", help="store NaN/Inf weights instead of rejecting")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
     parser.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
+    add_hint_arguments(parser)
     args = parser.parse_args(argv)
+    hints = hints_from_args(args, parser)
     ensure_ray(args.address)
     summary = run_ingest(IngestConfig(args.inputs, args.out, args.precision, args.batch_size, args.num_actors,
-                                      check_finite=not args.allow_nonfinite))
+                                      check_finite=not args.allow_nonfinite, hints=hints))
     print_summary(summary)
     if args.json:
         print(json.dumps(summary))

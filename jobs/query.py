@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from pipeline.graph.hints import add_hint_arguments, hints_from_args
 from pipeline.search import DuplicateThresholds, Filters, ZooSearch
 from pipeline.storage import write_file
 
@@ -54,7 +55,9 @@ def main(argv: list[str] | None = None) -> list:
                         help="wiring fingerprint distance for duplicates")
     parser.add_argument("--report", default=None, help="write the near-duplicate report (markdown) here")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
+    add_hint_arguments(parser, family_flag="--file-family")  # for --file
     args = parser.parse_args(argv)
+    hints = hints_from_args(args, parser)
 
     search = ZooSearch(args.index, args.graphs, args.catalog, args.encoder_state)
     if args.near_duplicates:
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> list:
         print(json.dumps(groups, default=str) if args.json else text)
         return groups
     filters = Filters(args.task, args.family, args.min_params, args.max_params)
-    results = search.by_id(args.id, args.k, filters) if args.id else search.by_file(args.file, args.k, filters)
+    results = search.by_id(args.id, args.k, filters) if args.id else search.by_file(args.file, args.k, filters, hints)
     if args.json:
         print(json.dumps(results))
     else:

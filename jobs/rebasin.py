@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from pipeline.graph.hints import add_hint_arguments, hints_from_args
 from pipeline.ray_utils import ensure_ray
 from pipeline.rebasin.fanout import (Options, anchor_pairs, given_pairs, random_pairs, run_pairs, summarize,
                                      write_results)
@@ -59,7 +60,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pairs-per-task", type=int, default=1, help="pairs per Ray task (small models: more)")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
     parser.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
+    add_hint_arguments(parser)
     args = parser.parse_args(argv)
+    hints = hints_from_args(args, parser)
 
     catalog = read_catalog(args.zoo) if args.zoo else None
     if args.pair:
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         pairs = random_pairs(catalog, args.zoo, args.pairs, args.seed)
     ensure_ray(args.address)
     options = Options(args.restarts, args.out, args.save_aligned, args.merge_alpha, args.plots, args.rescale,
-                      args.restart_budget)
+                      args.restart_budget, hints)
     table = run_pairs(pairs, options, args.pairs_per_task)
     path = write_results(table, args.out)
     summary = summarize(table)

@@ -10,8 +10,10 @@ GET      /health                            index size and encoder version
 GET      /models/{model}/neighbors          top-k by model (content id, model id or file name);
                                             query: k, task, family, min_params, max_params
 POST     /search                            top-k by an uploaded checkpoint; same query parameters
-                                            plus ``filename`` (names the upload in errors)
-POST     /embed                             the uploaded checkpoint's embedding
+                                            plus ``filename`` (names the upload in errors) and the
+                                            upload's hints ``activation``, ``model_family``,
+                                            ``num_heads`` (see pipeline.graph.hints)
+POST     /embed                             the uploaded checkpoint's embedding; query: the hints
 GET      /duplicates                        near-duplicate groups; query: min_cosine, max_distance,
                                             max_wiring_distance
 =======  =================================  ==========================================================
@@ -70,16 +72,21 @@ class ZooAPI:
     @api.post("/search")
     async def search_by_file(self, request: Request, k: int = Query(10, ge=1, le=1000), task: str | None = None,
                              family: str | None = None, min_params: int | None = None,
-                             max_params: int | None = None, filename: str = "upload") -> dict:
+                             max_params: int | None = None, filename: str = "upload",
+                             activation: str | None = None, model_family: str | None = None,
+                             num_heads: int | None = None) -> dict:
         from pipeline.search import Filters
 
-        vector = await self._with_upload(request, filename)
+        vector = await self._with_upload(request, filename, {"activation": activation, "family": model_family,
+                                                             "num_heads": num_heads})
         return {"query": _safe_name(filename),
                 "results": self.search.search_vector(vector, k, Filters(task, family, min_params, max_params))}
 
     @api.post("/embed")
-    async def embed(self, request: Request, filename: str = "upload") -> dict:
-        vector = await self._with_upload(request, filename)
+    async def embed(self, request: Request, filename: str = "upload", activation: str | None = None,
+                    family: str | None = None, num_heads: int | None = None) -> dict:
+        vector = await self._with_upload(request, filename, {"activation": activation, "family": family,
+                                                             "num_heads": num_heads})
         return {"encoder_version": self.search.index.encoder_version, "vector": vector.tolist()}
 
     @api.get("/duplicates")
@@ -89,10 +96,17 @@ class ZooAPI:
         groups = self.search.near_duplicates(DuplicateThresholds(min_cosine, max_distance, max_wiring_distance))
         return {"groups": [{"models": g["models"], "pairs": g["pairs"]} for g in groups]}
 
-    async def _with_upload(self, request: Request, filename: str):
-        """The uploaded checkpoint's embedding; 4xx on bad input."""
+    async def _with_upload(self, request: Request, filename: str, hints: dict):
+        """The uploaded checkpoint's embedding (built with ``hints``, see pipeline.graph.hints); 4xx
+        on bad input."""
         from pipeline.checkpoint import CheckpointError
+        from pipeline.graph.hints import check_hints
         from pipeline.search import EncoderMismatch
+
+        try:
+            hints = check_hints(hints, "query parameters")
+        except CheckpointError as exc:
+            raise HTTPException(422, exc.reason) from None
 
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
@@ -109,7 +123,7 @@ class ZooAPI:
             if size == 0:
                 raise HTTPException(400, "empty request body: send the checkpoint's bytes")
             try:
-                return self.search.embed_file(path)
+                return self.search.embed_file(path, hints, sidecar=False)
             except CheckpointError as exc:
                 raise HTTPException(422, f"{_safe_name(filename)}: {exc.kind}: {exc.reason}") from None
             except EncoderMismatch as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import small_encoder_state
+from conftest import load_job, small_encoder_state
 
 
 def test_embed_tiny_zoo_is_incremental_and_self_retrieving(indexed):
@@ -81,12 +81,7 @@ def test_near_duplicates_are_the_planted_copies(indexed):
 
 
 def test_query_cli(indexed, capsys):
-    import importlib.util
-    import pathlib
-
-    spec = importlib.util.spec_from_file_location("query_job", pathlib.Path(__file__).parents[1] / "jobs" / "query.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
+    job = load_job("query")
     model = indexed["rows"][0]["model_id"]
     results = job.main(["--index", indexed["out"], "--graphs", indexed["graphs"], "--catalog", indexed["catalog"],
                         "--id", model, "--k", "3", "--family", "mlp"])

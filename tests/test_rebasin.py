@@ -4,15 +4,14 @@ pair as an error)."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 
+from conftest import load_job
 from models import example_input, family_models
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.graph import build_graph
@@ -23,7 +22,6 @@ from pipeline.symmetry import apply, compose, is_identity, random_element, uncou
 from pipeline.testing import assert_different_function, assert_same_function
 
 FAMILIES = family_models()
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _reinitialized(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -205,13 +203,6 @@ def test_interpolation_barrier_and_merge(tmp_path):
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def _job():
-    spec = importlib.util.spec_from_file_location("rebasin_job", ROOT / "jobs" / "rebasin.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_job_aligns_zoo_pairs_and_records_a_bad_pair(tiny_zoo, tmp_path):
     zoo, catalog = tiny_zoo
     rows = [r for r in catalog.to_pylist() if not r.get("duplicate_of")]
@@ -225,7 +216,7 @@ def test_job_aligns_zoo_pairs_and_records_a_bad_pair(tiny_zoo, tmp_path):
     argv = ["--zoo", str(zoo), "--out", str(out), "--merge-alpha", "0.5", "--plots", "--save-aligned"]
     for a, b in good + [bad]:
         argv += ["--pair", a, b]
-    result = _job().main(argv)
+    result = load_job("rebasin").main(argv)
     table = pq.read_table(out / "results.parquet").to_pylist()
     assert len(table) == len(good) + 1
     failed = [r for r in table if r["error"]]

@@ -84,6 +84,8 @@ def test_bad_uploads_get_4xx_with_the_reason(server):
     assert not os.path.exists("/tmp/weightzoo-served-pwned")
     status, body = _call(f"{server}/search", b"")
     assert status == 400 and "empty" in body["detail"]
+    status, body = _call(f"{server}/embed?activation=wobbly", b"\x10" * 64)
+    assert status == 422 and "unknown activation 'wobbly'" in body["detail"]
     status, body = _call(f"{server}/search", b"\0" * (2 * 2**20))
     assert status == 413 and "limit" in body["detail"]
     assert _call(f"{server}/health")[0] == 200  # still serving

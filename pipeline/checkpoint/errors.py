@@ -35,5 +35,9 @@ class UnsupportedCheckpoint(CheckpointError):
     """Well-formed, but uses something we do not handle (dtype, tensor too large for a row...)."""
 
 
+class InvalidHints(CheckpointError):
+    """Hints given for a checkpoint (a sidecar file, the command line) are malformed or unknown."""
+
+
 class InvalidWeights(CheckpointError):
     """Readable, but the weights themselves are unusable (NaN/Inf values, no tensors)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +33,7 @@ from pipeline.checkpoint.dtypes import STORED_PRECISIONS, dtype_name
 from pipeline.checkpoint.errors import CheckpointError
 from pipeline.checkpoint.reader import open_checkpoint
 from pipeline.graph.builders import build_graph
+from pipeline.graph.hints import Sidecars
 from pipeline.graph.rows import check_storable, write_shard
 from pipeline.storage import TMP_PREFIX, list_parts, resolve, write_parquet
 
@@ -42,6 +43,7 @@ RECORD_SCHEMA = pa.schema([
     ("content_id", pa.string()), ("family", pa.string()), ("graph_mode", pa.string()),
     ("num_params", pa.int64()), ("source_dtype", pa.string()), ("stored_dtype", pa.string()),
     ("shard", pa.string()), ("error_kind", pa.string()), ("error", pa.string()), ("seconds", pa.float64()),
+    ("activation", pa.string()), ("hints", pa.string()),  # JSON: key -> [value, source]
 ])
 SHARD_BYTES = 256 * 1024 * 1024   # a shard is written once its checkpoints reach this size
 
@@ -54,6 +56,7 @@ class IngestConfig:
     batch_size: int = 64         # checkpoints per Ray Data batch (and per records part)
     num_actors: int | None = None
     check_finite: bool = True
+    hints: dict = field(default_factory=dict)  # command-line hints (pipeline.graph.hints), checked
 
 
 @ray.remote(num_cpus=0)
@@ -77,9 +80,10 @@ class ContentRegistry:
 class GraphConverter:
     """Ray Data actor: a batch of checkpoint refs -> shard files + a records part; returns the records."""
 
-    def __init__(self, output: str, precision: str, check_finite: bool, registry):
+    def __init__(self, output: str, precision: str, check_finite: bool, registry, hints: dict):
         self.fs, self.root = resolve(output)
         self.precision, self.check_finite, self.registry = precision, check_finite, registry
+        self.hints, self.sidecars = hints, Sidecars()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         batch_id = uuid.uuid4().hex[:16]
@@ -89,22 +93,23 @@ class GraphConverter:
         for ref in refs:
             started = time.perf_counter()
             try:
+                sidecar = self.sidecars.hints_for(ref.uri)
                 ckpt = open_checkpoint(ref.uri, check_finite=self.check_finite)
-                opened.append((ref, ckpt, ckpt.content_id(), started))
+                opened.append((ref, ckpt, ckpt.content_id(), sidecar, started))
             except Exception as exc:  # noqa: BLE001 -- every failure is recorded, none stops the job
                 records[ref.uri] = _error_record(ref, exc, started)
-        won = ray.get(self.registry.claim.remote([cid for _, _, cid, _ in opened])) if opened else []
+        won = ray.get(self.registry.claim.remote([cid for _, _, cid, _, _ in opened])) if opened else []
 
         pending, pending_bytes, shard_index = [], 0, 0
         opened.reverse()  # popped in input order, so each checkpoint's memory map is released when done
         for mine in won:
-            ref, ckpt, cid, started = opened.pop()
+            ref, ckpt, cid, sidecar, started = opened.pop()
             if not mine:
                 records[ref.uri] = _record(ref, "duplicate", started, content_id=cid, num_params=ckpt.num_params,
                                            source_dtype=ckpt.dtype)
                 continue
             try:
-                graph = build_graph(ckpt, cid)
+                graph = build_graph(ckpt, cid, sidecar, self.hints)
                 check_storable(graph, self.precision)
             except Exception as exc:  # noqa: BLE001
                 self.registry.release.remote([cid])
@@ -128,14 +133,15 @@ class GraphConverter:
         for ref, graph, started in pending:
             records[ref.uri] = _record(ref, "converted", started, content_id=graph.info["content_id"],
                                        family=graph.family, graph_mode=graph.mode, num_params=graph.num_params,
-                                       source_dtype=graph.info["source_dtype"], shard=shard, stored_dtype=stored)
+                                       source_dtype=graph.info["source_dtype"], shard=shard, stored_dtype=stored,
+                                       activation=graph.activation, hints=graph.info["hints"])
         pending.clear()
 
 
 def _record(ref: CheckpointRef, status: str, started: float, **fields) -> dict:
     record = {"source_path": ref.uri, "file_size": ref.size, "mtime_ns": ref.mtime_ns, "status": status,
               "content_id": "", "family": "", "graph_mode": "", "num_params": 0, "source_dtype": "",
-              "stored_dtype": "", "shard": "", "error_kind": "", "error": ""}
+              "stored_dtype": "", "shard": "", "error_kind": "", "error": "", "activation": "", "hints": ""}
     record.update(fields)
     record["seconds"] = time.perf_counter() - started
     return record
@@ -187,7 +193,8 @@ def consolidate(fs: pafs.FileSystem, root: str) -> tuple[pa.Table, pa.Table]:
     for r in rows:
         if r["status"] == "duplicate" and r["content_id"] in stored:
             original = stored[r["content_id"]]
-            r = {**r, **{k: original[k] for k in ("family", "graph_mode", "stored_dtype", "shard")}}
+            r = {**r, **{k: original[k] for k in ("family", "graph_mode", "stored_dtype", "shard", "activation",
+                                                  "hints")}}
         if r["status"] != "error":
             manifest_rows.append({k: r[k] for k in MANIFEST_COLUMNS})
     manifest = pa.Table.from_pylist(manifest_rows, schema=pa.schema([RECORD_SCHEMA.field(c) for c in MANIFEST_COLUMNS]))
@@ -198,7 +205,7 @@ def consolidate(fs: pafs.FileSystem, root: str) -> tuple[pa.Table, pa.Table]:
 
 
 MANIFEST_COLUMNS = ["content_id", "source_path", "status", "family", "graph_mode", "num_params", "source_dtype",
-                    "stored_dtype", "shard", "file_size"]
+                    "stored_dtype", "shard", "file_size", "activation", "hints"]
 ERROR_COLUMNS = ["source_path", "error_kind", "error", "file_size"]
 
 
@@ -226,7 +233,8 @@ def run_ingest(config: IngestConfig) -> dict:
         ds = ds.map_batches(GraphConverter, batch_size=config.batch_size, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=num_actors), num_cpus=1,
                             fn_constructor_kwargs={"output": config.output, "precision": config.precision,
-                                                   "check_finite": config.check_finite, "registry": registry})
+                                                   "check_finite": config.check_finite, "registry": registry,
+                                                   "hints": config.hints})
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             new_records.append(batch)
         ray.kill(registry)

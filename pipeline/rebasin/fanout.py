@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.graph import build_graph
+from pipeline.graph.hints import Sidecars
 from pipeline.rebasin.interpolate import ZooEvaluator, export_merged, plot_paths
 from pipeline.rebasin.matching import RESTART_BUDGET, match
 from pipeline.storage import join, resolve, write_parquet
@@ -55,6 +56,7 @@ class Options:
     plots: bool = False
     rescale: bool = False       # aligned B gets A's per-neuron ReLU scales (default: keeps its own)
     restart_budget: float = RESTART_BUDGET
+    hints: dict = field(default_factory=dict)  # command-line hints (pipeline.graph.hints), checked
 
 
 def _stem(path: str) -> str:
@@ -113,7 +115,9 @@ def align_pair(pair: Pair, options: Options) -> dict:
            "task": pair.row_a.get("task")}
     try:
         ckpt_a, ckpt_b = open_checkpoint(pair.a), open_checkpoint(pair.b)
-        graph_a, graph_b = build_graph(ckpt_a), build_graph(ckpt_b)
+        sidecars = Sidecars()
+        graph_a, graph_b = (build_graph(c, sidecar=sidecars.hints_for(p), command_line=options.hints)
+                            for c, p in ((ckpt_a, pair.a), (ckpt_b, pair.b)))
         result = match(graph_a, graph_b, restarts=options.restarts, budget=options.restart_budget,
                        rescale=options.rescale)
         row.update(family=row["family"] or graph_a.family, objective=result.objective,

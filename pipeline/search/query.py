@@ -71,18 +71,25 @@ class ZooSearch:
         cid = self.resolve_id(model)
         return self.search_vector(self.index.vector(cid), k, filters or Filters(), exclude=cid)
 
-    def by_file(self, path: str, k: int = 10, filters: Filters | None = None) -> list[dict]:
-        """Top-``k`` models nearest to a checkpoint file (read, converted and embedded now)."""
-        return self.search_vector(self.embed_file(path), k, filters or Filters())
+    def by_file(self, path: str, k: int = 10, filters: Filters | None = None, hints: dict | None = None,
+                sidecar: bool = True) -> list[dict]:
+        """Top-``k`` models nearest to a checkpoint file (read, converted and embedded now); see
+        :meth:`embed_file` for ``hints`` and ``sidecar``."""
+        return self.search_vector(self.embed_file(path, hints, sidecar), k, filters or Filters())
 
-    def embed_file(self, path: str) -> np.ndarray:
-        """``[dim]`` embedding of a checkpoint file by the index's encoder. Raises
-        :class:`~pipeline.checkpoint.CheckpointError` (naming the file) on bad input."""
+    def embed_file(self, path: str, hints: dict | None = None, sidecar: bool = True) -> np.ndarray:
+        """``[dim]`` embedding of a checkpoint file by the index's encoder. ``hints``: checked
+        command-line hints (:mod:`pipeline.graph.hints`); ``sidecar``: also read the hints sidecar of
+        the file's folder. Raises :class:`~pipeline.checkpoint.CheckpointError` (naming the file) on
+        bad input."""
         from pipeline.checkpoint import open_checkpoint
         from pipeline.encoders import embed
         from pipeline.graph import build_graph
+        from pipeline.graph.hints import Sidecars
 
-        return embed(self.encoder(), [build_graph(open_checkpoint(path))]).numpy()[0]
+        sidecar_hints = Sidecars().hints_for(path) if sidecar else None
+        graph = build_graph(open_checkpoint(path), sidecar=sidecar_hints, command_line=hints)
+        return embed(self.encoder(), [graph]).numpy()[0]
 
     def encoder(self):
         """The index's encoder (loaded once; its version must match the index's)."""

@@ -1,38 +1,37 @@
 """Family recognition: try each builder, most specific first, and fall back to per-layer graphs."""
 from __future__ import annotations
 
+import json
+
 from pipeline.checkpoint.dtypes import is_float
 from pipeline.checkpoint.reader import Checkpoint
-from pipeline.graph.builders.common import canonical_activation, parse_modules
+from pipeline.graph.builders.common import parse_modules
 from pipeline.graph.builders.per_layer import build_per_layer
 from pipeline.graph.builders.residual import build_residual
 from pipeline.graph.builders.sequential import build_sequential
 from pipeline.graph.builders.transformer import build_transformer
+from pipeline.graph.hints import resolve_hints
 from pipeline.graph.schema import WeightGraph, metadata_json
 
 
-def model_hints(ckpt: Checkpoint) -> dict:
-    """Activation, family and head count from safetensors metadata or ``config.json``."""
-    meta, config = ckpt.metadata, ckpt.config or {}
-    activation = meta.get("activation") or config.get("hidden_act") or config.get("activation")
-    heads = meta.get("num_attention_heads") or config.get("num_attention_heads")
-    return {"activation": canonical_activation(activation),
-            "family": meta.get("family", ""),
-            "num_heads": int(heads) if str(heads).isdigit() else None}
-
-
-def build_graph(ckpt: Checkpoint, content_id: str | None = None) -> WeightGraph:
+def build_graph(ckpt: Checkpoint, content_id: str | None = None, sidecar: dict | None = None,
+                command_line: dict | None = None) -> WeightGraph:
     """The weight graph of a checkpoint: computational if its family is recognized, else per-layer.
 
-    ``info`` gets the row's descriptive fields; ``content_id`` is computed unless given. The
-    structure depends only on names, shapes, dtypes and hints, so it is cached per architecture
-    (a zoo repeats a few architectures many times)."""
-    hints = model_hints(ckpt)
+    ``sidecar`` and ``command_line``: hints from outside the checkpoint (see :mod:`pipeline.graph.hints`
+    for their precedence). ``info`` gets the row's descriptive fields and ``hints`` (key -> ``[value,
+    source]``); ``content_id`` is computed unless given. The structure depends only on names,
+    shapes, dtypes and hints, so it is cached per architecture (a zoo repeats a few architectures
+    many times)."""
+    resolved = resolve_hints(ckpt, sidecar, command_line)
+    hints = {"activation": resolved.get("activation", ("unknown",))[0],
+             "family": resolved.get("family", ("",))[0], "num_heads": resolved.get("num_heads", (None,))[0]}
     signature = (tuple((n, t.shape, t.dtype.str) for n, t in ckpt.tensors.items()), tuple(hints.values()))
     groups, blocks, family, mode = _structure(signature, ckpt.tensors, hints)
     info = {"content_id": content_id or ckpt.content_id(), "source_path": ckpt.path,
             "source_layout": ckpt.layout, "source_dtype": ckpt.dtype,
-            "metadata": metadata_json(ckpt.metadata, ckpt.config)}
+            "metadata": metadata_json(ckpt.metadata, ckpt.config),
+            "hints": json.dumps({k: list(v) for k, v in sorted(resolved.items())})}
     return WeightGraph(list(groups), list(blocks), ckpt.tensors, family=family, mode=mode,
                        activation=hints["activation"], info=info)
 

@@ -10,22 +10,11 @@ import numpy as np
 from pipeline.checkpoint.reader import natural_key
 from pipeline.graph.schema import EdgeBlock, NodeGroup
 
-#: Activation names as written in metadata / config.json -> our canonical name.
-_ACTIVATION_ALIASES = {
-    "relu": "relu", "leaky_relu": "leaky_relu", "leakyrelu": "leaky_relu", "relu6": "relu",
-    "tanh": "tanh", "sine": "sine", "sin": "sine", "siren": "sine",
-    "gelu": "gelu", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "silu": "silu", "swish": "silu",
-    "sigmoid": "sigmoid", "elu": "elu", "softplus": "softplus",
-}
 #: Hidden-neuron symmetry each activation admits (see :mod:`pipeline.graph.schema`).
 ACTIVATION_SYMMETRY = {"relu": "perm_scale", "leaky_relu": "perm_scale", "tanh": "perm_sign",
                        "sine": "perm_sign"}
 
 NORM_LEAVES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
-
-def canonical_activation(name: str | None) -> str:
-    return _ACTIVATION_ALIASES.get(str(name).lower().replace("-", "_"), "unknown") if name else "unknown"
 
 
 def hidden_symmetry(activation: str, normalized: bool) -> str:
