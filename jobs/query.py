@@ -29,7 +29,10 @@ def duplicates_report(groups: list[dict]) -> str:
     for k, g in enumerate(groups, 1):
         lines.append(f"## group {k}: {len(g['members'])} models")
         lines += [f"- {m.get('model_id')} ({m.get('family')}, {m.get('task')}, {m.get('file')})" for m in g["models"]]
-        lines += [f"  - pair cosine {s:.6f}, fingerprint distance {d:.2e}" for _, _, s, d in g["pairs"]]
+        for p in g["pairs"]:
+            outputs = "not run" if p["output_distance"] is None else f"{p['output_distance']:.2e}"
+            lines.append(f"  - pair cosine {p['cosine']:.6f}, fingerprint distance {p['distance']:.2e}, "
+                         f"wiring distance {p['wiring_distance']:.2e}, output distance {outputs}")
         lines.append("")
     return "\n".join(lines)
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from pipeline.checkpoint import open_checkpoint
-from pipeline.encoders import build_encoder, embed
+from pipeline.encoders import build_encoder, embed, prepare
 from pipeline.graph import build_graph
 from pipeline.search.duplicates import (DuplicateThresholds, fingerprint, fingerprint_distance, near_duplicate_groups,
-                                        wiring_fingerprint)
+                                        output_fingerprint, wiring_fingerprint)
 from pipeline.symmetry import uncoupled_permutation
 from pipeline.testing import assert_invariant, assert_not_invariant
 from pipeline.zoo.train import rebuild_model
@@ -75,7 +75,8 @@ def test_near_duplicate_groups_are_exactly_the_planted_copies(zoo):
     torch.manual_seed(0)
     vectors = embed(build_encoder("scale_gmn", dim=32, hidden=32), [graphs[m] for m in ids]).numpy()
     groups = near_duplicate_groups(ids, vectors, [fingerprint(graphs[m]) for m in ids],
-                                   [wiring_fingerprint(graphs[m]) for m in ids], DuplicateThresholds())
+                                   [wiring_fingerprint(graphs[m]) for m in ids],
+                                   [output_fingerprint(prepare(graphs[m])) for m in ids], DuplicateThresholds())
     found = sorted(tuple(g["members"]) for g in groups)
     planted = sorted(tuple(sorted((r["model_id"], r["duplicate_of"]))) for r in rows.values() if r["duplicate_of"])
     assert found == planted
@@ -99,4 +100,34 @@ def test_broken_copies_are_not_near_duplicates(zoo):
     assert len(ids) >= 4
     assert all(fingerprint_distance(prints[i], prints[i + 1]) < 1e-6 for i in range(0, len(ids), 2))
     same = np.ones((len(ids), 4))  # embeddings that would let every pair through
-    assert near_duplicate_groups(ids, same, prints, wirings, DuplicateThresholds()) == []
+    assert near_duplicate_groups(ids, same, prints, wirings, thresholds=DuplicateThresholds()) == []
+
+
+def test_what_the_networks_compute_vetoes_every_broken_copy(zoo):
+    """With every other check switched off, the outputs at the probe inputs alone keep the broken
+    copy of every network the executor runs (dense, residual, convolutional and sine networks) out,
+    and every planted copy of them in (fine-tuned ones included)."""
+    rows, graphs = zoo
+    outputs_only = DuplicateThresholds(min_cosine=-1.0, max_distance=np.inf, max_wiring_distance=np.inf)
+    rng = np.random.default_rng(2)
+    ids, prints, wirings, outputs, expected = [], [], [], [], []
+    for name in sorted(graphs):
+        graph = graphs[name]
+        if graph.family == "transformer" or rows[name]["duplicate_of"]:
+            continue
+        broken = graph.with_tensors(uncoupled_permutation(graph, rng))
+        for suffix, g in (("", graph), ("-broken", broken)):
+            ids.append(name + suffix)
+            prints.append(np.zeros(1, np.float32))  # every pair a candidate
+            wirings.append(wiring_fingerprint(g))
+            outputs.append(output_fingerprint(prepare(g)))
+        assert outputs[-1].size, f"{graph.family} network was not run"
+    for copy in (r for r in rows.values() if r["duplicate_of"] and r["family"] != "transformer"):
+        ids.append(copy["model_id"])
+        prints.append(np.zeros(1, np.float32)), wirings.append(wiring_fingerprint(graphs[copy["model_id"]]))
+        outputs.append(output_fingerprint(prepare(graphs[copy["model_id"]])))
+        expected.append((copy["duplicate_of"], copy["model_id"]))
+    groups = near_duplicate_groups(ids, np.ones((len(ids), 4)), prints, wirings, outputs, outputs_only,
+                                   k=len(ids))
+    found = {tuple(sorted((p["a"], p["b"]))) for g in groups for p in g["pairs"]}
+    assert found == {tuple(sorted(pair)) for pair in expected}

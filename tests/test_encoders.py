@@ -211,3 +211,15 @@ def test_weight_statistics_are_invariant_and_see_magnitudes(graphs, family):
     # computed in float64 from float32 weights: the transformed weights' rounding, not the statistics, sets rtol
     assert_invariant(statistics, graph, np.random.default_rng(3), trials=3, rtol=1e-6)
     assert_not_invariant(statistics, graph, graph.with_tensors({k: 2 * v for k, v in graph.tensors.items()}), 1e-3)
+
+
+def test_network_outputs_run_sine_networks(graphs):
+    """The function check runs SIRENs at their frequency: exactly what the network computes."""
+    from pipeline.encoders.executor import network_outputs
+
+    model = FAMILIES["siren"][0]
+    outputs = network_outputs(prepare(graphs["siren"], torch.float64))
+    with torch.no_grad():
+        expected = torch.asinh(model.double()(probe_inputs(2))).T
+    model.float()
+    assert relative_difference(outputs, expected) < 1e-9

@@ -16,6 +16,9 @@ readings use it:
   the values are not its outputs, but they stay exactly invariant functions of its weights. Other
   graphs (flattened feature maps, attention, sine networks whose frequency ``w0`` the weights do not
   record) get no probe values, nor do networks whose pass would cost more than ``MAX_PROBE_MACS``.
+* :func:`network_outputs` runs the same networks and sine networks (SIRENs, at ``SIREN_W0``) for
+  checks of what two networks compute: a sine network's outputs at any frequency are invariant to its
+  group (permutations and sign flips), so two copies agree whatever the real ``w0``.
 * :func:`linear_response` runs any graph *linearly*: no activation, every block a dense map by its
   weights summed over the edge features (a convolution's kernel sum). Its value at basis inputs
   is the product of the weights along every input-output path, the network's wiring.
@@ -37,6 +40,10 @@ from pipeline.graph.schema import NODE_KINDS
 MAX_PROBE_MACS = 1e10
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu, "sigmoid": torch.sigmoid,
                "elu": F.elu, "softplus": F.softplus}
+#: SIREN's frequency: ``sin(w0 * (W x + b))`` between layers (the weights do not record it)
+SIREN_W0 = 30.0
+#: what :func:`network_outputs` runs: the encoders' activations and sine
+FUNCTION_ACTIVATIONS = {**ACTIVATIONS, "sine": lambda x: torch.sin(SIREN_W0 * x)}
 #: input groups wider than this (token vocabularies) are left out of the linear response
 MAX_RESPONSE_INPUTS = 4096
 _HIDDEN, _STREAM, _OUTPUT = (NODE_KINDS.index(k) for k in ("hidden", "stream", "output"))
@@ -93,23 +100,25 @@ def execute(graph: GraphInput, inputs: dict[int, torch.Tensor],
     return values
 
 
-def executable(graph: GraphInput) -> bool:
-    """Whether :func:`probe_values` can run this graph's layers (shapes and the cost of the pass
-    are checked as it runs)."""
-    return (graph.activation in ACTIVATIONS and all(g.norm is None for g in graph.groups)
+def executable(graph: GraphInput, activations: dict = ACTIVATIONS) -> bool:
+    """Whether :func:`probe_values` can run this graph's layers with ``activations`` (shapes and
+    the cost of the pass are checked as it runs)."""
+    return (graph.activation in activations and all(g.norm is None for g in graph.groups)
             and sum(g.kind == _OUTPUT for g in graph.groups) == 1
             and all(b.kind == "residual" or (b.kind == "linear" and not b.kernel) or _is_conv(b)
                     for b in graph.blocks))
 
 
-def probe_values(graph: GraphInput, probes: ProbeInputs | None = None) -> dict[int, torch.Tensor] | None:
+def probe_values(graph: GraphInput, probes: ProbeInputs | None = None,
+                 activations: dict = ACTIVATIONS) -> dict[int, torch.Tensor] | None:
     """Every group's values at the probe inputs, after its activation (float64, ``[NUM_PROBES, size]``
     or ``[NUM_PROBES, size, H, W]`` for convolutions), or ``None`` when the graph is not
     :func:`executable` or its pass would cost more than ``MAX_PROBE_MACS``. ``probes``: the
-    encoder's :class:`ProbeInputs` (default: none of its own). Equivariant: a symmetry of the hidden
+    encoder's :class:`ProbeInputs` (default: none of its own); ``activations``: the activation
+    functions by name (the encoders read :data:`ACTIVATIONS`). Equivariant: a symmetry of the hidden
     neurons permutes, scales or flips their values the same way, and leaves the inputs' and
     outputs' unchanged."""
-    if not executable(graph):
+    if not executable(graph, activations):
         return None
     probes = DEFAULT_PROBES if probes is None else probes
     sources = [i for i in graph.order if all(b.dst != i for b in graph.blocks)]
@@ -119,7 +128,7 @@ def probe_values(graph: GraphInput, probes: ProbeInputs | None = None) -> dict[i
     if NUM_PROBES * sum(b.weight.numel() * (pixels if _is_conv(b) else 1)
                         for b in graph.blocks if b.weight is not None) > MAX_PROBE_MACS:
         return None
-    values = execute(graph, inputs, ACTIVATIONS[graph.activation])
+    values = execute(graph, inputs, activations[graph.activation])
     output = next(i for i, g in enumerate(graph.groups) if g.kind == _OUTPUT)
     return values if values is not None and values[output].ndim == 2 else None
 
@@ -132,6 +141,15 @@ def probe_outputs(graph: GraphInput, values: dict[int, torch.Tensor] | None) -> 
         return None
     output = next(i for i, g in enumerate(graph.groups) if g.kind == _OUTPUT)
     return torch.asinh(values[output]).T.contiguous()
+
+
+def network_outputs(graph: GraphInput, probes: ProbeInputs | None = None) -> torch.Tensor | None:
+    """``[n_out, NUM_PROBES]`` float64: what the network computes at the probe inputs (asinh-squashed,
+    as :func:`probe_outputs`), sine networks included (:data:`FUNCTION_ACTIVATIONS`); ``None`` when
+    it cannot be run. Reuses the encoders' pass where the graph carries it."""
+    if graph.outputs_at_probes is not None:
+        return graph.outputs_at_probes.double()
+    return probe_outputs(graph, probe_values(graph, probes, FUNCTION_ACTIVATIONS))
 
 
 @torch.no_grad()

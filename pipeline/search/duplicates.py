@@ -17,6 +17,11 @@ every block's singular values but scrambles the paths. It is a separate, looser 
 the fingerprint: products along paths amplify small weight changes, so a few fine-tuning steps move
 it as much as an independent training run moves the fingerprint.
 
+A near-duplicate verdict is a claim that two checkpoints compute the same function, and users delete
+files on it: where the network executor can run both networks, a fourth check compares what they
+compute, their outputs at the probe inputs (:func:`output_fingerprint`), which no symmetry changes
+and every other change does.
+
 The thresholds are :class:`DuplicateThresholds`, the one place that holds them.
 """
 from __future__ import annotations
@@ -25,9 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.encoders.executor import linear_response
+from pipeline.encoders.executor import linear_response, network_outputs
 from pipeline.encoders.graph_input import GraphInput
 from pipeline.encoders.prepare import graph_input
+from pipeline.encoders.probes import ProbeInputs
 from pipeline.graph.schema import WeightGraph
 from pipeline.numerics import TINY, unit_rows
 from pipeline.symmetry import GroupElement, canonical_scaling, transformed
@@ -37,11 +43,20 @@ from pipeline.symmetry import GroupElement, canonical_scaling, transformed
 class DuplicateThresholds:
     """When two models are near-duplicates: fingerprint distance at most ``max_distance`` (copies
     measure at most 1.5e-3 from their parents, the nearest distinct models 6.3e-3 or more),
-    embedding cosine at least ``min_cosine``, and wiring fingerprint distance at most
-    ``max_wiring_distance`` (five fine-tuning steps move it by at most 0.05)."""
+    embedding cosine at least ``min_cosine``, wiring fingerprint distance at most
+    ``max_wiring_distance`` (five fine-tuning steps move it by at most 0.05), and, where both
+    networks can be run, distance of their outputs at the probe inputs at most ``max_output_distance``."""
     min_cosine: float = 0.9
     max_distance: float = 5e-3
     max_wiring_distance: float = 0.3
+    max_output_distance: float = 0.1
+
+    def accept(self, evidence: dict) -> bool:
+        """Whether a pair's :func:`pair_evidence` makes it a near-duplicate (the output check applies
+        where both networks could be run)."""
+        return (evidence["distance"] <= self.max_distance and evidence["cosine"] >= self.min_cosine
+                and evidence["wiring_distance"] <= self.max_wiring_distance
+                and (evidence["output_distance"] is None or evidence["output_distance"] <= self.max_output_distance))
 
 
 def fingerprint(graph: WeightGraph, scaling: GroupElement | None = None) -> np.ndarray:
@@ -59,6 +74,14 @@ def fingerprint(graph: WeightGraph, scaling: GroupElement | None = None) -> np.n
             if name:
                 parts.append(np.sort(np.abs(np.asarray(graph.tensors[name], dtype=np.float64))))
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
+def output_fingerprint(prepared: GraphInput, probes: ProbeInputs | None = None) -> np.ndarray:
+    """``[n_out * NUM_PROBES]`` float32: the network's outputs at the probe inputs
+    (:func:`pipeline.encoders.executor.network_outputs`), empty when it cannot be run. What the
+    network computes, so exactly invariant to its whole group; ``probes``: the encoder's own."""
+    outputs = network_outputs(prepared, probes)
+    return np.zeros(0, np.float32) if outputs is None else outputs.numpy().ravel().astype(np.float32)
 
 
 def wiring_fingerprint(graph: WeightGraph | GraphInput) -> np.ndarray:
@@ -79,13 +102,26 @@ def fingerprint_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), TINY))
 
 
+def pair_evidence(i: int, j: int, unit_vectors: np.ndarray, fingerprints: list[np.ndarray],
+                  wirings: list[np.ndarray], outputs: list[np.ndarray] | None = None) -> dict:
+    """What the checks measure on models ``i`` and ``j``: embedding ``cosine`` (of ``unit_vectors``),
+    fingerprint ``distance``, ``wiring_distance`` and ``output_distance`` (``None`` unless both
+    networks could be run)."""
+    both_run = outputs is not None and outputs[i].size and outputs[j].size
+    return {"cosine": float(unit_vectors[i] @ unit_vectors[j]),
+            "distance": fingerprint_distance(fingerprints[i], fingerprints[j]),
+            "wiring_distance": fingerprint_distance(wirings[i], wirings[j]),
+            "output_distance": fingerprint_distance(outputs[i], outputs[j]) if both_run else None}
+
+
 def near_duplicate_groups(ids: list[str], vectors: np.ndarray, fingerprints: list[np.ndarray],
-                          wirings: list[np.ndarray], thresholds: DuplicateThresholds = DuplicateThresholds(),
-                          k: int = 10) -> list[dict]:
-    """Groups of near-duplicates among ``ids`` (``vectors [n, d]`` their embeddings; ``fingerprints``
-    and ``wirings`` their fingerprints; ``k`` fingerprint neighbours are checked per model):
-    connected components of the pairs that pass all three checks. Returns ``[{"members": [...], "pairs":
-    [(a, b, cosine, distance)]}]``, largest first."""
+                          wirings: list[np.ndarray], outputs: list[np.ndarray] | None = None,
+                          thresholds: DuplicateThresholds = DuplicateThresholds(), k: int = 10) -> list[dict]:
+    """Groups of near-duplicates among ``ids`` (``vectors [n, d]`` their embeddings; ``fingerprints``,
+    ``wirings`` and ``outputs`` their fingerprints and outputs at the probe inputs, an empty array
+    where a network could not be run; ``k`` fingerprint neighbours are checked per model): connected
+    components of the pairs :meth:`DuplicateThresholds.accept` accepts. Returns ``[{"members": [...],
+    "pairs": [{"a", "b", **pair_evidence}]}]``, largest first."""
     import faiss
 
     x = unit_rows(np.asarray(vectors, dtype=np.float64))
@@ -113,15 +149,14 @@ def near_duplicate_groups(ids: list[str], vectors: np.ndarray, fingerprints: lis
                 if b < 0 or members[int(b)] <= members[a]:
                     continue
                 i, j = members[a], members[int(b)]
-                d, cos = fingerprint_distance(fingerprints[i], fingerprints[j]), float(x[i] @ x[j])
-                if d <= thresholds.max_distance and cos >= thresholds.min_cosine \
-                        and fingerprint_distance(wirings[i], wirings[j]) <= thresholds.max_wiring_distance:
-                    pairs.append((i, j, cos, d))
+                evidence = pair_evidence(i, j, x, fingerprints, wirings, outputs)
+                if thresholds.accept(evidence):
+                    pairs.append((i, j, evidence))
                     parent[root(i)] = root(j)
     groups: dict[int, dict] = {}
-    for i, j, s, d in pairs:
+    for i, j, evidence in pairs:
         group = groups.setdefault(root(i), {"members": set(), "pairs": []})
         group["members"].update((ids[i], ids[j]))
-        group["pairs"].append((ids[i], ids[j], s, d))
+        group["pairs"].append({"a": ids[i], "b": ids[j], **evidence})
     out = [{"members": sorted(g["members"]), "pairs": g["pairs"]} for g in groups.values()]
     return sorted(out, key=lambda g: (-len(g["members"]), g["members"]))

@@ -6,8 +6,9 @@ Output folder (a path or URI)::
     <out>/index/                           the ModelIndex (see pipeline.search.index)
 
 Vectors are tied to their encoder's version (:func:`pipeline.encoders.state.encoder_version`).
-``fingerprint`` and ``wiring`` are the model's symmetry-invariant weight and wiring fingerprints
-(:mod:`pipeline.search.duplicates`), computed in the same pass for near-duplicate detection.
+``fingerprint``, ``wiring`` and ``outputs`` are the model's symmetry-invariant weight and wiring
+fingerprints and its outputs at the encoder's probe inputs (empty where it cannot be run; see
+:mod:`pipeline.search.duplicates`), computed in the same pass for near-duplicate detection.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from pipeline.storage import join, list_parts, make_dirs, resolve, write_parquet
 
 EMBEDDING_SCHEMA = pa.schema([("content_id", pa.string()), ("vector", pa.list_(pa.float32())),
                               ("encoder", pa.string()), ("encoder_version", pa.string()),
-                              ("fingerprint", pa.list_(pa.float32())), ("wiring", pa.list_(pa.float32()))])
+                              ("fingerprint", pa.list_(pa.float32())), ("wiring", pa.list_(pa.float32())),
+                              ("outputs", pa.list_(pa.float32()))])
 
 
 class Embedder:
@@ -42,7 +44,7 @@ class Embedder:
         from pipeline.encoders import embed, prepare, probe_inputs_of
         from pipeline.graph.rows import records_to_graphs
         from pipeline.ingest.store import without_labels
-        from pipeline.search.duplicates import fingerprint, wiring_fingerprint
+        from pipeline.search.duplicates import fingerprint, output_fingerprint, wiring_fingerprint
         from pipeline.symmetry import canonical_scaling
 
         graphs = list(records_to_graphs(without_labels(batch)))
@@ -54,7 +56,8 @@ class Embedder:
         return pa.table({"content_id": [g.info["content_id"] for g in graphs], "vector": list(z),
                          "encoder": [self.trained.name] * n, "encoder_version": [self.trained.version] * n,
                          "fingerprint": [fingerprint(g, s) for g, s in zip(graphs, scalings)],
-                         "wiring": [wiring_fingerprint(p) for p in prepared]},
+                         "wiring": [wiring_fingerprint(p) for p in prepared],
+                         "outputs": [output_fingerprint(p, probes) for p in prepared]},
                         schema=EMBEDDING_SCHEMA)
 
 

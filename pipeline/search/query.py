@@ -124,5 +124,6 @@ class ZooSearch:
         ids = table.column("content_id").to_pylist()
         prints, wirings = ([np.asarray(f if f is not None else [np.nan], dtype=np.float32)  # missing: never equal
                             for f in table.column(c).to_pylist()] for c in ("fingerprint", "wiring"))
-        groups = near_duplicate_groups(ids, embedding_matrix(table), prints, wirings, thresholds)
+        outputs = [np.asarray(f or [], dtype=np.float32) for f in table.column("outputs").to_pylist()]
+        groups = near_duplicate_groups(ids, embedding_matrix(table), prints, wirings, outputs, thresholds)
         return [{**g, "models": [self.meta.get(cid, {"content_id": cid}) for cid in g["members"]]} for g in groups]
