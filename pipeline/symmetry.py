@@ -14,6 +14,7 @@ Permutations are ``new <- old`` index arrays: ``new_weights[j] = old_weights[per
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,6 +120,19 @@ def apply(graph: WeightGraph, element: GroupElement) -> dict[str, np.ndarray]:
     for name, array in work.items():
         out[name] = array.astype(graph.tensors[name].dtype)
     return out
+
+
+#: the groups an unknown elementwise activation may admit on its hidden neurons, smallest first
+CANDIDATE_SYMMETRIES = ("perm", "perm_sign", "perm_scale")
+
+
+def assuming(graph: WeightGraph, symmetry: str) -> WeightGraph:
+    """The graph with its activation-dependent groups (un-normalized hidden groups) annotated
+    ``symmetry`` (one of :data:`CANDIDATE_SYMMETRIES`): the group the network would have were its
+    activation of that kind (any; odd; ReLU-like). For checkpoints whose activation is unknown."""
+    groups = [g._replace(symmetry=symmetry) if g.kind == "hidden" and not g.norm and g.symmetry == "perm" else g
+              for g in graph.node_groups]
+    return dataclasses.replace(graph, node_groups=groups)
 
 
 def transformed(graph: WeightGraph, element: GroupElement) -> WeightGraph:

@@ -2,17 +2,19 @@
 detection finds every planted copy and groups nothing else."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from pipeline.checkpoint import open_checkpoint
-from pipeline.encoders import build_encoder, embed, prepare
+from pipeline.encoders import build_encoder
 from pipeline.graph import build_graph
-from pipeline.search.duplicates import (DuplicateThresholds, fingerprint, fingerprint_distance, near_duplicate_groups,
-                                        output_fingerprint, wiring_fingerprint)
+from pipeline.search.duplicates import (DuplicateThresholds, Prints, fingerprint, fingerprint_distance, model_prints,
+                                        near_duplicate_groups, wiring_fingerprint)
 from pipeline.symmetry import uncoupled_permutation
-from pipeline.testing import assert_invariant, assert_not_invariant
+from pipeline.testing import assert_invariant, assert_not_invariant, random_transform
 from pipeline.zoo.train import rebuild_model
 
 
@@ -69,25 +71,32 @@ def test_wiring_fingerprint_is_invariant_and_sees_the_wiring(zoo):
             assert_not_invariant(wiring_fingerprint, graph, broken, 1e-4)
 
 
-def test_near_duplicate_groups_are_exactly_the_planted_copies(zoo):
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return build_encoder("scale_gmn", dim=32, hidden=32)
+
+
+def test_near_duplicate_groups_are_exactly_the_planted_copies(zoo, encoder):
     rows, graphs = zoo
     ids = sorted(graphs)
-    torch.manual_seed(0)
-    vectors = embed(build_encoder("scale_gmn", dim=32, hidden=32), [graphs[m] for m in ids]).numpy()
-    groups = near_duplicate_groups(ids, vectors, [fingerprint(graphs[m]) for m in ids],
-                                   [wiring_fingerprint(graphs[m]) for m in ids],
-                                   [output_fingerprint(prepare(graphs[m])) for m in ids], DuplicateThresholds())
+    groups = near_duplicate_groups(ids, [model_prints(graphs[m], encoder) for m in ids])
     found = sorted(tuple(g["members"]) for g in groups)
     planted = sorted(tuple(sorted((r["model_id"], r["duplicate_of"]))) for r in rows.values() if r["duplicate_of"])
     assert found == planted
 
 
-def test_broken_copies_are_not_near_duplicates(zoo):
+def _with(prints: Prints, **changes) -> Prints:
+    return dataclasses.replace(prints, **changes)
+
+
+def test_broken_copies_are_not_near_duplicates(zoo, encoder):
     """An uncoupled permutation keeps every block's singular values (the fingerprint) but computes a
-    different function: the wiring fingerprint keeps it out of the groups."""
+    different function: with the embedding check switched off and the networks not run, the wiring
+    fingerprint alone keeps it out of the groups."""
     _, graphs = zoo
     rng = np.random.default_rng(0)
-    ids, prints, wirings = [], [], []
+    ids, prints = [], []
     for name in sorted(graphs):
         graph = graphs[name]
         if graph.family != "mlp" or graph.activation != "tanh":  # no scaling: the fingerprint is blind
@@ -95,39 +104,68 @@ def test_broken_copies_are_not_near_duplicates(zoo):
         broken = graph.with_tensors(uncoupled_permutation(graph, rng))
         for suffix, g in (("", graph), ("-broken", broken)):
             ids.append(name + suffix)
-            prints.append(fingerprint(g))
-            wirings.append(wiring_fingerprint(g))
+            prints.append(_with(model_prints(g, encoder), vector=np.ones(4), outputs=np.zeros(0)))
     assert len(ids) >= 4
-    assert all(fingerprint_distance(prints[i], prints[i + 1]) < 1e-6 for i in range(0, len(ids), 2))
-    same = np.ones((len(ids), 4))  # embeddings that would let every pair through
-    assert near_duplicate_groups(ids, same, prints, wirings, thresholds=DuplicateThresholds()) == []
+    assert all(fingerprint_distance(prints[i].fingerprint, prints[i + 1].fingerprint) < 1e-6
+               for i in range(0, len(ids), 2))
+    assert near_duplicate_groups(ids, prints) == []
 
 
-def test_what_the_networks_compute_vetoes_every_broken_copy(zoo):
+def test_what_the_networks_compute_vetoes_every_broken_copy(zoo, encoder):
     """With every other check switched off, the outputs at the probe inputs alone keep the broken
     copy of every network the executor runs (dense, residual, convolutional and sine networks) out,
     and every planted copy of them in (fine-tuned ones included)."""
     rows, graphs = zoo
     outputs_only = DuplicateThresholds(min_cosine=-1.0, max_distance=np.inf, max_wiring_distance=np.inf)
     rng = np.random.default_rng(2)
-    ids, prints, wirings, outputs, expected = [], [], [], [], []
+    ids, prints, expected = [], [], []
+
+    def add(name, graph):
+        ids.append(name)
+        prints.append(_with(model_prints(graph, encoder), fingerprint=np.zeros(1, np.float32)))  # all candidates
+        assert prints[-1].outputs.size, f"{graph.family} network was not run"
+
     for name in sorted(graphs):
         graph = graphs[name]
         if graph.family == "transformer" or rows[name]["duplicate_of"]:
             continue
-        broken = graph.with_tensors(uncoupled_permutation(graph, rng))
-        for suffix, g in (("", graph), ("-broken", broken)):
-            ids.append(name + suffix)
-            prints.append(np.zeros(1, np.float32))  # every pair a candidate
-            wirings.append(wiring_fingerprint(g))
-            outputs.append(output_fingerprint(prepare(g)))
-        assert outputs[-1].size, f"{graph.family} network was not run"
+        add(name, graph)
+        add(name + "-broken", graph.with_tensors(uncoupled_permutation(graph, rng)))
     for copy in (r for r in rows.values() if r["duplicate_of"] and r["family"] != "transformer"):
-        ids.append(copy["model_id"])
-        prints.append(np.zeros(1, np.float32)), wirings.append(wiring_fingerprint(graphs[copy["model_id"]]))
-        outputs.append(output_fingerprint(prepare(graphs[copy["model_id"]])))
-        expected.append((copy["duplicate_of"], copy["model_id"]))
-    groups = near_duplicate_groups(ids, np.ones((len(ids), 4)), prints, wirings, outputs, outputs_only,
-                                   k=len(ids))
-    found = {tuple(sorted((p["a"], p["b"]))) for g in groups for p in g["pairs"]}
-    assert found == {tuple(sorted(pair)) for pair in expected}
+        add(copy["model_id"], graphs[copy["model_id"]])
+        expected.append(tuple(sorted((copy["duplicate_of"], copy["model_id"]))))
+    groups = near_duplicate_groups(ids, prints, outputs_only, k=len(ids))
+    assert {tuple(sorted((p["a"], p["b"]))) for g in groups for p in g["pairs"]} == set(expected)
+
+
+def test_unknown_activation_tries_each_candidate_group(tmp_path, encoder):
+    """Bare state dicts with no activation record: a permuted copy matches under permutations, a
+    sign-flipped copy of a tanh network under signs, a rescaled copy of a ReLU network under positive
+    scalings, each reported with its group; two independently initialized networks match under none."""
+    from pipeline.zoo.models import MLP
+
+    torch.manual_seed(3)
+    rng = np.random.default_rng(3)
+    ids, prints, expected = [], [], {}
+    for activation, claim, group in (("relu", dict(scale=False, sign=False), "perm"),
+                                     ("tanh", dict(scale=False), "perm_sign"),
+                                     ("relu", dict(), "perm_scale")):
+        parent = build_graph_of(MLP(6, [24, 24], 3, activation).state_dict(), tmp_path / f"{group}.pt")
+        assert parent.activation == "unknown"
+        known = build_graph_of(parent.tensors, tmp_path / f"{group}-told.pt", activation)
+        copy = parent.with_tensors(random_transform(known, rng, **claim).tensors)
+        for name, graph in ((group, parent), (f"{group}-copy", copy)):
+            ids.append(name)
+            prints.append(model_prints(graph, encoder))
+        expected[group] = (group, f"{group}-copy")
+    stranger = build_graph_of(MLP(6, [24, 24], 3, "relu").state_dict(), tmp_path / "stranger.pt")
+    ids.append("stranger"), prints.append(model_prints(stranger, encoder))
+    groups = near_duplicate_groups(ids, prints)
+    found = {(g["members"][0], g["members"][1]): g["pairs"][0]["group"] for g in groups}
+    assert found == {pair: group for group, pair in expected.items()}
+
+
+def build_graph_of(state: dict, path, activation: str | None = None):
+    """A bare ``torch.save`` state dict, read back (with an activation hint if given)."""
+    torch.save({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()}, path)
+    return build_graph(open_checkpoint(str(path)), command_line={"activation": activation} if activation else None)

@@ -26,17 +26,18 @@ The thresholds are :class:`DuplicateThresholds`, the one place that holds them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.encoders import embed
 from pipeline.encoders.executor import linear_response, network_outputs
 from pipeline.encoders.graph_input import GraphInput
-from pipeline.encoders.prepare import graph_input
+from pipeline.encoders.prepare import graph_input, prepare
 from pipeline.encoders.probes import ProbeInputs
 from pipeline.graph.schema import WeightGraph
 from pipeline.numerics import TINY, unit_rows
-from pipeline.symmetry import GroupElement, canonical_scaling, transformed
+from pipeline.symmetry import CANDIDATE_SYMMETRIES, GroupElement, assuming, canonical_scaling, transformed
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,10 @@ class DuplicateThresholds:
 
 
 def fingerprint(graph: WeightGraph, scaling: GroupElement | None = None) -> np.ndarray:
-    """``[n]`` float32 invariant fingerprint (see the module docstring); ``n`` depends only on the
-    architecture. ``scaling``: the graph's :func:`canonical_scaling` when the caller has it already."""
+    """``[n]`` float32 fingerprint invariant to the graph's group: in the scale canonical form, the
+    singular values of every weight block, then each group's bias and normalization parameters
+    sorted (their magnitudes sorted for sign-flip groups). ``n`` depends only on the architecture.
+    ``scaling``: the graph's :func:`canonical_scaling` when the caller has it already."""
     graph = transformed(graph, canonical_scaling(graph) if scaling is None else scaling)
     parts = []
     for b in graph.edge_blocks:
@@ -69,10 +72,11 @@ def fingerprint(graph: WeightGraph, scaling: GroupElement | None = None) -> np.n
             continue
         w = graph.block_weights(b, np.float64)
         parts.append(np.linalg.svd(w.reshape(len(w), -1), compute_uv=False))
-    for g in graph.node_groups:
+    for g in graph.node_groups:  # node features sorted (permutations), by magnitude where signs flip
         for name in (g.bias, *g.norm):
             if name:
-                parts.append(np.sort(np.abs(np.asarray(graph.tensors[name], dtype=np.float64))))
+                values = np.asarray(graph.tensors[name], dtype=np.float64)
+                parts.append(np.sort(np.abs(values) if g.symmetry == "perm_sign" else values))
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
@@ -102,29 +106,86 @@ def fingerprint_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), TINY))
 
 
-def pair_evidence(i: int, j: int, unit_vectors: np.ndarray, fingerprints: list[np.ndarray],
-                  wirings: list[np.ndarray], outputs: list[np.ndarray] | None = None) -> dict:
-    """What the checks measure on models ``i`` and ``j``: embedding ``cosine`` (of ``unit_vectors``),
+def hidden_symmetry(graph: WeightGraph) -> str:
+    """The group a graph's activation gives its hidden neurons (``perm``, ``perm_sign`` or
+    ``perm_scale``; ``unknown`` where its activation is unknown and it has hidden neurons)."""
+    symmetries = {g.symmetry for g in graph.node_groups if g.kind == "hidden" and not g.norm}
+    if graph.activation == "unknown" and "perm" in symmetries and graph.mode == "computational":
+        return "unknown"
+    return next((s for s in ("perm_scale", "perm_sign") if s in symmetries), "perm")
+
+
+@dataclass
+class Prints:
+    """What near-duplicate detection reads of one model: its embedding ``vector``, ``fingerprint``,
+    ``wiring`` fingerprint and ``outputs`` at the probe inputs (empty: not run), the ``symmetry``
+    of its hidden neurons (:func:`hidden_symmetry`), and for ``unknown`` ones, ``candidates``:
+    candidate group -> ``(vector, fingerprint)`` with the graph annotated that way
+    (:func:`pipeline.symmetry.assuming`)."""
+    vector: np.ndarray
+    fingerprint: np.ndarray
+    wiring: np.ndarray
+    outputs: np.ndarray
+    symmetry: str
+    candidates: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def view(self, group: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(vector, fingerprint)`` under candidate ``group``, or ``None`` if the model's known
+        activation gives it another group."""
+        if self.symmetry == group or (self.symmetry == "unknown" and group == "perm"):
+            return self.vector, self.fingerprint
+        return self.candidates.get(group)
+
+
+def candidate_views(graph: WeightGraph, encoder, probes: ProbeInputs | None = None
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """For a graph of unknown activation: each larger candidate group -> ``(embedding by
+    ``encoder``, fingerprint)`` of the graph annotated that way (the ``Prints.candidates``)."""
+    views = {}
+    for group in CANDIDATE_SYMMETRIES[1:]:
+        assumed = assuming(graph, group)
+        scaling = canonical_scaling(assumed)
+        vector = embed(encoder, [prepare(assumed, scaling=scaling, probes=probes)]).numpy()[0]
+        views[group] = (vector.astype(np.float32), fingerprint(assumed, scaling))
+    return views
+
+
+def model_prints(graph: WeightGraph, encoder, probes: ProbeInputs | None = None) -> Prints:
+    """Everything near-duplicate detection reads of one model, with ``encoder`` (and its
+    ``probes``) as the embedding; the canonical scaling is computed once for the encoder's input and
+    the fingerprint."""
+    scaling = canonical_scaling(graph)
+    prepared = prepare(graph, scaling=scaling, probes=probes)
+    symmetry = hidden_symmetry(graph)
+    return Prints(embed(encoder, [prepared]).numpy()[0].astype(np.float32), fingerprint(graph, scaling),
+                  wiring_fingerprint(prepared), output_fingerprint(prepared, probes), symmetry,
+                  candidate_views(graph, encoder, probes) if symmetry == "unknown" else {})
+
+
+def pair_evidence(a: Prints, b: Prints, group: str) -> dict:
+    """What the checks measure on two models under candidate ``group``: embedding ``cosine``,
     fingerprint ``distance``, ``wiring_distance`` and ``output_distance`` (``None`` unless both
-    networks could be run)."""
-    both_run = outputs is not None and outputs[i].size and outputs[j].size
-    return {"cosine": float(unit_vectors[i] @ unit_vectors[j]),
-            "distance": fingerprint_distance(fingerprints[i], fingerprints[j]),
-            "wiring_distance": fingerprint_distance(wirings[i], wirings[j]),
-            "output_distance": fingerprint_distance(outputs[i], outputs[j]) if both_run else None}
+    networks were run), and the ``group``."""
+    (va, fa), (vb, fb) = a.view(group), b.view(group)
+    ua, ub = unit_rows(np.stack([va, vb]).astype(np.float64))
+    both_run = a.outputs.size and b.outputs.size
+    return {"cosine": float(ua @ ub),
+            "distance": fingerprint_distance(fa, fb),
+            "wiring_distance": fingerprint_distance(a.wiring, b.wiring),
+            "output_distance": fingerprint_distance(a.outputs, b.outputs) if both_run else None,
+            "group": group}
 
 
-def near_duplicate_groups(ids: list[str], vectors: np.ndarray, fingerprints: list[np.ndarray],
-                          wirings: list[np.ndarray], outputs: list[np.ndarray] | None = None,
-                          thresholds: DuplicateThresholds = DuplicateThresholds(), k: int = 10) -> list[dict]:
-    """Groups of near-duplicates among ``ids`` (``vectors [n, d]`` their embeddings; ``fingerprints``,
-    ``wirings`` and ``outputs`` their fingerprints and outputs at the probe inputs, an empty array
-    where a network could not be run; ``k`` fingerprint neighbours are checked per model): connected
-    components of the pairs :meth:`DuplicateThresholds.accept` accepts. Returns ``[{"members": [...],
-    "pairs": [{"a", "b", **pair_evidence}]}]``, largest first."""
+def near_duplicate_groups(ids: list[str], prints: list[Prints], thresholds: DuplicateThresholds = DuplicateThresholds(),
+                          k: int = 10) -> list[dict]:
+    """Groups of near-duplicates among ``ids`` (``prints``: each one's :class:`Prints`): connected
+    components of the pairs :meth:`DuplicateThresholds.accept` accepts. Candidates are each model's
+    ``k`` nearest neighbours by fingerprint among models of its architecture, under each candidate
+    group in turn (smallest first; a model of known activation only under its own); a pair is
+    reported under the first group it passes. Returns ``[{"members": [...], "pairs": [{"a", "b",
+    **pair_evidence}]}]``, largest first."""
     import faiss
 
-    x = unit_rows(np.asarray(vectors, dtype=np.float64))
     parent = list(range(len(ids)))
 
     def root(i: int) -> int:
@@ -133,26 +194,30 @@ def near_duplicate_groups(ids: list[str], vectors: np.ndarray, fingerprints: lis
             i = parent[i]
         return i
 
-    by_shape: dict[tuple, list[int]] = {}
-    for i, f in enumerate(fingerprints):
-        by_shape.setdefault(f.shape, []).append(i)
-    pairs = []
-    for members in by_shape.values():
-        if len(members) < 2 or not fingerprints[members[0]].size:
-            continue
-        prints = np.ascontiguousarray(np.stack([fingerprints[i] for i in members]), dtype=np.float32)
-        index = faiss.IndexFlatL2(prints.shape[1])
-        index.add(prints)
-        _, rows = index.search(prints, min(k + 1, len(members)))
-        for a, row in enumerate(rows):
-            for b in row:
-                if b < 0 or members[int(b)] <= members[a]:
-                    continue
-                i, j = members[a], members[int(b)]
-                evidence = pair_evidence(i, j, x, fingerprints, wirings, outputs)
-                if thresholds.accept(evidence):
-                    pairs.append((i, j, evidence))
-                    parent[root(i)] = root(j)
+    pairs, seen = [], set()
+    for group in CANDIDATE_SYMMETRIES:
+        by_shape: dict[tuple, list[int]] = {}
+        for i, p in enumerate(prints):
+            view = p.view(group)
+            if view is not None and view[1].size:
+                by_shape.setdefault(view[1].shape, []).append(i)
+        for members in by_shape.values():
+            if len(members) < 2:
+                continue
+            matrix = np.ascontiguousarray(np.stack([prints[i].view(group)[1] for i in members]), dtype=np.float32)
+            index = faiss.IndexFlatL2(matrix.shape[1])
+            index.add(matrix)
+            _, rows = index.search(matrix, min(k + 1, len(members)))
+            for a, row in enumerate(rows):
+                for b in row:
+                    i, j = members[a], members[int(b)]
+                    if b < 0 or j <= i or (i, j) in seen:
+                        continue
+                    evidence = pair_evidence(prints[i], prints[j], group)
+                    if thresholds.accept(evidence):
+                        seen.add((i, j))
+                        pairs.append((i, j, evidence))
+                        parent[root(i)] = root(j)
     groups: dict[int, dict] = {}
     for i, j, evidence in pairs:
         group = groups.setdefault(root(i), {"members": set(), "pairs": []})

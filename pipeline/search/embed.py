@@ -7,8 +7,10 @@ Output folder (a path or URI)::
 
 Vectors are tied to their encoder's version (:func:`pipeline.encoders.state.encoder_version`).
 ``fingerprint``, ``wiring`` and ``outputs`` are the model's symmetry-invariant weight and wiring
-fingerprints and its outputs at the encoder's probe inputs (empty where it cannot be run; see
-:mod:`pipeline.search.duplicates`), computed in the same pass for near-duplicate detection.
+fingerprints and its outputs at the encoder's probe inputs (empty where it cannot be run),
+``symmetry`` the group of its hidden neurons and, where its activation is unknown, ``candidates``:
+the embedding and fingerprint under each larger candidate group (see :mod:`pipeline.search.duplicates`),
+computed in the same pass for near-duplicate detection.
 """
 from __future__ import annotations
 
@@ -26,7 +28,10 @@ from pipeline.storage import join, list_parts, make_dirs, resolve, write_parquet
 EMBEDDING_SCHEMA = pa.schema([("content_id", pa.string()), ("vector", pa.list_(pa.float32())),
                               ("encoder", pa.string()), ("encoder_version", pa.string()),
                               ("fingerprint", pa.list_(pa.float32())), ("wiring", pa.list_(pa.float32())),
-                              ("outputs", pa.list_(pa.float32()))])
+                              ("outputs", pa.list_(pa.float32())), ("symmetry", pa.string()),
+                              ("candidates", pa.list_(pa.struct([("symmetry", pa.string()),
+                                                                 ("vector", pa.list_(pa.float32())),
+                                                                 ("fingerprint", pa.list_(pa.float32()))])))])
 
 
 class Embedder:
@@ -41,23 +46,21 @@ class Embedder:
         self.trained = load_trained(state_path)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from pipeline.encoders import embed, prepare, probe_inputs_of
+        from pipeline.encoders import probe_inputs_of
         from pipeline.graph.rows import records_to_graphs
         from pipeline.ingest.store import without_labels
-        from pipeline.search.duplicates import fingerprint, output_fingerprint, wiring_fingerprint
-        from pipeline.symmetry import canonical_scaling
+        from pipeline.search.duplicates import model_prints
 
         graphs = list(records_to_graphs(without_labels(batch)))
-        scalings = [canonical_scaling(g) for g in graphs]  # shared by the encoder's inputs and the fingerprints
         probes = probe_inputs_of(self.trained.encoder)
-        prepared = [prepare(g, scaling=s, probes=probes) for g, s in zip(graphs, scalings)]
-        z = embed(self.trained.encoder, prepared).numpy().astype(np.float32)
-        n = len(z)
-        return pa.table({"content_id": [g.info["content_id"] for g in graphs], "vector": list(z),
+        prints = [model_prints(g, self.trained.encoder, probes) for g in graphs]
+        n = len(prints)
+        return pa.table({"content_id": [g.info["content_id"] for g in graphs], "vector": [p.vector for p in prints],
                          "encoder": [self.trained.name] * n, "encoder_version": [self.trained.version] * n,
-                         "fingerprint": [fingerprint(g, s) for g, s in zip(graphs, scalings)],
-                         "wiring": [wiring_fingerprint(p) for p in prepared],
-                         "outputs": [output_fingerprint(p, probes) for p in prepared]},
+                         "fingerprint": [p.fingerprint for p in prints], "wiring": [p.wiring for p in prints],
+                         "outputs": [p.outputs for p in prints], "symmetry": [p.symmetry for p in prints],
+                         "candidates": [[{"symmetry": group, "vector": vector, "fingerprint": print_}
+                                         for group, (vector, print_) in p.candidates.items()] or None for p in prints]},
                         schema=EMBEDDING_SCHEMA)
 
 
@@ -73,6 +76,20 @@ def read_embeddings(out: str, version: str | None = None) -> pa.Table:
 def embedding_matrix(table: pa.Table) -> np.ndarray:
     """``[rows, dim]`` float32 vectors of an embeddings table."""
     return np.stack(table.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
+
+
+def table_prints(table: pa.Table) -> list:
+    """The :class:`~pipeline.search.duplicates.Prints` of each row of an embeddings table (a missing
+    fingerprint reads as NaN: never equal to another)."""
+    from pipeline.search.duplicates import Prints
+
+    def array(values, missing=()):
+        return np.asarray(missing if values is None else values, dtype=np.float32)
+
+    return [Prints(array(r["vector"]), array(r["fingerprint"], [np.nan]), array(r["wiring"], [np.nan]),
+                   array(r["outputs"]), r["symmetry"] or "perm",
+                   {c["symmetry"]: (array(c["vector"]), array(c["fingerprint"])) for c in r["candidates"] or ()})
+            for r in table.select(["vector", "fingerprint", "wiring", "outputs", "symmetry", "candidates"]).to_pylist()]
 
 
 def run_embed(graphs_dir: str, state_path: str, out: str, factory: str = "Flat", num_actors: int | None = None,

@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.ingest.store import read_manifest
 from pipeline.search.duplicates import DuplicateThresholds, near_duplicate_groups
-from pipeline.search.embed import embedding_matrix, read_embeddings
+from pipeline.search.embed import read_embeddings, table_prints
 from pipeline.search.index import EncoderMismatch, ModelIndex
 from pipeline.storage import join, read_parquet
 
@@ -121,9 +121,5 @@ class ZooSearch:
         """Near-duplicate groups among the indexed models (see :mod:`pipeline.search.duplicates`),
         each with its members' metadata."""
         table = read_embeddings(self.out, self.index.encoder_version)
-        ids = table.column("content_id").to_pylist()
-        prints, wirings = ([np.asarray(f if f is not None else [np.nan], dtype=np.float32)  # missing: never equal
-                            for f in table.column(c).to_pylist()] for c in ("fingerprint", "wiring"))
-        outputs = [np.asarray(f or [], dtype=np.float32) for f in table.column("outputs").to_pylist()]
-        groups = near_duplicate_groups(ids, embedding_matrix(table), prints, wirings, outputs, thresholds)
+        groups = near_duplicate_groups(table.column("content_id").to_pylist(), table_prints(table), thresholds)
         return [{**g, "models": [self.meta.get(cid, {"content_id": cid}) for cid in g["members"]]} for g in groups]
