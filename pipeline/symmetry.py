@@ -81,44 +81,24 @@ def _edge_view(graph: WeightGraph, block: EdgeBlock, tensor: np.ndarray) -> np.n
 
 def apply(graph: WeightGraph, element: GroupElement) -> dict[str, np.ndarray]:
     """The transformed state dict (new float64-computed arrays cast back to each tensor's dtype;
-    tensors no symmetry touches are returned as they are)."""
-    out = {name: t for name, t in graph.tensors.items()}
+    tensors no symmetry touches are returned as they are). Acts on exactly the axes of
+    :func:`acted_axes`."""
     work: dict[str, np.ndarray] = {}
-
-    def get(name: str) -> np.ndarray:
-        if name not in work:
-            work[name] = np.array(graph.tensors[name], dtype=np.float64)
-        return work[name]
-
-    for i in symmetric_groups(graph):
-        g = graph.node_groups[i]
+    for name, axis, i, produces, shape in acted_axes(graph):
         perm = element.perms.get(perm_key(graph, i))
         q = element.factors.get(i)
         if perm is None and q is None:
             continue
-        perm = np.arange(g.size) if perm is None else perm
-        q = np.ones(g.size) if q is None else q
-
-        def transform(array: np.ndarray, axis: int, multiply: bool) -> np.ndarray:
-            moved = np.moveaxis(array, axis, 0)[perm]
-            factor = (q if multiply else 1.0 / q).reshape((-1,) + (1,) * (moved.ndim - 1))
-            return np.moveaxis(moved * factor, 0, axis)
-
-        for name in (g.bias, *g.norm):  # normalized groups are permutation-only: q = 1 there
-            if name:
-                work[name] = transform(get(name), 0, True)
-        for block in graph.edge_blocks:
-            if not block.tensor or i not in (block.src, block.dst):
-                continue
-            dst_axis, src_axis = _axes(graph, block)
-            view = _edge_view(graph, block, get(block.tensor))
-            if block.dst == i:
-                view = transform(view, dst_axis, True)
-            if block.src == i:
-                view = transform(view, src_axis, False)
-            work[block.tensor] = view.reshape(graph.tensors[block.tensor].shape)
+        size = graph.node_groups[i].size
+        perm = np.arange(size) if perm is None else perm
+        q = np.ones(size) if q is None else q
+        view = work[name] if name in work else np.array(graph.tensors[name], dtype=np.float64)
+        moved = np.moveaxis(view.reshape(shape), axis, 0)[perm]
+        moved = moved * (q if produces else 1.0 / q).reshape((-1,) + (1,) * (moved.ndim - 1))
+        work[name] = np.moveaxis(moved, 0, axis)
+    out = dict(graph.tensors)
     for name, array in work.items():
-        out[name] = array.astype(graph.tensors[name].dtype)
+        out[name] = array.reshape(graph.tensors[name].shape).astype(graph.tensors[name].dtype)
     return out
 
 
@@ -224,20 +204,27 @@ def acted_axes(graph: WeightGraph) -> list[tuple[str, int, int, bool, tuple[int,
     """Every tensor axis the group acts on, as ``(tensor, axis, group, produces, view_shape)``: the axis
     is in the tensor's edge view of shape ``view_shape`` (``flatten`` weights seen as ``[dst, src, s]``);
     ``produces`` is true where the group's factor multiplies (incoming blocks, bias, normalization) and
-    false where it divides (outgoing blocks). The same axes :func:`apply` transforms."""
-    out = []
+    false where it divides (outgoing blocks). A tensor two blocks share (a decoder tied to an
+    embedding table) is listed once per axis and permutation. :func:`apply` transforms these axes."""
+    out, seen = [], set()
+
+    def add(name: str, axis: int, i: int, produces: bool, shape: tuple[int, ...]) -> None:
+        if (name, axis, perm_key(graph, i)) not in seen:
+            seen.add((name, axis, perm_key(graph, i)))
+            out.append((name, axis, i, produces, tuple(shape)))
+
     for i in symmetric_groups(graph):
         g = graph.node_groups[i]
         for name in (g.bias, *g.norm):
             if name:
-                out.append((name, 0, i, True, graph.tensors[name].shape))
+                add(name, 0, i, True, graph.tensors[name].shape)
         for block in graph.edge_blocks:
             if not block.tensor or i not in (block.src, block.dst):
                 continue
             dst_axis, src_axis = _axes(graph, block)
             shape = _edge_view(graph, block, graph.tensors[block.tensor]).shape
             if block.dst == i:
-                out.append((block.tensor, dst_axis, i, True, shape))
+                add(block.tensor, dst_axis, i, True, shape)
             if block.src == i:
-                out.append((block.tensor, src_axis, i, False, shape))
+                add(block.tensor, src_axis, i, False, shape)
     return out

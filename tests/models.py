@@ -71,3 +71,32 @@ def example_input(name: str, model: nn.Module) -> torch.Tensor:
     if name == "siren":
         return torch.rand(16, 2, generator=gen) * 2 - 1
     return torch.randn(4, 5, generator=gen)
+
+
+#: weights drawn wider than transformers' default (0.02), so that attention is far from uniform and
+#: a broken wiring shows in the outputs
+HF_SMALL = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                max_position_embeddings=40, initializer_range=0.4)
+
+
+def hf_models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
+    """name -> (a tiny randomly initialized ``transformers`` model in float64 and eval mode, a batch
+    of its inputs): the architectures the graph builders recognize."""
+    import transformers as T
+
+    torch.manual_seed(0)
+    models = {
+        "bert": T.BertForSequenceClassification(T.BertConfig(**HF_SMALL, num_labels=3)),
+        "bert_mlm": T.BertForMaskedLM(T.BertConfig(**HF_SMALL)),
+        "roberta": T.RobertaForSequenceClassification(T.RobertaConfig(**HF_SMALL, num_labels=3)),
+        "distilbert": T.DistilBertForSequenceClassification(T.DistilBertConfig(
+            vocab_size=64, dim=32, n_layers=2, n_heads=4, hidden_dim=48, max_position_embeddings=40, num_labels=3,
+            initializer_range=0.4)),
+    }
+    tokens = torch.randint(3, 64, (3, 10), generator=torch.Generator().manual_seed(1))
+    return {name: (model.double().eval(), tokens) for name, model in models.items()}
+
+
+def hf_outputs(model: nn.Module, inputs: torch.Tensor):
+    with torch.no_grad():
+        return model(inputs).logits

@@ -96,7 +96,7 @@ def sidecar_hints(rules: list[tuple[str, dict]], checkpoint_uri: str) -> dict:
 def _own_hints(ckpt: Checkpoint) -> list[tuple[str, dict]]:
     meta, config = ckpt.metadata, ckpt.config or {}
     heads = meta.get("num_attention_heads")
-    config_heads = config.get("num_attention_heads")
+    config_heads = config.get("num_attention_heads") or config.get("n_heads") or config.get("n_head")
     return [("metadata", {"activation": meta.get("activation") or None, "family": meta.get("family") or None,
                           "num_heads": int(heads) if str(heads).isdigit() else None}),
             ("config.json", {"activation": config.get("hidden_act") or config.get("activation") or None,

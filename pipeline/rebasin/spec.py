@@ -50,8 +50,10 @@ class PermutationSpec:
 
 
 def permutation_spec(graph: WeightGraph) -> PermutationSpec:
-    """The spec of ``graph``. Raises ``ValueError`` where matching is not a linear assignment (one
-    permutation on two axes of a tensor) or head annotations disagree within a key."""
+    """The spec of ``graph``. Raises ``ValueError`` where head annotations disagree within a key.
+    One permutation may act on two axes of a tensor (a masked-LM transform between two groups of
+    the residual stream): there ``J`` is quadratic in it, and the descent solves it linearized, each
+    axis against the other at its current permutation, keeping an update only if ``J`` rises."""
     axes: dict[str, list[Axis]] = {}
     by_tensor: dict[str, list[Axis]] = {}
     views: dict[str, tuple[int, ...]] = {}
@@ -62,10 +64,6 @@ def permutation_spec(graph: WeightGraph) -> PermutationSpec:
         axes.setdefault(key, []).append(ax)
         by_tensor.setdefault(tensor, []).append(ax)
         views[tensor] = tuple(shape)
-    for tensor, members in by_tensor.items():
-        keys = [key_of[a.group] for a in members]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"tensor {tensor!r}: one permutation acts on two of its axes")
     perms, heads_of = {}, {}
     for key, members in axes.items():
         groups = tuple(sorted({a.group for a in members}))

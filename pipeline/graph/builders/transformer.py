@@ -1,22 +1,56 @@
-"""BERT-style transformer encoders (Hugging Face parameter names, optional ``bert.`` prefix).
+"""Transformer encoders with Hugging Face parameter names: BERT and RoBERTa (``encoder.layer.N``),
+DistilBERT (``transformer.layer.N``), with their sequence-classification and masked-LM heads.
 
 Graph: token/position/type input nodes feed the embedding stream through ``embedding`` edge blocks.
-Per encoder layer: the stream feeds query, key and value groups (``heads`` heads each); values feed
-the attention output through ``attention.output.dense``, plus a residual edge block from the
-layer's input stream; then the FFN's intermediate group and the layer's output stream (residual from
-the attention output). LayerNorm parameters are node features of the stream group they normalize.
-Every stream group shares the permutation ``stream``; query and key units share a within-head
-permutation, and q/k/v share the layer's head permutation. An optional pooler (tanh) and classifier
-close the graph.
+Per layer: the stream feeds query, key and value groups (``heads`` heads each); values feed the
+attention output through its dense layer, plus a residual edge block from the layer's input stream;
+then the FFN's intermediate group and the layer's output stream (residual from the attention
+output). LayerNorm parameters are node features of the stream group they normalize. Every stream
+group shares the permutation ``stream``; query and key units share a within-head permutation, and
+q/k/v share the layer's head permutation. Heads:
+
+* BERT: an optional pooler (tanh) and ``classifier``;
+* RoBERTa: ``classifier.dense`` (tanh) and ``classifier.out_proj`` on the first token;
+* DistilBERT: ``pre_classifier`` (ReLU) and ``classifier`` on the first token;
+* masked LM (``cls.predictions``): ``transform.dense`` with the activation and a LayerNorm, then the
+  decoder to the vocabulary with its bias. Saved tied to the word embeddings (no decoder weight in
+  the file), the decoder *is* the embedding table: its block reads that tensor, and the transform
+  group shares the residual stream's permutation, which that table's columns carry.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+
+import numpy as np
 
 from pipeline.graph.builders.common import GraphAssembler, hidden_symmetry
 
-_EMBEDDING = re.compile(r"^(.*?)embeddings\.word_embeddings\.weight$")
 _BUFFERS = ("position_ids", "token_type_ids")
+#: parameters a state dict may hold twice under two names (a tied copy); the graph reads one
+_ALIASES = {"cls.predictions.decoder.bias": "cls.predictions.bias"}
+
+
+@dataclass(frozen=True)
+class Names:
+    """Where a transformer family keeps each parameter (prefixes relative to a layer's)."""
+    layers: str                 # the layers' prefix, before their index
+    query: str
+    key: str
+    value: str
+    attention_out: str          # the attention output's dense layer
+    attention_norm: str
+    ffn_in: str
+    ffn_out: str
+    output_norm: str
+
+
+BERT = Names("encoder.layer.", "attention.self.query", "attention.self.key", "attention.self.value",
+             "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense", "output.dense",
+             "output.LayerNorm")
+DISTILBERT = Names("transformer.layer.", "attention.q_lin", "attention.k_lin", "attention.v_lin",
+                   "attention.out_lin", "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm")
+_EMBEDDING = re.compile(r"^(.*?)embeddings\.word_embeddings\.weight$")
 
 
 def build_transformer(tensors, names: list[str], activation: str, num_heads: int | None):
@@ -25,13 +59,14 @@ def build_transformer(tensors, names: list[str], activation: str, num_heads: int
     if match is None:
         return None
     p = match.group(1)
+    scheme = DISTILBERT if any(n.startswith(f"{p}{DISTILBERT.layers}") for n in names) else BERT
     try:
-        return _build(tensors, names, p, activation, num_heads), "transformer"
+        return _build(tensors, names, p, scheme, activation, num_heads), "transformer"
     except (KeyError, ValueError):
         return None
 
 
-def _build(tensors, names, p, activation, num_heads):
+def _build(tensors, names, p, scheme: Names, activation, num_heads):
     asm = GraphAssembler(tensors)
 
     def need(name):
@@ -42,6 +77,18 @@ def _build(tensors, names, p, activation, num_heads):
     def optional(name):
         return name if name in tensors else ""
 
+    def dense(name, src, size, kind, layer, **kw):
+        """A group fed by dense layer ``name`` from group ``src``."""
+        w = tensors[need(f"{name}.weight")]
+        if w.ndim != 2 or w.shape[1] != asm.groups[src].size or (size and w.shape[0] != size):
+            raise ValueError(name)
+        g = asm.group(name, w.shape[0], kind, layer, bias=optional(f"{name}.bias"), **kw)
+        asm.edge(src, g, "linear", f"{name}.weight")
+        return g
+
+    def norm(prefix):
+        return tuple(t for t in (optional(f"{prefix}.weight"), optional(f"{prefix}.bias")) if t)
+
     word = tensors[need(f"{p}embeddings.word_embeddings.weight")]
     hidden = word.shape[1]
     heads = num_heads or (hidden // 64 if hidden % 64 == 0 else 1)
@@ -49,7 +96,7 @@ def _build(tensors, names, p, activation, num_heads):
         raise ValueError("hidden size not divisible by heads")
     emb = f"{p}embeddings."
     stream = asm.group(f"{emb}stream", hidden, "stream", 0, symmetry="perm", perm_group="stream",
-                       norm=tuple(t for t in (optional(f"{emb}LayerNorm.weight"), optional(f"{emb}LayerNorm.bias")) if t))
+                       norm=norm(f"{emb}LayerNorm"))
     for table in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
         if f"{emb}{table}.weight" in tensors:
             w = tensors[f"{emb}{table}.weight"]
@@ -58,58 +105,59 @@ def _build(tensors, names, p, activation, num_heads):
             src = asm.group(f"{emb}{table}", w.shape[0], "input", 0)
             asm.edge(src, stream, "embedding", f"{emb}{table}.weight")
 
-    layer_ids = sorted({int(m.group(1)) for m in (re.match(rf"^{re.escape(p)}encoder\.layer\.(\d+)\.", n)
+    layer_ids = sorted({int(m.group(1)) for m in (re.match(rf"^{re.escape(p + scheme.layers)}(\d+)\.", n)
                                                   for n in names) if m})
     depth = 0
     for i in layer_ids:
-        L = f"{p}encoder.layer.{i}."
-        qkv = []
-        for part, kind, perm in (("query", "query", "qk"), ("key", "key", "qk"), ("value", "value", "v")):
-            name = f"{L}attention.self.{part}"
-            w = tensors[need(f"{name}.weight")]
-            if w.shape != (hidden, hidden):
-                raise ValueError(name)
-            g = asm.group(name, hidden, kind, depth + 1, symmetry="perm", perm_group=f"{L}{perm}",
-                          heads=heads, head_group=f"{L}heads", bias=optional(f"{name}.bias"))
-            asm.edge(stream, g, "linear", f"{name}.weight")
-            qkv.append(g)
-        attn = _stream_group(asm, f"{L}attention.output", hidden, depth + 2, need, optional)
-        asm.edge(qkv[2], attn, "linear", need(f"{L}attention.output.dense.weight"))
+        L = f"{p}{scheme.layers}{i}."
+        qkv = [dense(f"{L}{part}", stream, hidden, kind, depth + 1, symmetry="perm", perm_group=f"{L}{perm}",
+                     heads=heads, head_group=f"{L}heads")
+               for part, kind, perm in ((scheme.query, "query", "qk"), (scheme.key, "key", "qk"),
+                                        (scheme.value, "value", "v"))]
+        attn = dense(f"{L}{scheme.attention_out}", qkv[2], hidden, "stream", depth + 2, symmetry="perm",
+                     perm_group="stream", norm=norm(f"{L}{scheme.attention_norm}"))
         asm.edge(stream, attn, "residual", name=f"{L}attention.residual")
-        inter_w = tensors[need(f"{L}intermediate.dense.weight")]
-        inter = asm.group(f"{L}intermediate", inter_w.shape[0], "hidden", depth + 3,
-                          symmetry=hidden_symmetry(activation, False), bias=optional(f"{L}intermediate.dense.bias"))
-        asm.edge(attn, inter, "linear", f"{L}intermediate.dense.weight")
-        out = _stream_group(asm, f"{L}output", hidden, depth + 4, need, optional)
-        asm.edge(inter, out, "linear", need(f"{L}output.dense.weight"))
+        inter = dense(f"{L}{scheme.ffn_in}", attn, 0, "hidden", depth + 3, symmetry=hidden_symmetry(activation, False))
+        out = dense(f"{L}{scheme.ffn_out}", inter, hidden, "stream", depth + 4, symmetry="perm", perm_group="stream",
+                    norm=norm(f"{L}{scheme.output_norm}"))
         asm.edge(attn, out, "residual", name=f"{L}output.residual")
         stream, depth = out, depth + 4
-
-    if f"{p}pooler.dense.weight" in tensors:
-        depth += 1
-        pooled = asm.group(f"{p}pooler", hidden, "hidden", depth, symmetry=hidden_symmetry("tanh", False),
-                           bias=optional(f"{p}pooler.dense.bias"))
-        asm.edge(stream, pooled, "linear", f"{p}pooler.dense.weight")
-        stream = pooled
-    head = next((n for n in names if re.match(r"^(classifier|cls|head)(\.\w+)*\.weight$", n)
-                 and tensors[n].ndim == 2), None)
-    if head:
-        w = tensors[head]
-        if w.shape[1] != asm.groups[stream].size:
-            raise ValueError(head)
-        out = asm.group(head.rpartition(".")[0], w.shape[0], "output", depth + 1,
-                        bias=optional(head.rpartition(".")[0] + ".bias"))
-        asm.edge(stream, out, "linear", head)
-    unused = [n for n in names if n not in asm.used_tensors() and not n.endswith(_BUFFERS)]
+    _head(asm, tensors, names, p, stream, depth, activation, dense, norm)
+    used = asm.used_tensors()
+    unused = [n for n in names if n not in used and not n.endswith(_BUFFERS)
+              and not (n in _ALIASES and _ALIASES[n] in used and np.array_equal(tensors[n], tensors[_ALIASES[n]]))]
     if unused:
         raise KeyError(unused[0])
     return asm
 
 
-def _stream_group(asm, name, hidden, layer, need, optional):
-    w = asm.tensors[need(f"{name}.dense.weight")]
-    if w.shape[0] != hidden:
-        raise ValueError(name)
-    norm = tuple(t for t in (optional(f"{name}.LayerNorm.weight"), optional(f"{name}.LayerNorm.bias")) if t)
-    return asm.group(name, hidden, "stream", layer, symmetry="perm", perm_group="stream",
-                     bias=optional(f"{name}.dense.bias"), norm=norm)
+def _head(asm, tensors, names, p, stream, depth, activation, dense, norm) -> None:
+    """The classification or masked-LM head on the last stream group (none for a bare encoder)."""
+    def last(name, src, layer):
+        return dense(name, src, 0, "output", layer)
+
+    if "cls.predictions.transform.dense.weight" in tensors:  # masked LM
+        word, decoder = f"{p}embeddings.word_embeddings.weight", "cls.predictions.decoder.weight"
+        tied = decoder not in tensors or np.array_equal(tensors[decoder], tensors[word])
+        transform = dense("cls.predictions.transform.dense", stream, 0, "hidden", depth + 1, symmetry="perm",
+                          perm_group="stream" if tied else "", norm=norm("cls.predictions.transform.LayerNorm"))
+        vocab = asm.group("cls.predictions.decoder", tensors[word if tied else decoder].shape[0], "output",
+                          depth + 2, bias=next((b for b in ("cls.predictions.bias", "cls.predictions.decoder.bias")
+                                                if b in tensors), ""))
+        asm.edge(transform, vocab, "linear", word if decoder not in tensors else decoder, name="cls.predictions.decoder")
+        return
+    if "classifier.out_proj.weight" in tensors:  # RoBERTa
+        pooled = dense("classifier.dense", stream, 0, "hidden", depth + 1, symmetry=hidden_symmetry("tanh", False))
+        last("classifier.out_proj", pooled, depth + 2)
+        return
+    if "pre_classifier.weight" in tensors:  # DistilBERT
+        pooled = dense("pre_classifier", stream, 0, "hidden", depth + 1, symmetry=hidden_symmetry("relu", False))
+        last("classifier", pooled, depth + 2)
+        return
+    if f"{p}pooler.dense.weight" in tensors:  # BERT
+        stream = dense(f"{p}pooler.dense", stream, 0, "hidden", depth + 1, symmetry=hidden_symmetry("tanh", False))
+        depth += 1
+    head = next((n for n in names if re.match(r"^(classifier|cls|head)(\.\w+)*\.weight$", n)
+                 and tensors[n].ndim == 2), None)
+    if head:
+        last(head.rpartition(".")[0], stream, depth + 1)
