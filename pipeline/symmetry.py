@@ -72,10 +72,15 @@ def _axes(graph: WeightGraph, block: EdgeBlock) -> tuple[int, int]:
 
 
 def _edge_view(graph: WeightGraph, block: EdgeBlock, tensor: np.ndarray) -> np.ndarray:
-    """The tensor with node axes first: ``flatten`` weights ``[dst, src*s]`` seen as ``[dst, src, s]``."""
+    """The tensor with node axes first: ``flatten`` weights ``[dst, src*s]`` seen as ``[dst, src, s]``,
+    embedding tables (``[src, dst]``, or with leading unit axes, as ViT's ``[1, positions, dst]``) as
+    ``[src, dst]``."""
     if block.kind == "flatten":
         dst, src, s = graph.block_shape(block)
         return tensor.reshape(dst, src, s)
+    if block.kind == "embedding":
+        dst, src, _ = graph.block_shape(block)
+        return tensor.reshape(src, dst)
     return tensor
 
 

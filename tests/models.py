@@ -94,7 +94,12 @@ def hf_models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
             initializer_range=0.4)),
     }
     tokens = torch.randint(3, 64, (3, 10), generator=torch.Generator().manual_seed(1))
-    return {name: (model.double().eval(), tokens) for name, model in models.items()}
+    inputs = dict.fromkeys(models, tokens)
+    models["vit"] = T.ViTForImageClassification(T.ViTConfig(
+        image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=48, num_labels=3, initializer_range=0.4))
+    inputs["vit"] = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    return {name: (model.double().eval(), inputs[name]) for name, model in models.items()}
 
 
 def hf_outputs(model: nn.Module, inputs: torch.Tensor):

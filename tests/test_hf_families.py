@@ -5,12 +5,14 @@ invariant to it, re-basin recovers a planted element, and a planted copy is foun
 near-duplicate while another model of the family is not."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from models import hf_models, hf_outputs
-from pipeline.checkpoint import open_checkpoint
+from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.encoders import build_encoder, embed
 from pipeline.graph import build_graph
 from pipeline.rebasin import match
@@ -27,15 +29,15 @@ def _saved(tmp_path, name, model=None):
     return build_graph(open_checkpoint(str(folder)))
 
 
-def _outputs_with(name, tensors):
-    import copy
-
+def _outputs_with(tmp_path, name, tensors):
+    """The real model's outputs with ``tensors`` (names as saved), loaded back by ``from_pretrained``."""
     model, inputs = MODELS[name]
-    clone = copy.deepcopy(model)
-    missing, unexpected = clone.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()},
-                                                strict=False)
-    assert not unexpected and all("decoder" in k or "position_ids" in k for k in missing), (missing, unexpected)
-    return hf_outputs(clone, inputs)
+    folder = tmp_path / f"{name}-loaded"
+    folder.mkdir(exist_ok=True)
+    save_checkpoint(tensors, str(folder / "model.safetensors"), {"format": "pt"})
+    shutil.copy(tmp_path / name / "config.json", folder / "config.json")
+    loaded = type(model).from_pretrained(folder, dtype=torch.float64).eval()
+    return hf_outputs(loaded, inputs)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -47,9 +49,9 @@ def test_group_is_exactly_the_real_models_symmetry(tmp_path, name):
     for _ in range(3):
         moved = random_transform(graph, rng)
         assert any(not np.array_equal(moved.tensors[n], graph.tensors[n]) for n in graph.tensors)
-        assert relative_difference(_outputs_with(name, moved.tensors), reference) < 1e-9
+        assert relative_difference(_outputs_with(tmp_path, name, moved.tensors), reference) < 1e-9
     broken = uncoupled_permutation(graph, rng)
-    assert relative_difference(_outputs_with(name, broken), reference) > 1e-3
+    assert relative_difference(_outputs_with(tmp_path, name, broken), reference) > 1e-3
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -10,6 +10,7 @@ from pipeline.graph.builders.per_layer import build_per_layer
 from pipeline.graph.builders.residual import build_residual
 from pipeline.graph.builders.sequential import build_sequential
 from pipeline.graph.builders.transformer import build_transformer
+from pipeline.graph.builders.vit import build_vit
 from pipeline.graph.hints import resolve_hints
 from pipeline.graph.schema import WeightGraph, metadata_json
 
@@ -48,6 +49,7 @@ def _structure(signature, tensors, hints) -> tuple[tuple, tuple, str, str]:
     act = hints["activation"]
     modules = parse_modules(tensors, [n for n in names if is_float(tensors[n].dtype)])
     built = (build_transformer(tensors, names, act, hints["num_heads"])
+             or build_vit(tensors, names, act, hints["num_heads"])
              or (modules and (build_residual(tensors, modules, act)
                               or build_sequential(tensors, modules, act, hints["family"]))) or None)
     if built is not None:

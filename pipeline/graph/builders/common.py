@@ -103,6 +103,31 @@ class GraphAssembler:
             used.update(t for t in (g.bias, *g.norm) if t)
         return used
 
+    def need(self, name: str) -> str:
+        """``name``, a tensor the layout requires (``KeyError`` if absent)."""
+        if name not in self.tensors:
+            raise KeyError(name)
+        return name
+
+    def optional(self, name: str) -> str:
+        """``name`` if the state dict has it, else ``""``."""
+        return name if name in self.tensors else ""
+
+    def norm(self, prefix: str) -> tuple[str, ...]:
+        """The ``weight`` and ``bias`` of the normalization layer ``prefix`` that exist."""
+        return tuple(t for t in (self.optional(f"{prefix}.weight"), self.optional(f"{prefix}.bias")) if t)
+
+    def dense(self, name: str, src: int, size: int, kind: str, layer: int, **kw) -> int:
+        """A group fed from group ``src`` by the dense layer ``name`` (``name.weight`` ``[out, in]``,
+        optional ``name.bias``); ``size``: its required width (0: any). ``ValueError`` on a shape
+        that does not fit."""
+        w = self.tensors[self.need(f"{name}.weight")]
+        if w.ndim != 2 or w.shape[1] != self.groups[src].size or (size and w.shape[0] != size):
+            raise ValueError(name)
+        g = self.group(name, w.shape[0], kind, layer, bias=self.optional(f"{name}.bias"), **kw)
+        self.edge(src, g, "linear", f"{name}.weight")
+        return g
+
 
 def chain(asm: GraphAssembler, modules: list[Module], src: int, layer: int, activation: str,
           prefix: str = "") -> tuple[int, int] | None:

@@ -55,7 +55,7 @@ _EMBEDDING = re.compile(r"^(.*?)embeddings\.word_embeddings\.weight$")
 
 def build_transformer(tensors, names: list[str], activation: str, num_heads: int | None):
     """``(assembler, "transformer")`` or ``None``."""
-    match = next((_EMBEDDING.match(n) for n in names if "word_embeddings" in n), None)
+    match = next((m for m in map(_EMBEDDING.match, names) if m), None)
     if match is None:
         return None
     p = match.group(1)
@@ -69,34 +69,14 @@ def build_transformer(tensors, names: list[str], activation: str, num_heads: int
 def _build(tensors, names, p, scheme: Names, activation, num_heads):
     asm = GraphAssembler(tensors)
 
-    def need(name):
-        if name not in tensors:
-            raise KeyError(name)
-        return name
-
-    def optional(name):
-        return name if name in tensors else ""
-
-    def dense(name, src, size, kind, layer, **kw):
-        """A group fed by dense layer ``name`` from group ``src``."""
-        w = tensors[need(f"{name}.weight")]
-        if w.ndim != 2 or w.shape[1] != asm.groups[src].size or (size and w.shape[0] != size):
-            raise ValueError(name)
-        g = asm.group(name, w.shape[0], kind, layer, bias=optional(f"{name}.bias"), **kw)
-        asm.edge(src, g, "linear", f"{name}.weight")
-        return g
-
-    def norm(prefix):
-        return tuple(t for t in (optional(f"{prefix}.weight"), optional(f"{prefix}.bias")) if t)
-
-    word = tensors[need(f"{p}embeddings.word_embeddings.weight")]
+    word = tensors[asm.need(f"{p}embeddings.word_embeddings.weight")]
     hidden = word.shape[1]
     heads = num_heads or (hidden // 64 if hidden % 64 == 0 else 1)
     if hidden % heads:
         raise ValueError("hidden size not divisible by heads")
     emb = f"{p}embeddings."
     stream = asm.group(f"{emb}stream", hidden, "stream", 0, symmetry="perm", perm_group="stream",
-                       norm=norm(f"{emb}LayerNorm"))
+                       norm=asm.norm(f"{emb}LayerNorm"))
     for table in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
         if f"{emb}{table}.weight" in tensors:
             w = tensors[f"{emb}{table}.weight"]
@@ -110,19 +90,19 @@ def _build(tensors, names, p, scheme: Names, activation, num_heads):
     depth = 0
     for i in layer_ids:
         L = f"{p}{scheme.layers}{i}."
-        qkv = [dense(f"{L}{part}", stream, hidden, kind, depth + 1, symmetry="perm", perm_group=f"{L}{perm}",
+        qkv = [asm.dense(f"{L}{part}", stream, hidden, kind, depth + 1, symmetry="perm", perm_group=f"{L}{perm}",
                      heads=heads, head_group=f"{L}heads")
                for part, kind, perm in ((scheme.query, "query", "qk"), (scheme.key, "key", "qk"),
                                         (scheme.value, "value", "v"))]
-        attn = dense(f"{L}{scheme.attention_out}", qkv[2], hidden, "stream", depth + 2, symmetry="perm",
-                     perm_group="stream", norm=norm(f"{L}{scheme.attention_norm}"))
+        attn = asm.dense(f"{L}{scheme.attention_out}", qkv[2], hidden, "stream", depth + 2, symmetry="perm",
+                     perm_group="stream", norm=asm.norm(f"{L}{scheme.attention_norm}"))
         asm.edge(stream, attn, "residual", name=f"{L}attention.residual")
-        inter = dense(f"{L}{scheme.ffn_in}", attn, 0, "hidden", depth + 3, symmetry=hidden_symmetry(activation, False))
-        out = dense(f"{L}{scheme.ffn_out}", inter, hidden, "stream", depth + 4, symmetry="perm", perm_group="stream",
-                    norm=norm(f"{L}{scheme.output_norm}"))
+        inter = asm.dense(f"{L}{scheme.ffn_in}", attn, 0, "hidden", depth + 3, symmetry=hidden_symmetry(activation, False))
+        out = asm.dense(f"{L}{scheme.ffn_out}", inter, hidden, "stream", depth + 4, symmetry="perm", perm_group="stream",
+                    norm=asm.norm(f"{L}{scheme.output_norm}"))
         asm.edge(attn, out, "residual", name=f"{L}output.residual")
         stream, depth = out, depth + 4
-    _head(asm, tensors, names, p, stream, depth, activation, dense, norm)
+    _head(asm, tensors, names, p, stream, depth)
     used = asm.used_tensors()
     unused = [n for n in names if n not in used and not n.endswith(_BUFFERS)
               and not (n in _ALIASES and _ALIASES[n] in used and np.array_equal(tensors[n], tensors[_ALIASES[n]]))]
@@ -131,31 +111,31 @@ def _build(tensors, names, p, scheme: Names, activation, num_heads):
     return asm
 
 
-def _head(asm, tensors, names, p, stream, depth, activation, dense, norm) -> None:
+def _head(asm, tensors, names, p, stream, depth) -> None:
     """The classification or masked-LM head on the last stream group (none for a bare encoder)."""
     def last(name, src, layer):
-        return dense(name, src, 0, "output", layer)
+        return asm.dense(name, src, 0, "output", layer)
 
     if "cls.predictions.transform.dense.weight" in tensors:  # masked LM
         word, decoder = f"{p}embeddings.word_embeddings.weight", "cls.predictions.decoder.weight"
         tied = decoder not in tensors or np.array_equal(tensors[decoder], tensors[word])
-        transform = dense("cls.predictions.transform.dense", stream, 0, "hidden", depth + 1, symmetry="perm",
-                          perm_group="stream" if tied else "", norm=norm("cls.predictions.transform.LayerNorm"))
+        transform = asm.dense("cls.predictions.transform.dense", stream, 0, "hidden", depth + 1, symmetry="perm",
+                          perm_group="stream" if tied else "", norm=asm.norm("cls.predictions.transform.LayerNorm"))
         vocab = asm.group("cls.predictions.decoder", tensors[word if tied else decoder].shape[0], "output",
                           depth + 2, bias=next((b for b in ("cls.predictions.bias", "cls.predictions.decoder.bias")
                                                 if b in tensors), ""))
         asm.edge(transform, vocab, "linear", word if decoder not in tensors else decoder, name="cls.predictions.decoder")
         return
     if "classifier.out_proj.weight" in tensors:  # RoBERTa
-        pooled = dense("classifier.dense", stream, 0, "hidden", depth + 1, symmetry=hidden_symmetry("tanh", False))
+        pooled = asm.dense("classifier.dense", stream, 0, "hidden", depth + 1, symmetry=hidden_symmetry("tanh", False))
         last("classifier.out_proj", pooled, depth + 2)
         return
     if "pre_classifier.weight" in tensors:  # DistilBERT
-        pooled = dense("pre_classifier", stream, 0, "hidden", depth + 1, symmetry=hidden_symmetry("relu", False))
+        pooled = asm.dense("pre_classifier", stream, 0, "hidden", depth + 1, symmetry=hidden_symmetry("relu", False))
         last("classifier", pooled, depth + 2)
         return
     if f"{p}pooler.dense.weight" in tensors:  # BERT
-        stream = dense(f"{p}pooler.dense", stream, 0, "hidden", depth + 1, symmetry=hidden_symmetry("tanh", False))
+        stream = asm.dense(f"{p}pooler.dense", stream, 0, "hidden", depth + 1, symmetry=hidden_symmetry("tanh", False))
         depth += 1
     head = next((n for n in names if re.match(r"^(classifier|cls|head)(\.\w+)*\.weight$", n)
                  and tensors[n].ndim == 2), None)

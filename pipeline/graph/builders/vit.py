@@ -1,0 +1,107 @@
+"""Vision transformers with Hugging Face parameter names (``ViTModel`` / ``ViTForImageClassification``,
+both the ``vit.encoder.layer.N.attention.attention.query`` and the ``vit.layers.N.attention.q_proj``
+spellings).
+
+Graph: the pixel channels feed the residual stream through the patch-embedding convolution (a
+``linear`` block with a ``patch x patch`` kernel per edge), and the class token and the position
+embeddings are ``embedding`` blocks from input groups of one and of ``patches + 1`` nodes. Layers are
+pre-norm: each LayerNorm is a group of its own, fed by the stream through a residual block, that
+carries the norm's parameters and feeds the attention (``layernorm_before``) or the MLP
+(``layernorm_after``); the attention output and the MLP output are stream groups with a residual
+from the stream before them. The final LayerNorm feeds the classifier. Every stream and norm group
+shares the permutation ``stream``; query, key and value groups are annotated as in
+:mod:`.transformer`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pipeline.graph.builders.common import GraphAssembler, hidden_symmetry
+
+
+@dataclass(frozen=True)
+class Names:
+    layers: str
+    query: str
+    key: str
+    value: str
+    attention_out: str
+    fc1: str
+    fc2: str
+
+
+SPELLINGS = (Names("encoder.layer.", "attention.attention.query", "attention.attention.key",
+                   "attention.attention.value", "attention.output.dense", "intermediate.dense", "output.dense"),
+             Names("layers.", "attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj",
+                   "mlp.fc1", "mlp.fc2"))
+_PATCHES = re.compile(r"^(.*?)embeddings\.patch_embeddings\.projection\.weight$")
+
+
+def build_vit(tensors, names: list[str], activation: str, num_heads: int | None):
+    """``(assembler, "transformer")`` or ``None``."""
+    match = next((m for m in map(_PATCHES.match, names) if m), None)
+    if match is None:
+        return None
+    p = match.group(1)
+    scheme = next((s for s in SPELLINGS if any(n.startswith(f"{p}{s.layers}") for n in names)), None)
+    if scheme is None:
+        return None
+    try:
+        return _build(tensors, names, p, scheme, activation, num_heads), "transformer"
+    except (KeyError, ValueError):
+        return None
+
+
+def _build(tensors, names, p, scheme: Names, activation, num_heads):
+    asm = GraphAssembler(tensors)
+    emb = f"{p}embeddings."
+    patches = tensors[asm.need(f"{emb}patch_embeddings.projection.weight")]
+    if patches.ndim != 4:
+        raise ValueError("patch embedding")
+    hidden = patches.shape[0]
+    heads = num_heads or (hidden // 64 if hidden % 64 == 0 else 1)
+    if hidden % heads:
+        raise ValueError("hidden size not divisible by heads")
+    pixels = asm.group(f"{emb}pixels", patches.shape[1], "input", 0)
+    stream = asm.group(f"{emb}stream", hidden, "stream", 0, symmetry="perm", perm_group="stream",
+                       bias=asm.optional(f"{emb}patch_embeddings.projection.bias"))
+    asm.edge(pixels, stream, "linear", f"{emb}patch_embeddings.projection.weight")
+    for table in ("cls_token", "position_embeddings"):
+        t = tensors[asm.need(f"{emb}{table}")]
+        if t.shape[-1] != hidden or t.size % hidden:
+            raise ValueError(table)
+        asm.edge(asm.group(f"{emb}{table}", t.size // hidden, "input", 0), stream, "embedding", f"{emb}{table}")
+
+    def norm(name, src, layer):
+        """A pre-norm LayerNorm group, fed by ``src`` through a residual block."""
+        g = asm.group(name, hidden, "stream", layer, symmetry="perm", perm_group="stream", norm=asm.norm(name))
+        asm.edge(src, g, "residual", name=f"{name}.residual")
+        return g
+
+    layer_ids = sorted({int(m.group(1)) for m in (re.match(rf"^{re.escape(p + scheme.layers)}(\d+)\.", n)
+                                                  for n in names) if m})
+    depth = 0
+    for i in layer_ids:
+        L = f"{p}{scheme.layers}{i}."
+        before = norm(f"{L}layernorm_before", stream, depth + 1)
+        qkv = [asm.dense(f"{L}{part}", before, hidden, kind, depth + 2, symmetry="perm", perm_group=f"{L}{perm}",
+                         heads=heads, head_group=f"{L}heads")
+               for part, kind, perm in ((scheme.query, "query", "qk"), (scheme.key, "key", "qk"),
+                                        (scheme.value, "value", "v"))]
+        attn = asm.dense(f"{L}{scheme.attention_out}", qkv[2], hidden, "stream", depth + 3, symmetry="perm",
+                         perm_group="stream")
+        asm.edge(stream, attn, "residual", name=f"{L}attention.residual")
+        after = norm(f"{L}layernorm_after", attn, depth + 4)
+        inter = asm.dense(f"{L}{scheme.fc1}", after, 0, "hidden", depth + 5, symmetry=hidden_symmetry(activation, False))
+        out = asm.dense(f"{L}{scheme.fc2}", inter, hidden, "stream", depth + 6, symmetry="perm", perm_group="stream")
+        asm.edge(attn, out, "residual", name=f"{L}output.residual")
+        stream, depth = out, depth + 6
+    if f"{p}layernorm.weight" in tensors:
+        stream, depth = norm(f"{p}layernorm", stream, depth + 1), depth + 1
+    if "classifier.weight" in tensors:
+        asm.dense("classifier", stream, 0, "output", depth + 1)
+    unused = [n for n in names if n not in asm.used_tensors()]
+    if unused:
+        raise KeyError(unused[0])
+    return asm
