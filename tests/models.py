@@ -35,6 +35,21 @@ class TorchvisionStyleResNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
+class TorchvisionStyleVGG(nn.Module):
+    """Parameter names as in torchvision's VGG with batch norm (``features.N``, ``classifier.N``):
+    convolutions, an adaptive average pool to 2x2, flattened into the classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2))
+        self.avgpool = nn.AdaptiveAvgPool2d(2)
+        self.classifier = nn.Sequential(nn.Linear(16 * 4, 32), nn.ReLU(), nn.Dropout(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.classifier(self.avgpool(self.features(x)).flatten(1))
+
+
 def family_models() -> dict[str, tuple[nn.Module, dict[str, str], str]]:
     """name -> (model, safetensors metadata, expected family); models in eval mode, BatchNorm with
     non-trivial running statistics."""
@@ -48,6 +63,7 @@ def family_models() -> dict[str, tuple[nn.Module, dict[str, str], str]]:
                                          nn.Flatten(), nn.Linear(4 * 4 * 4, 5)), {}, "cnn"),
         "siren": (Siren([32, 32]), {"activation": "sine", "family": "inr"}, "inr"),
         "resnet_tv": (TorchvisionStyleResNet(), {"activation": "relu"}, "resnet"),
+        "vgg_tv": (TorchvisionStyleVGG(), {"activation": "relu"}, "cnn"),
         "bert": (TinyBert(16, 8, 32, 4, 64, 2, 2), {"activation": "gelu", "num_attention_heads": "4"}, "transformer"),
     }
     for model, _, _ in models.values():
@@ -66,7 +82,7 @@ def example_input(name: str, model: nn.Module) -> torch.Tensor:
         return torch.randint(0, 16, (4, 8), generator=gen)
     if name in ("cnn",):
         return torch.randn(4, 1, 8, 8, generator=gen)
-    if name in ("cnn_flatten_bn", "resnet_tv"):
+    if name in ("cnn_flatten_bn", "resnet_tv", "vgg_tv"):
         return torch.randn(4, 3, 8, 8, generator=gen)
     if name == "siren":
         return torch.rand(16, 2, generator=gen) * 2 - 1

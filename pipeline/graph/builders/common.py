@@ -69,13 +69,20 @@ def parse_modules(tensors: dict[str, np.ndarray], names: list[str]) -> list[Modu
     return sorted(modules, key=_computation_order)
 
 
+#: top-level module names of classification heads, which compute last whatever their name sorts as
+#: (torchvision's VGG and MobileNet: ``features.N`` then ``classifier.N``; ResNet: ``fc``)
+HEAD_MODULES = ("classifier", "fc", "head")
+
+
 def _computation_order(module: Module):
-    """Natural order of prefixes, reading ``conv1``/``bn1`` as step 1 with the layer before its norm
-    (so torchvision's ``bn1`` follows ``conv1`` although it sorts first by name)."""
+    """Natural order of prefixes, heads (:data:`HEAD_MODULES`) last, reading ``conv1``/``bn1`` as
+    step 1 with the layer before its norm (so torchvision's ``bn1`` follows ``conv1`` although it
+    sorts first by name)."""
     head, _, last = module.prefix.rpartition(".")
     step = re.fullmatch(r"[A-Za-z_]+(\d+)", last)
     base = f"{head}.{step.group(1)}" if step else module.prefix
-    return natural_key(base), module.kind == "norm", natural_key(module.prefix)
+    return (module.prefix.split(".")[0] in HEAD_MODULES, natural_key(base), module.kind == "norm",
+            natural_key(module.prefix))
 
 
 class GraphAssembler:
