@@ -32,8 +32,13 @@ class GroupElement:
 
 
 def perm_key(graph: WeightGraph, index: int) -> str:
-    """The key of the permutation acting on node group ``index`` (shared within a ``perm_group``)."""
-    return graph.node_groups[index].perm_group or f"#{index}"
+    """The key of the permutation acting on node group ``index``: shared within a ``perm_group``
+    (and, for heads, a head count: under grouped-query attention a group of ``h_q`` heads and one of
+    ``h_kv`` heads in one ``perm_group`` have related but different permutations)."""
+    g = graph.node_groups[index]
+    if not g.perm_group:
+        return f"#{index}"
+    return f"{g.perm_group}@{g.heads}" if g.heads > 1 else g.perm_group
 
 
 def symmetric_groups(graph: WeightGraph) -> list[int]:
@@ -41,23 +46,56 @@ def symmetric_groups(graph: WeightGraph) -> list[int]:
     return [i for i, g in enumerate(graph.node_groups) if g.symmetry != "none"]
 
 
+class _HeadPermutations:
+    """Random permutations of attention heads and of the units within them, drawn once per head
+    group (at its fewest heads, ``h_kv``) and per ``perm_group``, and expanded for groups with more
+    heads: query heads move with the key/value head they share, permuted among themselves."""
+
+    def __init__(self, graph: WeightGraph, rng: np.random.Generator):
+        self.graph, self.rng = graph, rng
+        self.base: dict[str, int] = {}
+        for g in graph.node_groups:
+            if g.heads > 1:
+                for name in (f"h:{g.head_group}", f"p:{g.perm_group}"):
+                    self.base[name] = min(self.base.get(name, g.heads), g.heads)
+        self.orders: dict[tuple[str, int], np.ndarray] = {}
+        self.within: dict[str, list[np.ndarray]] = {}
+
+    def order(self, g) -> np.ndarray:
+        """New head position -> old head, for a group of ``g.heads`` heads in ``g.head_group``."""
+        base = self.base[f"h:{g.head_group}"]
+        if (g.head_group, base) not in self.orders:
+            self.orders[g.head_group, base] = self.rng.permutation(base)
+        if (g.head_group, g.heads) not in self.orders:
+            r = g.heads // base
+            shared = self.orders[g.head_group, base]
+            self.orders[g.head_group, g.heads] = np.concatenate([shared[a] * r + self.rng.permutation(r)
+                                                                 for a in range(base)])
+        return self.orders[g.head_group, g.heads]
+
+    def permutation(self, g) -> np.ndarray:
+        """The group's permutation: whole heads by :meth:`order`, units within each head by the
+        ``perm_group``'s permutation of that head's key/value head (identity for ``fixed`` dims)."""
+        dim, base = g.size // g.heads, self.base[f"p:{g.perm_group}"]
+        if g.perm_group not in self.within:
+            self.within[g.perm_group] = [np.arange(dim) if g.head_dims == "fixed" else self.rng.permutation(dim)
+                                         for _ in range(base)]
+        within, r = self.within[g.perm_group], g.heads // base
+        return np.concatenate([h * dim + within[h // r] for h in self.order(g)])
+
+
 def random_element(graph: WeightGraph, rng: np.random.Generator, permute: bool = True, scale: bool = True,
                    sign: bool = True, scale_range: tuple[float, float] = (0.25, 4.0)) -> GroupElement:
-    """A random group element: uniform permutations; log-uniform positive factors in ``scale_range``
-    for ``perm_scale`` groups; uniform signs for ``perm_sign`` groups."""
+    """A random group element: uniform permutations (of heads and within heads where the graph has
+    heads); log-uniform positive factors in ``scale_range`` for ``perm_scale`` groups; uniform signs
+    for ``perm_sign`` groups."""
     element = GroupElement()
-    head_perms: dict[str, np.ndarray] = {}
+    heads = _HeadPermutations(graph, rng)
     for i in symmetric_groups(graph):
         g = graph.node_groups[i]
         key = perm_key(graph, i)
         if permute and key not in element.perms:
-            if g.heads > 1:
-                heads = head_perms.setdefault(g.head_group, rng.permutation(g.heads))
-                dim = g.size // g.heads
-                within = [rng.permutation(dim) for _ in range(g.heads)]
-                element.perms[key] = np.concatenate([h * dim + within[h] for h in heads])
-            else:
-                element.perms[key] = rng.permutation(g.size)
+            element.perms[key] = heads.permutation(g) if g.heads > 1 else rng.permutation(g.size)
         if g.symmetry == "perm_scale" and scale:
             lo, hi = np.log(scale_range[0]), np.log(scale_range[1])
             element.factors[i] = np.exp(rng.uniform(lo, hi, g.size))

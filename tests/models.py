@@ -115,6 +115,14 @@ def hf_models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
         image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=48, num_labels=3, initializer_range=0.4))
     inputs["vit"] = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    decoder = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                   max_position_embeddings=64, initializer_range=0.4)
+    models["llama"] = T.LlamaForCausalLM(T.LlamaConfig(**decoder, num_key_value_heads=4))
+    models["llama_gqa"] = T.LlamaForCausalLM(T.LlamaConfig(**decoder, num_key_value_heads=2, tie_word_embeddings=True))
+    models["mistral"] = T.MistralForCausalLM(T.MistralConfig(**decoder, num_key_value_heads=2))
+    models["qwen2"] = T.Qwen2ForCausalLM(T.Qwen2Config(**decoder, num_key_value_heads=2))
+    for name in ("llama", "llama_gqa", "mistral", "qwen2"):
+        inputs[name] = tokens
     return {name: (model.double().eval(), inputs[name]) for name, model in models.items()}
 
 

@@ -21,6 +21,10 @@ from pipeline.symmetry import compose, is_identity, random_element, transformed,
 from pipeline.testing import assert_invariant, random_transform, relative_difference
 
 MODELS = hf_models()
+#: the models run in float64, but LLaMA-family RMSNorms compute in float32
+RTOL = 1e-5
+#: grouped-query attention: re-basin refuses it with a reason (matching it is not built yet)
+GQA = ("llama_gqa", "mistral", "qwen2")
 
 
 def _saved(tmp_path, name, model=None):
@@ -49,7 +53,7 @@ def test_group_is_exactly_the_real_models_symmetry(tmp_path, name):
     for _ in range(3):
         moved = random_transform(graph, rng)
         assert any(not np.array_equal(moved.tensors[n], graph.tensors[n]) for n in graph.tensors)
-        assert relative_difference(_outputs_with(tmp_path, name, moved.tensors), reference) < 1e-9
+        assert relative_difference(_outputs_with(tmp_path, name, moved.tensors), reference) < RTOL
     broken = uncoupled_permutation(graph, rng)
     assert relative_difference(_outputs_with(tmp_path, name, broken), reference) > 1e-3
 
@@ -66,6 +70,10 @@ def test_main_encoder_is_invariant(tmp_path, name):
 def test_rebasin_recovers_a_planted_element(tmp_path, name, trials=10):
     graph = _saved(tmp_path, name)
     rng = np.random.default_rng(2)
+    if name in GQA:
+        with pytest.raises(ValueError, match="grouped-query attention"):
+            match(graph, graph)
+        return
     recovered = 0
     for trial in range(trials):
         planted = random_element(graph, rng)

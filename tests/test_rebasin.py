@@ -174,7 +174,7 @@ def test_spec_of_a_transformer_matches_whole_heads(tmp_path):
     graph = _graph(tmp_path, name, FAMILIES[name][0].state_dict(), "a")
     spec = permutation_spec(graph)
     head_units = [u for u in spec.units if len(u) > 1]
-    assert sorted(head_units) == [("encoder.layer.0.qk", "encoder.layer.0.v"), ("encoder.layer.1.qk", "encoder.layer.1.v")]
+    assert sorted(head_units) == [("encoder.layer.0.qk@4", "encoder.layer.0.v@4"), ("encoder.layer.1.qk@4", "encoder.layer.1.v@4")]
     stream = spec.perms["stream"]
     assert stream.heads == 1 and len(stream.groups) == 5
     assert {a.tensor for a in stream.axes} >= {"embeddings.word_embeddings.weight", "embeddings.LayerNorm.weight",

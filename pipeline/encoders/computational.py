@@ -110,7 +110,8 @@ class ComputationalGraphEncoder(nn.Module):
                     continue
                 m = None
                 for block, block_bases in incoming[i]:
-                    term = skip(states[block.src]) if block_bases is None else message(block_bases, states[block.src])
+                    source = states[block.src] if block.sources is None else states[block.src][block.sources]
+                    term = skip(source) if block_bases is None else message(block_bases, source)
                     m = term if m is None else m + term
                 states[i] = update(states[i], m, self.symmetry(graph, i), context[i])
             for i in inputs:  # input neurons learn how the network reads them (invariant messages)

@@ -60,6 +60,8 @@ def _message(block: Block, x: torch.Tensor, linear: bool) -> torch.Tensor | None
     dense map of its weights summed over the edge features."""
     if block.kind == "residual":
         return x
+    if block.kind == "repeat":  # a key/value head's units, to every query head it serves
+        return x[:, block.sources]
     if linear:
         return x @ block.weight.double().sum(2).T
     if _is_conv(block):

@@ -24,6 +24,7 @@ class Group:
     depth: float
     bias: torch.Tensor | None       # [size]
     norm: torch.Tensor | None       # [size, 4] (gamma, beta, mean, var; missing ones zero)
+    heads: int = 1
 
 
 @dataclass
@@ -32,8 +33,9 @@ class Block:
     src: int
     dst: int
     kind: str
-    weight: torch.Tensor | None     # [dst, src, F] edge view, None for residual
+    weight: torch.Tensor | None     # [dst, src, F] edge view, None for residual and repeat blocks
     kernel: tuple[int, ...] = ()    # a convolution's kernel shape (F = its product); () otherwise
+    sources: torch.Tensor | None = None  # a repeat block's source unit of each destination unit
 
 
 @dataclass
@@ -54,5 +56,5 @@ class GraphInput:
         """A copy with every tensor on ``device``."""
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(self, groups=[replace(g, bias=move(g.bias), norm=move(g.norm)) for g in self.groups],
-                       blocks=[replace(b, weight=move(b.weight)) for b in self.blocks],
+                       blocks=[replace(b, weight=move(b.weight), sources=move(b.sources)) for b in self.blocks],
                        outputs_at_probes=move(self.outputs_at_probes), statistics=move(self.statistics))

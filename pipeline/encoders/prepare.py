@@ -10,7 +10,7 @@ from pipeline.encoders.executor import probe_outputs, probe_values
 from pipeline.encoders.graph_input import Block, GraphInput, Group
 from pipeline.encoders.probes import ProbeInputs
 from pipeline.encoders.statistics import weight_statistics
-from pipeline.graph.schema import NODE_KINDS, WeightGraph, topological_order
+from pipeline.graph.schema import FIXED_EDGES, NODE_KINDS, WeightGraph, repeat_sources, topological_order
 from pipeline.symmetry import GroupElement, canonical_scaling
 
 
@@ -31,12 +31,14 @@ def graph_input(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> Graph
             for j, name in enumerate(g.norm):
                 norm[:, j] = _as_tensor(graph.tensors[name], dtype)
         groups.append(Group(i, g.size, NODE_KINDS.index(g.kind), g.symmetry, g.layer / max_layer,
-                            _as_tensor(graph.tensors[g.bias], dtype) if g.bias else None, norm))
+                            _as_tensor(graph.tensors[g.bias], dtype) if g.bias else None, norm, g.heads))
     blocks = []
     for b in graph.edge_blocks:
-        weight = None if b.kind == "residual" else _as_tensor(graph.block_weights(b), dtype)
+        weight = None if b.kind in FIXED_EDGES else _as_tensor(graph.block_weights(b), dtype)
         kernel = tuple(graph.tensors[b.tensor].shape[2:]) if b.kind == "linear" else ()
-        blocks.append(Block(b.src, b.dst, b.kind, weight, kernel))
+        sources = None if b.kind != "repeat" else torch.from_numpy(repeat_sources(
+            graph.node_groups[b.src].size, graph.node_groups[b.src].heads, graph.node_groups[b.dst].heads))
+        blocks.append(Block(b.src, b.dst, b.kind, weight, kernel, sources))
     return GraphInput(groups, blocks, topological_order(len(groups), blocks), graph.family, graph.mode,
                       graph.activation, graph.num_params)
 

@@ -19,6 +19,12 @@ Dense layers make dense blocks of edges, so a graph is stored **by blocks**, nev
                                          conv feature maps: one edge per channel, ``s`` values)
   ``embedding``   ``[src, dst]``         ``W[i, j]`` (token/position embeddings)
   ``residual``    none                   ``1`` on ``i -> i`` only (a skip connection)
+  ``repeat``      none                   ``1`` from each unit of a key/value head to the same
+                                         unit of every query head it serves (grouped-query
+                                         attention: ``src`` has ``heads = h_kv``, ``dst``
+                                         ``h_q``, and each source head feeds ``h_q / h_kv``
+                                         consecutive destination heads; see
+                                         :func:`repeat_sources`)
   ==============  =====================  ====================================================
 
 Edge features derived from the tensor (by readers, not stored): the value ``w``, the relative
@@ -35,8 +41,12 @@ the network's function, given the consumer layers are transformed to compensate:
 
 Groups with the same non-empty ``perm_group`` must be permuted together (the residual stream of a
 ResNet or transformer; the query and key units of one attention layer). Groups with ``heads > 1``
-are split into ``heads`` equal contiguous heads: permutations act within each head, and heads are
-permuted whole, by one head permutation shared by every group with the same ``head_group``.
+are split into ``heads`` equal contiguous heads: permutations act within each head (unless
+``head_dims`` is ``fixed``: rotary position embeddings pair fixed dimensions of a head), and heads
+are permuted whole, by one head permutation shared by every group with the same ``head_group``.
+Where the groups of a head group have different head counts (grouped-query attention: ``h_q``
+query heads, ``h_kv`` key/value heads), the permutation of the ``h_kv`` heads moves each key/value
+head with the ``h_q / h_kv`` query heads it serves, which may also be permuted among themselves.
 
 Graph modes: ``computational`` (the network's real wiring, one connected graph) and ``per_layer``
 (the fallback: one bipartite graph per tensor, nodes not shared, needs no wiring knowledge).
@@ -52,7 +62,9 @@ import numpy as np
 import pyarrow as pa
 
 NODE_KINDS = ("input", "hidden", "output", "stream", "query", "key", "value", "tensor_in", "tensor_out")
-EDGE_KINDS = ("linear", "flatten", "embedding", "residual")
+EDGE_KINDS = ("linear", "flatten", "embedding", "residual", "repeat")
+#: edge kinds that carry no tensor
+FIXED_EDGES = ("residual", "repeat")
 SYMMETRIES = ("none", "perm", "perm_scale", "perm_sign")
 
 
@@ -68,12 +80,15 @@ class NodeGroup(NamedTuple):
     head_group: str = ""
     bias: str = ""
     norm: tuple[str, ...] = ()
+    head_dims: str = "perm"   # perm | fixed: whether units permute within a head
 
     def validate(self) -> "NodeGroup":
         if self.kind not in NODE_KINDS or self.symmetry not in SYMMETRIES:
             raise ValueError(f"bad node group {self}")
         if self.size <= 0 or self.size % self.heads:
             raise ValueError(f"node group {self.name!r}: size {self.size} with {self.heads} heads")
+        if self.head_dims not in ("perm", "fixed"):
+            raise ValueError(f"node group {self.name!r}: head_dims {self.head_dims!r}")
         return self
 
 
@@ -126,7 +141,7 @@ class WeightGraph:
     def block_shape(self, block: EdgeBlock) -> tuple[int, int, int]:
         """``(num_dst, num_src, feature_len)`` of a block's edges."""
         src, dst = self.node_groups[block.src].size, self.node_groups[block.dst].size
-        if block.kind == "residual":
+        if block.kind in FIXED_EDGES:
             return dst, src, 1
         size = self.tensors[block.tensor].size
         return dst, src, size // (dst * src)
@@ -140,7 +155,7 @@ class WeightGraph:
 
     def block_num_edges(self, block: EdgeBlock) -> int:
         dst_n, src_n, _ = self.block_shape(block)
-        return dst_n if block.kind == "residual" else dst_n * src_n
+        return dst_n if block.kind in FIXED_EDGES else dst_n * src_n
 
     @property
     def num_edges(self) -> int:
@@ -152,13 +167,25 @@ class WeightGraph:
         offsets = self.node_offsets
         s0, d0 = offsets[block.src], offsets[block.dst]
         dst_n, src_n, feat = self.block_shape(block)
-        if block.kind == "residual":
+        if block.kind in FIXED_EDGES:
             ids = np.arange(dst_n, dtype=np.int64)
-            return np.stack([s0 + ids, d0 + ids]), np.ones((dst_n, 1), np.float32)
+            sources = ids if block.kind == "residual" else repeat_sources(
+                src_n, self.node_groups[block.src].heads, self.node_groups[block.dst].heads)
+            return np.stack([s0 + sources, d0 + ids]), np.ones((dst_n, 1), np.float32)
         feats = self.block_weights(block, np.float32).reshape(dst_n * src_n, feat)
         dst = np.repeat(np.arange(dst_n, dtype=np.int64), src_n)
         src = np.tile(np.arange(src_n, dtype=np.int64), dst_n)
         return np.stack([s0 + src, d0 + dst]), feats
+
+
+def repeat_sources(src_size: int, src_heads: int, dst_heads: int) -> np.ndarray:
+    """``[src_size * dst_heads / src_heads]``: the source unit of each destination unit of a
+    ``repeat`` block (destination unit ``(j r + t) d + i`` reads source unit ``j d + i``, ``d`` the
+    head width, ``r = dst_heads / src_heads``)."""
+    if dst_heads % src_heads:
+        raise ValueError(f"{dst_heads} query heads cannot share {src_heads} key/value heads")
+    d, r = src_size // src_heads, dst_heads // src_heads
+    return np.arange(src_size).reshape(src_heads, 1, d).repeat(r, axis=1).reshape(-1)
 
 
 def topological_order(n: int, blocks) -> list[int]:
@@ -197,6 +224,7 @@ NODE_GROUP_TYPE = pa.struct([
     ("name", pa.string()), ("size", pa.int64()), ("kind", pa.string()), ("layer", pa.int32()),
     ("symmetry", pa.string()), ("perm_group", pa.string()), ("heads", pa.int32()),
     ("head_group", pa.string()), ("bias", pa.string()), ("norm", pa.list_(pa.string())),
+    ("head_dims", pa.string()),
 ])
 EDGE_BLOCK_TYPE = pa.struct([
     ("name", pa.string()), ("src", pa.int32()), ("dst", pa.int32()), ("kind", pa.string()),
@@ -230,7 +258,7 @@ WEIGHT_SCHEMA = pa.schema([
 
 
 def node_group_from_record(record: dict) -> NodeGroup:
-    return NodeGroup(**{**record, "norm": tuple(record["norm"] or ())})
+    return NodeGroup(**{**record, "norm": tuple(record["norm"] or ()), "head_dims": record.get("head_dims") or "perm"})
 
 
 def metadata_json(metadata: dict, config: dict | None) -> str:

@@ -80,7 +80,8 @@ def permutation_spec(graph: WeightGraph) -> PermutationSpec:
     units.sort(key=lambda unit: min(perms[k].depth for k in unit))
     for keys in heads_of.values():
         if len({perms[k].heads for k in keys}) != 1:
-            raise ValueError(f"head group of {keys}: different head counts")
+            raise ValueError(f"head group of {keys}: different head counts (grouped-query attention); "
+                             "weight matching of grouped-query attention is not supported yet")
     return PermutationSpec(perms, {t: tuple(a) for t, a in by_tensor.items()}, views, key_of,
                            {i: graph.node_groups[i].symmetry for i in key_of}, tuple(units))
 

@@ -6,6 +6,7 @@ import json
 from pipeline.checkpoint.dtypes import is_float
 from pipeline.checkpoint.reader import Checkpoint
 from pipeline.graph.builders.common import parse_modules
+from pipeline.graph.builders.decoder import build_decoder
 from pipeline.graph.builders.per_layer import build_per_layer
 from pipeline.graph.builders.residual import build_residual
 from pipeline.graph.builders.sequential import build_sequential
@@ -50,6 +51,7 @@ def _structure(signature, tensors, hints) -> tuple[tuple, tuple, str, str]:
     modules = parse_modules(tensors, [n for n in names if is_float(tensors[n].dtype)])
     built = (build_transformer(tensors, names, act, hints["num_heads"])
              or build_vit(tensors, names, act, hints["num_heads"])
+             or build_decoder(tensors, names, act, hints["num_heads"])
              or (modules and (build_residual(tensors, modules, act)
                               or build_sequential(tensors, modules, act, hints["family"]))) or None)
     if built is not None:
