@@ -44,7 +44,8 @@ ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu, "silu": F.sil
 SIREN_W0 = 30.0
 #: what :func:`network_outputs` runs: the encoders' activations and sine
 FUNCTION_ACTIVATIONS = {**ACTIVATIONS, "sine": lambda x: torch.sin(SIREN_W0 * x)}
-#: input groups wider than this (token vocabularies) are left out of the linear response
+#: input groups wider than this (token vocabularies) are left out of the linear response, and no
+#: response is computed from more input neurons in all
 MAX_RESPONSE_INPUTS = 4096
 _HIDDEN, _STREAM, _OUTPUT = (NODE_KINDS.index(k) for k in ("hidden", "stream", "output"))
 
@@ -159,13 +160,15 @@ def linear_response(graph: GraphInput) -> list[torch.Tensor]:
     """Per output group (in group order), ``[size, n_in + 1]`` float64: each output neuron's linear
     response to each input neuron (the weights multiplied along every path, activations left out,
     conv kernels summed) and, last, the response to the biases alone. Inputs are the groups no
-    block feeds, of at most ``MAX_RESPONSE_INPUTS`` neurons, concatenated in group order; an output
-    no input reaches is left out. Hidden neurons are summed over, so it is exactly invariant to
+    block feeds, of at most ``MAX_RESPONSE_INPUTS`` neurons, concatenated in group order (none
+    for a per-layer graph, or where they add up to more than ``MAX_RESPONSE_INPUTS``); an output no
+    input reaches is left out. Hidden neurons are summed over, so it is exactly invariant to
     their permutations, sign flips and positive scalings (``q`` and ``1/q`` cancel along each path)."""
-    sources = [i for i in graph.order if all(b.dst != i for b in graph.blocks)
-               and graph.groups[i].size <= MAX_RESPONSE_INPUTS]
-    sources.sort()
+    sources = sorted(i for i in graph.order if all(b.dst != i for b in graph.blocks)
+                     and graph.groups[i].size <= MAX_RESPONSE_INPUTS)
     width = sum(graph.groups[i].size for i in sources)
+    if graph.mode != "computational" or width > MAX_RESPONSE_INPUTS:
+        return []  # per-layer graphs have no wiring; too many inputs: the basis alone would not fit
     inputs, offset = {}, 0
     for i in sources:  # basis inputs e_k, then a zero input row that carries the biases alone
         size = graph.groups[i].size

@@ -37,7 +37,7 @@ from pipeline.encoders.prepare import graph_input, prepare
 from pipeline.encoders.probes import ProbeInputs
 from pipeline.graph.schema import WeightGraph
 from pipeline.numerics import TINY, unit_rows
-from pipeline.symmetry import CANDIDATE_SYMMETRIES, GroupElement, assuming, canonical_scaling, transformed
+from pipeline.symmetry import CANDIDATE_SYMMETRIES, GroupElement, assuming, canonical_scaling
 
 
 @dataclass(frozen=True)
@@ -64,18 +64,24 @@ def fingerprint(graph: WeightGraph, scaling: GroupElement | None = None) -> np.n
     """``[n]`` float32 fingerprint invariant to the graph's group: in the scale canonical form, the
     singular values of every weight block, then each group's bias and normalization parameters
     sorted (their magnitudes sorted for sign-flip groups). ``n`` depends only on the architecture.
-    ``scaling``: the graph's :func:`canonical_scaling` when the caller has it already."""
-    graph = transformed(graph, canonical_scaling(graph) if scaling is None else scaling)
+    ``scaling``: the graph's :func:`canonical_scaling` when the caller has it already. Block by
+    block: one block's float64 copy is held at a time."""
+    factors = (canonical_scaling(graph) if scaling is None else scaling).factors
     parts = []
     for b in graph.edge_blocks:
         if not b.tensor:
             continue
-        w = graph.block_weights(b, np.float64)
+        w = graph.block_weights(b, np.float64)  # the scale canonical form: rows times q, columns over q
+        if b.dst in factors:
+            w = w * factors[b.dst][:, None, None]
+        if b.src in factors:
+            w = w / factors[b.src][None, :, None]
         parts.append(np.linalg.svd(w.reshape(len(w), -1), compute_uv=False))
-    for g in graph.node_groups:  # node features sorted (permutations), by magnitude where signs flip
+    for i, g in enumerate(graph.node_groups):  # node features sorted (permutations), by magnitude where signs flip
         for name in (g.bias, *g.norm):
             if name:
                 values = np.asarray(graph.tensors[name], dtype=np.float64)
+                values = values * factors[i] if name == g.bias and i in factors else values
                 parts.append(np.sort(np.abs(values) if g.symmetry == "perm_sign" else values))
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
