@@ -124,6 +124,22 @@ class GraphAssembler:
         """The ``weight`` and ``bias`` of the normalization layer ``prefix`` that exist."""
         return tuple(t for t in (self.optional(f"{prefix}.weight"), self.optional(f"{prefix}.bias")) if t)
 
+    def pre_norm(self, name: str, src: int, layer: int) -> int:
+        """A pre-norm layer (``name.weight``, optional ``name.bias``) as a group of its own in the
+        residual stream's permutation, fed by ``src`` through a residual block."""
+        g = self.group(name, self.groups[src].size, "stream", layer, symmetry="perm", perm_group="stream",
+                       norm=self.norm(name))
+        self.edge(src, g, "residual", name=f"{name}.residual")
+        return g
+
+    def check_all_used(self, names: list[str], ignore=lambda name: False) -> None:
+        """``KeyError`` naming the first parameter the graph does not use (``ignore``: buffers and
+        tied copies a layout may carry)."""
+        used = self.used_tensors()
+        unused = next((n for n in names if n not in used and not ignore(n)), None)
+        if unused is not None:
+            raise KeyError(unused)
+
     def dense(self, name: str, src: int, size: int, kind: str, layer: int, **kw) -> int:
         """A group fed from group ``src`` by the dense layer ``name`` (``name.weight`` ``[out, in]``,
         optional ``name.bias``); ``size``: its required width (0: any). ``ValueError`` on a shape
@@ -134,6 +150,26 @@ class GraphAssembler:
         g = self.group(name, w.shape[0], kind, layer, bias=self.optional(f"{name}.bias"), **kw)
         self.edge(src, g, "linear", f"{name}.weight")
         return g
+
+
+def model_prefix(pattern: re.Pattern, names: list[str]) -> str | None:
+    """Group 1 of the first name ``pattern`` matches (the prefix a model's parameters share, e.g.
+    ``bert.`` or ``model.``), or ``None``."""
+    return next((m.group(1) for m in map(pattern.match, names) if m), None)
+
+
+def layer_indices(names: list[str], layers: str) -> list[int]:
+    """The sorted indices ``N`` of the parameters named ``<layers>N.<...>``."""
+    return sorted({int(m.group(1)) for m in (re.match(rf"^{re.escape(layers)}(\d+)\.", n) for n in names) if m})
+
+
+def attention_heads(width: int, num_heads: int | None) -> int:
+    """Heads of an attention layer ``width`` wide: the hint, else one per 64 units (the common head
+    width), else one. ``ValueError`` when the hint does not divide the width."""
+    heads = num_heads or (width // 64 if width % 64 == 0 else 1)
+    if width % heads:
+        raise ValueError(f"{heads} heads do not divide the attention width {width}")
+    return heads
 
 
 def chain(asm: GraphAssembler, modules: list[Module], src: int, layer: int, activation: str,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from pipeline.graph.builders.common import GraphAssembler
+from pipeline.graph.builders.common import GraphAssembler, attention_heads, layer_indices, model_prefix
 
 _EMBEDDING = re.compile(r"^(.*?)embed_tokens\.weight$")
 _BUFFERS = ("rotary_emb.inv_freq",)
@@ -26,11 +26,11 @@ _BUFFERS = ("rotary_emb.inv_freq",)
 
 def build_decoder(tensors, names: list[str], activation: str, num_heads: int | None):
     """``(assembler, "transformer")`` or ``None``."""
-    match = next((m for m in map(_EMBEDDING.match, names) if m), None)
-    if match is None or f"{match.group(1)}layers.0.mlp.gate_proj.weight" not in tensors:
+    p = model_prefix(_EMBEDDING, names)
+    if p is None or f"{p}layers.0.mlp.gate_proj.weight" not in tensors:
         return None
     try:
-        return _build(tensors, names, match.group(1), activation, num_heads), "transformer"
+        return _build(tensors, names, p, activation, num_heads), "transformer"
     except (KeyError, ValueError):
         return None
 
@@ -41,9 +41,7 @@ def _build(tensors, names, p, activation, num_heads):
     vocab, hidden = tensors[table].shape
     q_rows = tensors[asm.need(f"{p}layers.0.self_attn.q_proj.weight")].shape[0]
     k_rows = tensors[asm.need(f"{p}layers.0.self_attn.k_proj.weight")].shape[0]
-    heads = num_heads or (q_rows // 64 if q_rows % 64 == 0 else 1)
-    if q_rows % heads:
-        raise ValueError(f"{heads} heads do not divide the query width {q_rows}")
+    heads = attention_heads(q_rows, num_heads)
     head_dim = q_rows // heads
     if k_rows % head_dim or heads % (k_rows // head_dim):
         raise ValueError(f"key width {k_rows} is no whole number of heads of {head_dim} serving {heads} query heads")
@@ -52,17 +50,10 @@ def _build(tensors, names, p, activation, num_heads):
     stream = asm.group(f"{p}stream", hidden, "stream", 0, symmetry="perm", perm_group="stream")
     asm.edge(tokens, stream, "embedding", table)
 
-    def norm(name, src, layer):
-        g = asm.group(name, hidden, "stream", layer, symmetry="perm", perm_group="stream", norm=asm.norm(name))
-        asm.edge(src, g, "residual", name=f"{name}.residual")
-        return g
-
-    layer_ids = sorted({int(m.group(1)) for m in (re.match(rf"^{re.escape(p)}layers\.(\d+)\.", n) for n in names)
-                        if m})
     depth = 0
-    for i in layer_ids:
+    for i in layer_indices(names, f"{p}layers."):
         L = f"{p}layers.{i}."
-        before = norm(f"{L}input_layernorm", stream, depth + 1)
+        before = asm.pre_norm(f"{L}input_layernorm", stream, depth + 1)
         attention = dict(symmetry="perm", head_group=f"{L}heads")
         asm.dense(f"{L}self_attn.q_proj", before, q_rows, "query", depth + 2, perm_group=f"{L}qk", heads=heads,
                   head_dims="fixed", **attention)
@@ -78,18 +69,16 @@ def _build(tensors, names, p, activation, num_heads):
         attn = asm.dense(f"{L}self_attn.o_proj", values, hidden, "stream", depth + 3, symmetry="perm",
                          perm_group="stream")
         asm.edge(stream, attn, "residual", name=f"{L}self_attn.residual")
-        after = norm(f"{L}post_attention_layernorm", attn, depth + 4)
+        after = asm.pre_norm(f"{L}post_attention_layernorm", attn, depth + 4)
         asm.dense(f"{L}mlp.gate_proj", after, 0, "hidden", depth + 5, symmetry="perm", perm_group=f"{L}mlp")
         up = asm.dense(f"{L}mlp.up_proj", after, 0, "hidden", depth + 5, symmetry="perm_scale", perm_group=f"{L}mlp")
         out = asm.dense(f"{L}mlp.down_proj", up, hidden, "stream", depth + 6, symmetry="perm", perm_group="stream")
         asm.edge(attn, out, "residual", name=f"{L}mlp.residual")
         stream, depth = out, depth + 6
-    final = norm(f"{p}norm", stream, depth + 1)
+    final = asm.pre_norm(f"{p}norm", stream, depth + 1)
     if "lm_head.weight" in tensors:
         asm.dense("lm_head", final, vocab, "output", depth + 2)
     else:  # tied to the embedding table
         asm.edge(final, asm.group("lm_head", vocab, "output", depth + 2), "linear", table, name="lm_head")
-    unused = [n for n in names if n not in asm.used_tensors() and not n.endswith(_BUFFERS)]
-    if unused:
-        raise KeyError(unused[0])
+    asm.check_all_used(names, lambda n: n.endswith(_BUFFERS))
     return asm

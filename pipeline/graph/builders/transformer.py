@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.graph.builders.common import GraphAssembler, hidden_symmetry
+from pipeline.graph.builders.common import (GraphAssembler, attention_heads, hidden_symmetry, layer_indices,
+                                            model_prefix)
 
 _BUFFERS = ("position_ids", "token_type_ids")
 #: parameters a state dict may hold twice under two names (a tied copy); the graph reads one
@@ -55,10 +56,9 @@ _EMBEDDING = re.compile(r"^(.*?)embeddings\.word_embeddings\.weight$")
 
 def build_transformer(tensors, names: list[str], activation: str, num_heads: int | None):
     """``(assembler, "transformer")`` or ``None``."""
-    match = next((m for m in map(_EMBEDDING.match, names) if m), None)
-    if match is None:
+    p = model_prefix(_EMBEDDING, names)
+    if p is None:
         return None
-    p = match.group(1)
     scheme = DISTILBERT if any(n.startswith(f"{p}{DISTILBERT.layers}") for n in names) else BERT
     try:
         return _build(tensors, names, p, scheme, activation, num_heads), "transformer"
@@ -71,9 +71,7 @@ def _build(tensors, names, p, scheme: Names, activation, num_heads):
 
     word = tensors[asm.need(f"{p}embeddings.word_embeddings.weight")]
     hidden = word.shape[1]
-    heads = num_heads or (hidden // 64 if hidden % 64 == 0 else 1)
-    if hidden % heads:
-        raise ValueError("hidden size not divisible by heads")
+    heads = attention_heads(hidden, num_heads)
     emb = f"{p}embeddings."
     stream = asm.group(f"{emb}stream", hidden, "stream", 0, symmetry="perm", perm_group="stream",
                        norm=asm.norm(f"{emb}LayerNorm"))
@@ -85,10 +83,8 @@ def _build(tensors, names, p, scheme: Names, activation, num_heads):
             src = asm.group(f"{emb}{table}", w.shape[0], "input", 0)
             asm.edge(src, stream, "embedding", f"{emb}{table}.weight")
 
-    layer_ids = sorted({int(m.group(1)) for m in (re.match(rf"^{re.escape(p + scheme.layers)}(\d+)\.", n)
-                                                  for n in names) if m})
     depth = 0
-    for i in layer_ids:
+    for i in layer_indices(names, p + scheme.layers):
         L = f"{p}{scheme.layers}{i}."
         qkv = [asm.dense(f"{L}{part}", stream, hidden, kind, depth + 1, symmetry="perm", perm_group=f"{L}{perm}",
                      heads=heads, head_group=f"{L}heads")
@@ -104,10 +100,8 @@ def _build(tensors, names, p, scheme: Names, activation, num_heads):
         stream, depth = out, depth + 4
     _head(asm, tensors, names, p, stream, depth)
     used = asm.used_tensors()
-    unused = [n for n in names if n not in used and not n.endswith(_BUFFERS)
-              and not (n in _ALIASES and _ALIASES[n] in used and np.array_equal(tensors[n], tensors[_ALIASES[n]]))]
-    if unused:
-        raise KeyError(unused[0])
+    asm.check_all_used(names, lambda n: n.endswith(_BUFFERS) or (
+        n in _ALIASES and _ALIASES[n] in used and np.array_equal(tensors[n], tensors[_ALIASES[n]])))
     return asm
 
 

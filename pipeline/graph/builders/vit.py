@@ -17,7 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pipeline.graph.builders.common import GraphAssembler, hidden_symmetry
+from pipeline.graph.builders.common import (GraphAssembler, attention_heads, hidden_symmetry, layer_indices,
+                                            model_prefix)
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,9 @@ _PATCHES = re.compile(r"^(.*?)embeddings\.patch_embeddings\.projection\.weight$"
 
 def build_vit(tensors, names: list[str], activation: str, num_heads: int | None):
     """``(assembler, "transformer")`` or ``None``."""
-    match = next((m for m in map(_PATCHES.match, names) if m), None)
-    if match is None:
+    p = model_prefix(_PATCHES, names)
+    if p is None:
         return None
-    p = match.group(1)
     scheme = next((s for s in SPELLINGS if any(n.startswith(f"{p}{s.layers}") for n in names)), None)
     if scheme is None:
         return None
@@ -60,9 +60,7 @@ def _build(tensors, names, p, scheme: Names, activation, num_heads):
     if patches.ndim != 4:
         raise ValueError("patch embedding")
     hidden = patches.shape[0]
-    heads = num_heads or (hidden // 64 if hidden % 64 == 0 else 1)
-    if hidden % heads:
-        raise ValueError("hidden size not divisible by heads")
+    heads = attention_heads(hidden, num_heads)
     pixels = asm.group(f"{emb}pixels", patches.shape[1], "input", 0)
     stream = asm.group(f"{emb}stream", hidden, "stream", 0, symmetry="perm", perm_group="stream",
                        bias=asm.optional(f"{emb}patch_embeddings.projection.bias"))
@@ -73,18 +71,10 @@ def _build(tensors, names, p, scheme: Names, activation, num_heads):
             raise ValueError(table)
         asm.edge(asm.group(f"{emb}{table}", t.size // hidden, "input", 0), stream, "embedding", f"{emb}{table}")
 
-    def norm(name, src, layer):
-        """A pre-norm LayerNorm group, fed by ``src`` through a residual block."""
-        g = asm.group(name, hidden, "stream", layer, symmetry="perm", perm_group="stream", norm=asm.norm(name))
-        asm.edge(src, g, "residual", name=f"{name}.residual")
-        return g
-
-    layer_ids = sorted({int(m.group(1)) for m in (re.match(rf"^{re.escape(p + scheme.layers)}(\d+)\.", n)
-                                                  for n in names) if m})
     depth = 0
-    for i in layer_ids:
+    for i in layer_indices(names, p + scheme.layers):
         L = f"{p}{scheme.layers}{i}."
-        before = norm(f"{L}layernorm_before", stream, depth + 1)
+        before = asm.pre_norm(f"{L}layernorm_before", stream, depth + 1)
         qkv = [asm.dense(f"{L}{part}", before, hidden, kind, depth + 2, symmetry="perm", perm_group=f"{L}{perm}",
                          heads=heads, head_group=f"{L}heads")
                for part, kind, perm in ((scheme.query, "query", "qk"), (scheme.key, "key", "qk"),
@@ -92,16 +82,14 @@ def _build(tensors, names, p, scheme: Names, activation, num_heads):
         attn = asm.dense(f"{L}{scheme.attention_out}", qkv[2], hidden, "stream", depth + 3, symmetry="perm",
                          perm_group="stream")
         asm.edge(stream, attn, "residual", name=f"{L}attention.residual")
-        after = norm(f"{L}layernorm_after", attn, depth + 4)
+        after = asm.pre_norm(f"{L}layernorm_after", attn, depth + 4)
         inter = asm.dense(f"{L}{scheme.fc1}", after, 0, "hidden", depth + 5, symmetry=hidden_symmetry(activation, False))
         out = asm.dense(f"{L}{scheme.fc2}", inter, hidden, "stream", depth + 6, symmetry="perm", perm_group="stream")
         asm.edge(attn, out, "residual", name=f"{L}output.residual")
         stream, depth = out, depth + 6
     if f"{p}layernorm.weight" in tensors:
-        stream, depth = norm(f"{p}layernorm", stream, depth + 1), depth + 1
+        stream, depth = asm.pre_norm(f"{p}layernorm", stream, depth + 1), depth + 1
     if "classifier.weight" in tensors:
         asm.dense("classifier", stream, 0, "output", depth + 1)
-    unused = [n for n in names if n not in asm.used_tensors()]
-    if unused:
-        raise KeyError(unused[0])
+    asm.check_all_used(names)
     return asm
