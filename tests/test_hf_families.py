@@ -101,3 +101,22 @@ def test_planted_copy_is_a_near_duplicate_and_a_sibling_is_not(tmp_path, name):
     groups = near_duplicate_groups(["a", "copy", "sibling"], [model_prints(g, encoder) for g in
                                                                 (graph, copy_graph, sibling)])
     assert [g["members"] for g in groups] == [["a", "copy"]]
+
+
+def test_a_config_that_lies_falls_back_with_its_reason(tmp_path):
+    """A head count that does not divide the width: no wrong symmetry, a per-layer graph with the
+    reason; a parameter the layout has no place for likewise."""
+    import json
+
+    folder = tmp_path / "liar"
+    MODELS["bert"][0].save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_attention_heads": 5}))
+    graph = build_graph(open_checkpoint(str(folder)))
+    assert graph.mode == "per_layer" and {g.symmetry for g in graph.node_groups} == {"none"}
+    assert graph.info["fallback"] == "BERT-style encoder: 5 heads do not divide the attention width 32"
+    tensors = dict(open_checkpoint(str(folder)).tensors)
+    save_checkpoint({**tensors, "bert.encoder.layer.0.mystery.weight": np.ones((3, 3))},
+                    str(tmp_path / "extra.safetensors"), {"num_attention_heads": "4"})
+    graph = build_graph(open_checkpoint(str(tmp_path / "extra.safetensors")))
+    assert graph.mode == "per_layer" and "'bert.encoder.layer.0.mystery.weight' has no place" in graph.info["fallback"]

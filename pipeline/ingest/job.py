@@ -44,6 +44,7 @@ RECORD_SCHEMA = pa.schema([
     ("num_params", pa.int64()), ("source_dtype", pa.string()), ("stored_dtype", pa.string()),
     ("shard", pa.string()), ("error_kind", pa.string()), ("error", pa.string()), ("seconds", pa.float64()),
     ("activation", pa.string()), ("hints", pa.string()),  # JSON: key -> [value, source]
+    ("fallback", pa.string()),  # why a recognized family fell back to a per-layer graph
 ])
 SHARD_BYTES = 256 * 1024 * 1024   # a shard is written once its checkpoints reach this size
 
@@ -134,14 +135,16 @@ class GraphConverter:
             records[ref.uri] = _record(ref, "converted", started, content_id=graph.info["content_id"],
                                        family=graph.family, graph_mode=graph.mode, num_params=graph.num_params,
                                        source_dtype=graph.info["source_dtype"], shard=shard, stored_dtype=stored,
-                                       activation=graph.activation, hints=graph.info["hints"])
+                                       activation=graph.activation, hints=graph.info["hints"],
+                                       fallback=graph.info["fallback"])
         pending.clear()
 
 
 def _record(ref: CheckpointRef, status: str, started: float, **fields) -> dict:
     record = {"source_path": ref.uri, "file_size": ref.size, "mtime_ns": ref.mtime_ns, "status": status,
               "content_id": "", "family": "", "graph_mode": "", "num_params": 0, "source_dtype": "",
-              "stored_dtype": "", "shard": "", "error_kind": "", "error": "", "activation": "", "hints": ""}
+              "stored_dtype": "", "shard": "", "error_kind": "", "error": "", "activation": "", "hints": "",
+              "fallback": ""}
     record.update(fields)
     record["seconds"] = time.perf_counter() - started
     return record
@@ -194,7 +197,7 @@ def consolidate(fs: pafs.FileSystem, root: str) -> tuple[pa.Table, pa.Table]:
         if r["status"] == "duplicate" and r["content_id"] in stored:
             original = stored[r["content_id"]]
             r = {**r, **{k: original[k] for k in ("family", "graph_mode", "stored_dtype", "shard", "activation",
-                                                  "hints")}}
+                                                  "hints", "fallback")}}
         if r["status"] != "error":
             manifest_rows.append({k: r[k] for k in MANIFEST_COLUMNS})
     manifest = pa.Table.from_pylist(manifest_rows, schema=pa.schema([RECORD_SCHEMA.field(c) for c in MANIFEST_COLUMNS]))
@@ -205,7 +208,7 @@ def consolidate(fs: pafs.FileSystem, root: str) -> tuple[pa.Table, pa.Table]:
 
 
 MANIFEST_COLUMNS = ["content_id", "source_path", "status", "family", "graph_mode", "num_params", "source_dtype",
-                    "stored_dtype", "shard", "file_size", "activation", "hints"]
+                    "stored_dtype", "shard", "file_size", "activation", "hints", "fallback"]
 ERROR_COLUMNS = ["source_path", "error_kind", "error", "file_size"]
 
 

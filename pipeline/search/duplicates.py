@@ -60,9 +60,26 @@ class DuplicateThresholds:
                 and (evidence["output_distance"] is None or evidence["output_distance"] <= self.max_output_distance))
 
 
+#: blocks whose smaller side is larger get the quantiles of their row and column norms instead of
+#: their singular values (a full SVD of a 2048 x 5632 block takes seconds; norms are linear time)
+MAX_SVD_SIDE = 1024
+SPECTRUM_QUANTILES = 256
+
+
+def block_spectrum(w: np.ndarray) -> np.ndarray:
+    """Invariants of a matrix ``w [m, n]`` (float64) under row and column permutations and sign
+    flips: its singular values, or above ``MAX_SVD_SIDE`` the ``SPECTRUM_QUANTILES`` quantiles of
+    its row norms then of its column norms. The length depends only on the shape."""
+    if min(w.shape) <= MAX_SVD_SIDE:
+        return np.linalg.svd(w, compute_uv=False)
+    levels = np.linspace(0.0, 1.0, SPECTRUM_QUANTILES)
+    squares = np.square(w)
+    return np.concatenate([np.quantile(np.sqrt(squares.sum(1)), levels), np.quantile(np.sqrt(squares.sum(0)), levels)])
+
+
 def fingerprint(graph: WeightGraph, scaling: GroupElement | None = None) -> np.ndarray:
     """``[n]`` float32 fingerprint invariant to the graph's group: in the scale canonical form, the
-    singular values of every weight block, then each group's bias and normalization parameters
+    spectrum of every weight block (:func:`block_spectrum`), then each group's bias and normalization parameters
     sorted (their magnitudes sorted for sign-flip groups). ``n`` depends only on the architecture.
     ``scaling``: the graph's :func:`canonical_scaling` when the caller has it already. Block by
     block: one block's float64 copy is held at a time."""
@@ -76,7 +93,7 @@ def fingerprint(graph: WeightGraph, scaling: GroupElement | None = None) -> np.n
             w = w * factors[b.dst][:, None, None]
         if b.src in factors:
             w = w / factors[b.src][None, :, None]
-        parts.append(np.linalg.svd(w.reshape(len(w), -1), compute_uv=False))
+        parts.append(block_spectrum(w.reshape(len(w), -1)))
     for i, g in enumerate(graph.node_groups):  # node features sorted (permutations), by magnitude where signs flip
         for name in (g.bias, *g.norm):
             if name:

@@ -5,7 +5,7 @@ import json
 
 from pipeline.checkpoint.dtypes import is_float
 from pipeline.checkpoint.reader import Checkpoint
-from pipeline.graph.builders.common import parse_modules
+from pipeline.graph.builders.common import LayoutMismatch, parse_modules
 from pipeline.graph.builders.decoder import build_decoder
 from pipeline.graph.builders.per_layer import build_per_layer
 from pipeline.graph.builders.residual import build_residual
@@ -21,19 +21,20 @@ def build_graph(ckpt: Checkpoint, content_id: str | None = None, sidecar: dict |
     """The weight graph of a checkpoint: computational if its family is recognized, else per-layer.
 
     ``sidecar`` and ``command_line``: hints from outside the checkpoint (see :mod:`pipeline.graph.hints`
-    for their precedence). ``info`` gets the row's descriptive fields and ``hints`` (key -> ``[value,
-    source]``); ``content_id`` is computed unless given. The structure depends only on names,
+    for their precedence). ``info`` gets the row's descriptive fields, ``hints`` (key -> ``[value,
+    source]``) and ``fallback``: why a recognized family's layout did not fit, where it fell back to a
+    per-layer graph (:class:`~pipeline.graph.builders.common.LayoutMismatch`); ``content_id`` is computed unless given. The structure depends only on names,
     shapes, dtypes and hints, so it is cached per architecture (a zoo repeats a few architectures
     many times)."""
     resolved = resolve_hints(ckpt, sidecar, command_line)
     hints = {"activation": resolved.get("activation", ("unknown",))[0],
              "family": resolved.get("family", ("",))[0], "num_heads": resolved.get("num_heads", (None,))[0]}
     signature = (tuple((n, t.shape, t.dtype.str) for n, t in ckpt.tensors.items()), tuple(hints.values()))
-    groups, blocks, family, mode = _structure(signature, ckpt.tensors, hints)
+    groups, blocks, family, mode, fallback = _structure(signature, ckpt.tensors, hints)
     info = {"content_id": content_id or ckpt.content_id(), "source_path": ckpt.path,
             "source_layout": ckpt.layout, "source_dtype": ckpt.dtype,
             "metadata": metadata_json(ckpt.metadata, ckpt.config),
-            "hints": json.dumps({k: list(v) for k, v in sorted(resolved.items())})}
+            "hints": json.dumps({k: list(v) for k, v in sorted(resolved.items())}), "fallback": fallback}
     return WeightGraph(list(groups), list(blocks), ckpt.tensors, family=family, mode=mode,
                        activation=hints["activation"], info=info)
 
@@ -42,23 +43,31 @@ _CACHE: dict = {}
 _CACHE_SIZE = 4096
 
 
-def _structure(signature, tensors, hints) -> tuple[tuple, tuple, str, str]:
+def _structure(signature, tensors, hints) -> tuple[tuple, tuple, str, str, str]:
+    """``(groups, blocks, family, mode, reason)``: ``reason`` says why a recognized family fell
+    back to a per-layer graph (empty otherwise)."""
     cached = _CACHE.get(signature)
     if cached is not None:
         return cached
     names = list(tensors)
-    act = hints["activation"]
-    modules = parse_modules(tensors, [n for n in names if is_float(tensors[n].dtype)])
-    built = (build_transformer(tensors, names, act, hints["num_heads"])
-             or build_vit(tensors, names, act, hints["num_heads"])
-             or build_decoder(tensors, names, act, hints["num_heads"])
-             or (modules and (build_residual(tensors, modules, act)
-                              or build_sequential(tensors, modules, act, hints["family"]))) or None)
+    act, heads = hints["activation"], hints["num_heads"]
+    built, reasons = None, []
+    for build in (build_transformer, build_vit, build_decoder):
+        try:
+            built = build(tensors, names, act, heads)
+        except LayoutMismatch as exc:
+            reasons.append(str(exc))
+        if built is not None:
+            break
+    if built is None:
+        modules = parse_modules(tensors, [n for n in names if is_float(tensors[n].dtype)])
+        built = (modules and (build_residual(tensors, modules, act)
+                              or build_sequential(tensors, modules, act, hints["family"]))) or None
     if built is not None:
-        (asm, family), mode = built, "computational"
+        (asm, family), mode, reasons = built, "computational", []
     else:
         asm, family, mode = build_per_layer(tensors, names), "unknown", "per_layer"
     if len(_CACHE) >= _CACHE_SIZE:
         _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[signature] = (tuple(asm.groups), tuple(asm.blocks), family, mode)
+    _CACHE[signature] = (tuple(asm.groups), tuple(asm.blocks), family, mode, "; ".join(reasons))
     return _CACHE[signature]

@@ -85,6 +85,23 @@ def _computation_order(module: Module):
             natural_key(module.prefix))
 
 
+class LayoutMismatch(ValueError):
+    """A builder recognized its family's parameters, but they do not fit the family's layout (a
+    config that lies about its head count, a parameter missing or left over): the checkpoint falls
+    back to a per-layer graph, with this reason recorded."""
+
+
+def build_or_explain(family: str, build, *args):
+    """``build(*args)``, with its ``KeyError`` (a parameter missing) or ``ValueError`` (shapes that
+    do not fit) turned into a :class:`LayoutMismatch` naming ``family`` and the reason."""
+    try:
+        return build(*args)
+    except KeyError as exc:
+        raise LayoutMismatch(f"{family}: missing parameter {exc.args[0]!r}") from None
+    except ValueError as exc:
+        raise LayoutMismatch(f"{family}: {exc}") from None
+
+
 class GraphAssembler:
     """Collects node groups and edge blocks; builders call :meth:`group` and :meth:`edge`."""
 
@@ -133,12 +150,12 @@ class GraphAssembler:
         return g
 
     def check_all_used(self, names: list[str], ignore=lambda name: False) -> None:
-        """``KeyError`` naming the first parameter the graph does not use (``ignore``: buffers and
+        """``ValueError`` naming the first parameter the graph does not use (``ignore``: buffers and
         tied copies a layout may carry)."""
         used = self.used_tensors()
         unused = next((n for n in names if n not in used and not ignore(n)), None)
         if unused is not None:
-            raise KeyError(unused)
+            raise ValueError(f"parameter {unused!r} has no place in the layout")
 
     def dense(self, name: str, src: int, size: int, kind: str, layer: int, **kw) -> int:
         """A group fed from group ``src`` by the dense layer ``name`` (``name.weight`` ``[out, in]``,

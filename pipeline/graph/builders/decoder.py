@@ -18,21 +18,20 @@ from __future__ import annotations
 
 import re
 
-from pipeline.graph.builders.common import GraphAssembler, attention_heads, layer_indices, model_prefix
+from pipeline.graph.builders.common import (GraphAssembler, attention_heads, build_or_explain,
+                                            layer_indices, model_prefix)
 
 _EMBEDDING = re.compile(r"^(.*?)embed_tokens\.weight$")
 _BUFFERS = ("rotary_emb.inv_freq",)
 
 
 def build_decoder(tensors, names: list[str], activation: str, num_heads: int | None):
-    """``(assembler, "transformer")`` or ``None``."""
+    """``(assembler, "transformer")``, ``None`` when the parameters are not this family's; raises
+    :class:`~pipeline.graph.builders.common.LayoutMismatch` when they are but do not fit."""
     p = model_prefix(_EMBEDDING, names)
     if p is None or f"{p}layers.0.mlp.gate_proj.weight" not in tensors:
         return None
-    try:
-        return _build(tensors, names, p, activation, num_heads), "transformer"
-    except (KeyError, ValueError):
-        return None
+    return build_or_explain("LLaMA-family decoder", _build, tensors, names, p, activation, num_heads), "transformer"
 
 
 def _build(tensors, names, p, activation, num_heads):

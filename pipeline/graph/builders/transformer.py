@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.graph.builders.common import (GraphAssembler, attention_heads, hidden_symmetry, layer_indices,
-                                            model_prefix)
+from pipeline.graph.builders.common import (GraphAssembler, attention_heads, build_or_explain,
+                                            hidden_symmetry, layer_indices, model_prefix)
 
 _BUFFERS = ("position_ids", "token_type_ids")
 #: parameters a state dict may hold twice under two names (a tied copy); the graph reads one
@@ -55,15 +55,14 @@ _EMBEDDING = re.compile(r"^(.*?)embeddings\.word_embeddings\.weight$")
 
 
 def build_transformer(tensors, names: list[str], activation: str, num_heads: int | None):
-    """``(assembler, "transformer")`` or ``None``."""
+    """``(assembler, "transformer")``, ``None`` when the parameters are not this family's; raises
+    :class:`~pipeline.graph.builders.common.LayoutMismatch` when they are but do not fit."""
     p = model_prefix(_EMBEDDING, names)
     if p is None:
         return None
     scheme = DISTILBERT if any(n.startswith(f"{p}{DISTILBERT.layers}") for n in names) else BERT
-    try:
-        return _build(tensors, names, p, scheme, activation, num_heads), "transformer"
-    except (KeyError, ValueError):
-        return None
+    family = "DistilBERT" if scheme is DISTILBERT else "BERT-style encoder"
+    return build_or_explain(family, _build, tensors, names, p, scheme, activation, num_heads), "transformer"
 
 
 def _build(tensors, names, p, scheme: Names, activation, num_heads):

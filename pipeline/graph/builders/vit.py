@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pipeline.graph.builders.common import (GraphAssembler, attention_heads, hidden_symmetry, layer_indices,
-                                            model_prefix)
+from pipeline.graph.builders.common import (GraphAssembler, LayoutMismatch, attention_heads, build_or_explain,
+                                            hidden_symmetry, layer_indices, model_prefix)
 
 
 @dataclass(frozen=True)
@@ -40,17 +40,15 @@ _PATCHES = re.compile(r"^(.*?)embeddings\.patch_embeddings\.projection\.weight$"
 
 
 def build_vit(tensors, names: list[str], activation: str, num_heads: int | None):
-    """``(assembler, "transformer")`` or ``None``."""
+    """``(assembler, "transformer")``, ``None`` when the parameters are not this family's; raises
+    :class:`~pipeline.graph.builders.common.LayoutMismatch` when they are but do not fit."""
     p = model_prefix(_PATCHES, names)
     if p is None:
         return None
     scheme = next((s for s in SPELLINGS if any(n.startswith(f"{p}{s.layers}") for n in names)), None)
     if scheme is None:
-        return None
-    try:
-        return _build(tensors, names, p, scheme, activation, num_heads), "transformer"
-    except (KeyError, ValueError):
-        return None
+        raise LayoutMismatch("ViT: patch embeddings without encoder layers")
+    return build_or_explain("ViT", _build, tensors, names, p, scheme, activation, num_heads), "transformer"
 
 
 def _build(tensors, names, p, scheme: Names, activation, num_heads):
