@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> list:
                         help="fingerprint distance for duplicates")
     parser.add_argument("--max-wiring-distance", type=float, default=defaults.max_wiring_distance,
                         help="wiring fingerprint distance for duplicates")
+    parser.add_argument("--max-output-distance", type=float, default=defaults.max_output_distance,
+                        help="distance of the outputs at the probe inputs for duplicates (where both run)")
     parser.add_argument("--report", default=None, help="write the near-duplicate report (markdown) here")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     add_hint_arguments(parser, family_flag="--file-family")  # for --file
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> list:
     search = ZooSearch(args.index, args.graphs, args.catalog, args.encoder_state)
     if args.near_duplicates:
         groups = search.near_duplicates(DuplicateThresholds(args.min_cosine, args.max_distance,
-                                                            args.max_wiring_distance))
+                                                            args.max_wiring_distance, args.max_output_distance))
         text = duplicates_report(groups)
         if args.report:
             write_file(args.report, text)

@@ -14,8 +14,9 @@ POST     /search                            top-k by an uploaded checkpoint; sam
                                             upload's hints ``activation``, ``model_family``,
                                             ``num_heads`` (see pipeline.graph.hints)
 POST     /embed                             the uploaded checkpoint's embedding; query: the hints
-GET      /duplicates                        near-duplicate groups; query: min_cosine, max_distance,
-                                            max_wiring_distance
+GET      /duplicates                        near-duplicate groups, each pair with its evidence;
+                                            query: min_cosine, max_distance, max_wiring_distance,
+                                            max_output_distance
 =======  =================================  ==========================================================
 
 Bad input gets a 4xx with the reason: 400 (empty body), 404 (unknown model), 409 (encoder version
@@ -92,8 +93,10 @@ class ZooAPI:
     @api.get("/duplicates")
     def duplicates(self, min_cosine: float = Query(DUPLICATES.min_cosine, ge=-1, le=1),
                    max_distance: float = Query(DUPLICATES.max_distance, ge=0),
-                   max_wiring_distance: float = Query(DUPLICATES.max_wiring_distance, ge=0)) -> dict:
-        groups = self.search.near_duplicates(DuplicateThresholds(min_cosine, max_distance, max_wiring_distance))
+                   max_wiring_distance: float = Query(DUPLICATES.max_wiring_distance, ge=0),
+                   max_output_distance: float = Query(DUPLICATES.max_output_distance, ge=0)) -> dict:
+        groups = self.search.near_duplicates(DuplicateThresholds(min_cosine, max_distance, max_wiring_distance,
+                                                                 max_output_distance))
         return {"groups": [{"models": g["models"], "pairs": g["pairs"]} for g in groups]}
 
     async def _with_upload(self, request: Request, filename: str, hints: dict):
