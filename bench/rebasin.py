@@ -115,6 +115,18 @@ def rebasin_on_attention() -> str:
     return f"runs; function changed by {change:.2g} (rel)" if change > 1e-4 else "runs; function kept"
 
 
+HF_TEXT = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+               max_position_embeddings=40)
+
+
+def _hf(model: str, config: str, **kwargs) -> torch.nn.Module:
+    """A ``transformers`` model from a tiny config (their FFN activations, GELU or SiLU, admit
+    permutations only, so no activation hint is needed)."""
+    import transformers
+
+    return getattr(transformers, model)(getattr(transformers, config)(**kwargs)).eval()
+
+
 PLANTED = {  # name -> (model factory, metadata)
     "mlp_relu": (lambda: MLP(64, [64, 64, 64], 10, "relu"), {"activation": "relu"}),
     "mlp_tanh": (lambda: MLP(64, [64, 64, 64], 10, "tanh"), {"activation": "tanh"}),
@@ -123,6 +135,15 @@ PLANTED = {  # name -> (model factory, metadata)
     "siren": (lambda: Siren([32, 32, 32]), {"activation": "sine", "family": "inr"}),
     "resmlp_relu": (lambda: ResMLP(64, 32, 64, 2, 10, "relu"), {"activation": "relu"}),
     "bert": (lambda: TinyBert(16, 8, 32, 4, 64, 2, 2), {"activation": "gelu", "num_attention_heads": "4"}),
+    **{f"hf_{name}": (make, {"num_attention_heads": "4"}) for name, make in (  # transformers models, tiny configs
+        ("bert_mlm", lambda: _hf("BertForMaskedLM", "BertConfig", **HF_TEXT)),
+        ("roberta", lambda: _hf("RobertaForSequenceClassification", "RobertaConfig", **HF_TEXT)),
+        ("distilbert", lambda: _hf("DistilBertForSequenceClassification", "DistilBertConfig", vocab_size=64, dim=32,
+                                   n_layers=2, n_heads=4, hidden_dim=48)),
+        ("vit", lambda: _hf("ViTForImageClassification", "ViTConfig", image_size=16, patch_size=4, hidden_size=32,
+                            num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)),
+        ("llama", lambda: _hf("LlamaForCausalLM", "LlamaConfig", vocab_size=64, hidden_size=32, intermediate_size=48,
+                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)))},
 }
 
 
