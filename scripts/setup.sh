@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 quiet_pip() { .venv/bin/pip install --quiet --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 quiet_pip "torch==2.13.0"
 quiet_pip -e ".[test]"
-.venv/bin/python -c "import torch, ray, torch_geometric, faiss, pyarrow, safetensors, pipeline; print('environment ready: torch', torch.__version__, '| ray', ray.__version__)"
+.venv/bin/python -c "import torch, ray, faiss, pyarrow, safetensors, transformers, pipeline; print('environment ready: torch', torch.__version__, '| ray', ray.__version__)"
