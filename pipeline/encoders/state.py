@@ -45,9 +45,13 @@ def state_file(path: str) -> str:
 def load_state(path: str) -> tuple[EncoderWithHead, dict]:
     """The encoder with its metric head (eval mode) and its config, from a state file or a training
     checkpoint folder (path or URI)."""
+    return _load(read_bytes(state_file(path)))
+
+
+def _load(data: bytes) -> tuple[EncoderWithHead, dict]:
     from pipeline.encoders import build_encoder
 
-    state = torch.load(io.BytesIO(read_bytes(state_file(path))), weights_only=True, map_location="cpu")
+    state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     config = state["config"]
     model = EncoderWithHead(build_encoder(config["encoder"], **config["encoder_kwargs"]), embedding_dim(config))
     model.load_state_dict(state["model"])
@@ -63,7 +67,11 @@ def save_state(model: EncoderWithHead, config: dict, path: str) -> None:
 
 def encoder_version(path: str, name: str) -> str:
     """``<name>@<sha256 of the state file, 12 hex>``."""
-    return f"{name}@{hashlib.sha256(read_bytes(state_file(path))).hexdigest()[:12]}"
+    return _version(read_bytes(state_file(path)), name)
+
+
+def _version(data: bytes, name: str) -> str:
+    return f"{name}@{hashlib.sha256(data).hexdigest()[:12]}"
 
 
 @dataclass
@@ -77,7 +85,7 @@ class TrainedEncoder:
 
 
 def load_trained(path: str) -> TrainedEncoder:
-    """The encoder of a state file, for inference (see :func:`load_state`)."""
-    model, config = load_state(path)
-    return TrainedEncoder(model.encoder, config["encoder"], embedding_dim(config),
-                          encoder_version(path, config["encoder"]))
+    """The encoder of a state file, for inference (see :func:`load_state`); the file is read once."""
+    data = read_bytes(state_file(path))
+    model, config = _load(data)
+    return TrainedEncoder(model.encoder, config["encoder"], embedding_dim(config), _version(data, config["encoder"]))
