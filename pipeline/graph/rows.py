@@ -21,6 +21,7 @@ from pipeline.graph.schema import (EDGE_BLOCK_TYPE, GRAPH_SCHEMA, NODE_GROUP_TYP
 from pipeline.storage import write_bytes_atomic
 
 PIECE_BYTES = 4 * 1024 * 1024       # bytes of a tensor per weights row
+READ_PIECES = 16                    # weights rows decoded at a time when reading a shard
 BATCH_BYTES = 16 * 1024 * 1024      # weights buffered per write (one row group)
 _FINITE_MAX = {"fp16": float(np.finfo(np.float16).max)}
 #: Weights are stored uncompressed (floats barely compress and codecs hold extra copies); statistics
@@ -120,10 +121,12 @@ def write_shard(fs: pafs.FileSystem, part: str, graphs: list[WeightGraph], preci
 
 
 def read_shard(fs: pafs.FileSystem, part: str) -> Iterator[WeightGraph]:
-    """The graphs of a shard written by :func:`write_shard`."""
+    """The graphs of a shard written by :func:`write_shard`, the weights read a few pieces at a time
+    (each tensor's bytes are held once, whatever the model's size)."""
     graphs = pq.read_table(f"{part}.graphs.parquet", filesystem=fs, schema=GRAPH_SCHEMA)
-    weights = pq.read_table(f"{part}.weights.parquet", filesystem=fs, schema=WEIGHT_SCHEMA)
-    return tables_to_graphs(graphs, weights)
+    with fs.open_input_file(f"{part}.weights.parquet") as f:
+        # pre_buffer would read every column chunk ahead: the whole file in memory at once
+        yield from tables_to_graphs(graphs, pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=READ_PIECES))
 
 
 def _list_of_structs(rows: list[list], struct: pa.StructType) -> pa.ListArray:
@@ -137,9 +140,9 @@ def _list_of_structs(rows: list[list], struct: pa.StructType) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(children, fields=list(struct)))
 
 
-def _binary_views(column: pa.ChunkedArray) -> Iterator[np.ndarray]:
+def _binary_views(column: pa.ChunkedArray | pa.Array) -> Iterator[np.ndarray]:
     """Each value of a binary column as a zero-copy uint8 numpy view."""
-    for chunk in column.chunks:
+    for chunk in (column.chunks if isinstance(column, pa.ChunkedArray) else [column]):
         _, offsets_buf, data_buf = chunk.buffers()
         dtype = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
         offsets = np.frombuffer(offsets_buf, dtype)[chunk.offset:chunk.offset + len(chunk) + 1]
@@ -148,23 +151,38 @@ def _binary_views(column: pa.ChunkedArray) -> Iterator[np.ndarray]:
             yield data[offsets[i]:offsets[i + 1]]
 
 
-def tables_to_graphs(graphs: pa.Table, weights: pa.Table) -> Iterator[WeightGraph]:
-    """Graphs from a graphs table and its weights table (rows in write order). A tensor stored in
-    one piece is a zero-copy view of the table's buffer; a larger one is joined from its pieces."""
-    pieces = zip(weights.column("content_id").to_pylist(), weights.column("index").to_pylist(),
-                 _binary_views(weights.column("data")))
+def _pieces(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, int, np.ndarray]]:
+    """``(content_id, tensor index, bytes)`` of every weights row, batch by batch."""
+    for batch in batches:
+        yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), _binary_views(batch.column(2)))
+
+
+def tables_to_graphs(graphs: pa.Table, weights: pa.Table | Iterable[pa.RecordBatch]) -> Iterator[WeightGraph]:
+    """Graphs from a graphs table and its weights (a table or its record batches, rows in write
+    order). A tensor stored in one piece is a zero-copy view of its batch's buffer; a larger one is
+    copied piece by piece into an array of its own."""
+    pieces = _pieces(weights.to_batches() if isinstance(weights, pa.Table) else weights)
     upcoming = next(pieces, None)
     for rec in graphs.to_pylist():
         tensors = {}
         for index, spec in enumerate(rec["tensors"]):
-            parts = []
+            dtype = SAFETENSORS_DTYPES[spec["dtype"]]
+            size = int(np.prod(spec["shape"])) * dtype.itemsize
+            raw, filled = None, 0
             while upcoming is not None and upcoming[:2] == (rec["content_id"], index):
-                parts.append(upcoming[2])
+                piece = upcoming[2]
+                if filled + piece.size > size:
+                    raise ValueError(f"weights of tensor {spec['name']!r} of {rec['content_id']} overrun its shape")
+                if raw is None and piece.size == size:
+                    raw = piece
+                else:
+                    raw = np.empty(size, np.uint8) if raw is None else raw
+                    raw[filled:filled + piece.size] = piece
+                filled += piece.size
                 upcoming = next(pieces, None)
-            if not parts:
+            if raw is None or filled != size:
                 raise ValueError(f"weights of tensor {spec['name']!r} of {rec['content_id']} are missing")
-            raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            tensors[spec["name"]] = raw.view(SAFETENSORS_DTYPES[spec["dtype"]]).reshape(spec["shape"])
+            tensors[spec["name"]] = raw.view(dtype).reshape(spec["shape"])
         yield WeightGraph(
             node_groups=[node_group_from_record(n) for n in rec["node_groups"]],
             edge_blocks=[EdgeBlock(**b) for b in rec["edge_blocks"]],
