@@ -37,7 +37,7 @@ def broken_copy_evidence(graphs_dir: str, catalog: str, state: str, seed: int = 
         tensors = uncoupled_permutation(graph, rng)
         if tensors is None:
             continue
-        original, broken = (model_prints(g, encoder, probes) for g in (graph, graph.with_tensors(tensors)))
+        original, broken = model_prints([graph, graph.with_tensors(tensors)], encoder, probes)
         group = "perm" if original.symmetry == "unknown" else original.symmetry
         rows.append({"family": graph.family, **pair_evidence(original, broken, group)})
     return rows

@@ -80,7 +80,7 @@ def encoder():
 def test_near_duplicate_groups_are_exactly_the_planted_copies(zoo, encoder):
     rows, graphs = zoo
     ids = sorted(graphs)
-    groups = near_duplicate_groups(ids, [model_prints(graphs[m], encoder) for m in ids])
+    groups = near_duplicate_groups(ids, model_prints([graphs[m] for m in ids], encoder))
     found = sorted(tuple(g["members"]) for g in groups)
     planted = sorted(tuple(sorted((r["model_id"], r["duplicate_of"]))) for r in rows.values() if r["duplicate_of"])
     assert found == planted
@@ -104,7 +104,7 @@ def test_broken_copies_are_not_near_duplicates(zoo, encoder):
         broken = graph.with_tensors(uncoupled_permutation(graph, rng))
         for suffix, g in (("", graph), ("-broken", broken)):
             ids.append(name + suffix)
-            prints.append(_with(model_prints(g, encoder), vector=np.ones(4), outputs=np.zeros(0)))
+            prints.append(_with(model_prints([g], encoder)[0], vector=np.ones(4), outputs=np.zeros(0)))
     assert len(ids) >= 4
     assert all(fingerprint_distance(prints[i].fingerprint, prints[i + 1].fingerprint) < 1e-6
                for i in range(0, len(ids), 2))
@@ -122,7 +122,7 @@ def test_what_the_networks_compute_vetoes_every_broken_copy(zoo, encoder):
 
     def add(name, graph):
         ids.append(name)
-        prints.append(_with(model_prints(graph, encoder), fingerprint=np.zeros(1, np.float32)))  # all candidates
+        prints.append(_with(model_prints([graph], encoder)[0], fingerprint=np.zeros(1, np.float32)))  # all candidates
         assert prints[-1].outputs.size, f"{graph.family} network was not run"
 
     for name in sorted(graphs):
@@ -156,10 +156,10 @@ def test_unknown_activation_tries_each_candidate_group(tmp_path, encoder):
         copy = parent.with_tensors(random_transform(known, rng, **claim).tensors)
         for name, graph in ((group, parent), (f"{group}-copy", copy)):
             ids.append(name)
-            prints.append(model_prints(graph, encoder))
+            prints.append(model_prints([graph], encoder)[0])
         expected[group] = (group, f"{group}-copy")
     stranger = build_graph_of(MLP(6, [24, 24], 3, "relu").state_dict(), tmp_path / "stranger.pt")
-    ids.append("stranger"), prints.append(model_prints(stranger, encoder))
+    ids.append("stranger"), prints.append(model_prints([stranger], encoder)[0])
     groups = near_duplicate_groups(ids, prints)
     found = {(g["members"][0], g["members"][1]): g["pairs"][0]["group"] for g in groups}
     assert found == {pair: group for group, pair in expected.items()}

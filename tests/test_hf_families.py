@@ -98,8 +98,7 @@ def test_planted_copy_is_a_near_duplicate_and_a_sibling_is_not(tmp_path, name):
     copy_graph = random_transform(graph, np.random.default_rng(3))
     torch.manual_seed(0)
     encoder = build_encoder("scale_gmn", dim=32, hidden=32)
-    groups = near_duplicate_groups(["a", "copy", "sibling"], [model_prints(g, encoder) for g in
-                                                                (graph, copy_graph, sibling)])
+    groups = near_duplicate_groups(["a", "copy", "sibling"], model_prints([graph, copy_graph, sibling], encoder))
     assert [g["members"] for g in groups] == [["a", "copy"]]
 
 

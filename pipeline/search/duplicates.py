@@ -174,16 +174,20 @@ def candidate_views(graph: WeightGraph, encoder, probes: ProbeInputs | None = No
     return views
 
 
-def model_prints(graph: WeightGraph, encoder, probes: ProbeInputs | None = None) -> Prints:
-    """Everything near-duplicate detection reads of one model, with ``encoder`` (and its
-    ``probes``) as the embedding; the canonical scaling is computed once for the encoder's input and
-    the fingerprint."""
-    scaling = canonical_scaling(graph)
-    prepared = prepare(graph, scaling=scaling, probes=probes)
-    symmetry = hidden_symmetry(graph)
-    return Prints(embed(encoder, [prepared]).numpy()[0].astype(np.float32), fingerprint(graph, scaling),
-                  wiring_fingerprint(prepared), output_fingerprint(prepared, probes), symmetry,
-                  candidate_views(graph, encoder, probes) if symmetry == "unknown" else {})
+def model_prints(graphs: list[WeightGraph], encoder, probes: ProbeInputs | None = None) -> list[Prints]:
+    """Everything near-duplicate detection reads of each model, with ``encoder`` (and its
+    ``probes``) as the embedding, embedded as one batch; each graph's canonical scaling is computed
+    once for the encoder's input and the fingerprint."""
+    scalings = [canonical_scaling(g) for g in graphs]
+    prepared = [prepare(g, scaling=s, probes=probes) for g, s in zip(graphs, scalings)]
+    vectors = embed(encoder, prepared).numpy().astype(np.float32)
+    prints = []
+    for graph, scaling, inputs, vector in zip(graphs, scalings, prepared, vectors):
+        symmetry = hidden_symmetry(graph)
+        prints.append(Prints(vector, fingerprint(graph, scaling), wiring_fingerprint(inputs),
+                             output_fingerprint(inputs, probes), symmetry,
+                             candidate_views(graph, encoder, probes) if symmetry == "unknown" else {}))
+    return prints
 
 
 def pair_evidence(a: Prints, b: Prints, group: str) -> dict:

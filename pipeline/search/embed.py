@@ -53,7 +53,7 @@ class Embedder:
 
         graphs = list(records_to_graphs(without_labels(batch)))
         probes = probe_inputs_of(self.trained.encoder)
-        prints = [model_prints(g, self.trained.encoder, probes) for g in graphs]
+        prints = model_prints(graphs, self.trained.encoder, probes)
         n = len(prints)
         return pa.table({"content_id": [g.info["content_id"] for g in graphs], "vector": [p.vector for p in prints],
                          "encoder": [self.trained.name] * n, "encoder_version": [self.trained.version] * n,
