@@ -223,3 +223,18 @@ def test_network_outputs_run_sine_networks(graphs):
         expected = torch.asinh(model.double()(probe_inputs(2))).T
     model.float()
     assert relative_difference(outputs, expected) < 1e-9
+
+
+@pytest.mark.parametrize("encoder_name", sorted(ENCODERS))
+def test_weights_stored_at_16_bits_embed_as_their_float32_values(graphs, encoder_name):
+    """bf16 weights stay bf16 in the prepared input (a large model is not held twice) and every
+    encoder reads them as the same values at float32."""
+    from pipeline.checkpoint.dtypes import BF16
+    from pipeline.encoders.prepare import graph_input
+
+    graph = graphs["mlp_relu"]
+    low = graph.with_tensors({k: np.asarray(v).astype(BF16) for k, v in graph.tensors.items()})
+    wide = graph.with_tensors({k: v.astype(np.float32) for k, v in low.tensors.items()})
+    assert {b.weight.dtype for b in graph_input(low).blocks if b.weight is not None} == {torch.bfloat16}
+    encoder = _encoder(encoder_name, graphs)
+    torch.testing.assert_close(embed(encoder, [low]), embed(encoder, [wide]), rtol=0, atol=0)

@@ -16,7 +16,7 @@ ALLOWED = {
     "testing": {"graph", "symmetry"},
     "zoo": BASE | {"checkpoint", "graph", "symmetry"},
     "ingest": BASE | {"checkpoint", "graph"},
-    "encoders": BASE | {"graph", "symmetry"},
+    "encoders": BASE | {"checkpoint", "graph", "symmetry"},
     "training": BASE | {"graph", "symmetry", "encoders", "ingest", "evaluation", "zoo"},
     "search": BASE | {"checkpoint", "graph", "symmetry", "encoders", "ingest"},
     "evaluation": BASE | {"graph", "symmetry", "encoders", "ingest", "zoo"},

@@ -15,7 +15,8 @@ def flat_weights(graph: GraphInput, length: int | None = None) -> torch.Tensor:
     """The model's edge weights then biases as one vector, cut or zero-padded to ``length``."""
     parts = [b.weight.reshape(-1) for b in graph.blocks if b.weight is not None]
     parts += [g.bias for g in graph.groups if g.bias is not None]
-    flat = torch.cat(parts)
+    dtype = max((p.dtype for p in parts), key=lambda d: torch.finfo(d).bits)  # 16-bit weights beside biases
+    flat = torch.cat([p.to(dtype) for p in parts])
     if length is None:
         return flat
     return torch.nn.functional.pad(flat[:length], (0, max(0, length - len(flat))))

@@ -99,24 +99,40 @@ class ComputationalGraphEncoder(nn.Module):
                    + self.depth(torch.tensor([g.depth, math.log(g.size)], dtype=dtype, device=device))
                    for g in graph.groups]
         states = [self._initial(graph, i, context[i]) for i in range(len(graph.groups))]
-        bases = [edge_bases(b.weight, self.bases) if b.weight is not None else None for b in graph.blocks]
-        incoming = {i: [(b, bases[k]) for k, b in enumerate(graph.blocks) if b.dst == i] for i in graph.order}
+        kept: dict[int, list[torch.Tensor]] = {}
+
+        def bases(k: int) -> list[torch.Tensor] | None:
+            """Block ``k``'s edge bases in the encoder's dtype: kept when its weights already are in
+            it, else computed again at each use (weights stored at 16 bits stay so in memory)."""
+            weight = graph.blocks[k].weight
+            if weight is None:
+                return None
+            if k in kept:
+                return kept[k]
+            computed = edge_bases(weight.to(dtype), self.bases)
+            if weight.dtype == dtype:
+                kept[k] = computed
+            return computed
+
+        incoming = {i: [k for k, b in enumerate(graph.blocks) if b.dst == i] for i in graph.order}
         inputs = [i for i in graph.order if not incoming[i]]
-        outgoing = {i: [(b, [x.transpose(0, 1) for x in bases[k]]) for k, b in enumerate(graph.blocks)
-                        if b.src == i and bases[k] is not None] for i in inputs}
+        outgoing = {i: [k for k, b in enumerate(graph.blocks) if b.src == i and b.weight is not None] for i in inputs}
         for message, input_message, skip, update in zip(self.messages, self.input_messages, self.skips, self.updates):
             for i in graph.order:
                 if not incoming[i]:
                     continue
                 m = None
-                for block, block_bases in incoming[i]:
+                for k in incoming[i]:
+                    block, block_bases = graph.blocks[k], bases(k)
                     source = states[block.src] if block.sources is None else states[block.src][block.sources]
                     term = skip(source) if block_bases is None else message(block_bases, source)
                     m = term if m is None else m + term
                 states[i] = update(states[i], m, self.symmetry(graph, i), context[i])
             for i in inputs:  # input neurons learn how the network reads them (invariant messages)
-                terms = [input_message(t_bases, self._invariant_source(states[b.dst], self.symmetry(graph, b.dst)))
-                         for b, t_bases in outgoing[i]]
+                terms = [input_message([x.transpose(0, 1) for x in bases(k)],
+                                       self._invariant_source(states[graph.blocks[k].dst],
+                                                              self.symmetry(graph, graph.blocks[k].dst)))
+                         for k in outgoing[i]]
                 if terms:
                     states[i] = update(states[i], sum(terms), "none", context[i])
         return states, context

@@ -66,6 +66,7 @@ class EquivariantGNN(nn.Module):
 
     def layer_vector(self, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """One layer graph ``weight [dst, src, F]`` (+ its out-nodes' bias) -> ``[hidden]``."""
+        weight = weight.to(self.out.weight.dtype)
         row = _stats(weight, (1, 2))
         bias = bias if bias is not None else torch.zeros(len(weight), dtype=weight.dtype, device=weight.device)
         x_out = self.out_init(torch.cat([row, bias[:, None]], -1))

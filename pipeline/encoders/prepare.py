@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipeline.checkpoint.dtypes import BF16
 from pipeline.encoders.executor import probe_outputs, probe_values
 from pipeline.encoders.graph_input import Block, GraphInput, Group
 from pipeline.encoders.probes import ProbeInputs
@@ -19,9 +20,19 @@ def _as_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(array if array.flags.writeable else array.copy()).to(dtype)
 
 
+def _weights(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """A block's weights: kept at 16 bits where stored so (consumers cast them as they use them, so
+    a billion-parameter model is not held twice), else as :func:`_as_tensor`."""
+    if array.dtype == BF16:
+        return torch.from_numpy(np.array(array).view(np.int16)).view(torch.bfloat16)
+    if array.dtype == np.float16:
+        return torch.from_numpy(np.array(array))
+    return _as_tensor(array, dtype)
+
+
 def graph_input(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> GraphInput:
-    """The graph's structure and weights as torch tensors (copied once, to ``dtype``), without
-    probe outputs or statistics."""
+    """The graph's structure and weights as torch tensors (copied once: to ``dtype``, or at 16 bits
+    where stored so, see :func:`_weights`), without probe outputs or statistics."""
     max_layer = max((g.layer for g in graph.node_groups), default=0) or 1
     groups = []
     for i, g in enumerate(graph.node_groups):
@@ -34,7 +45,7 @@ def graph_input(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> Graph
                             _as_tensor(graph.tensors[g.bias], dtype) if g.bias else None, norm, g.heads))
     blocks = []
     for b in graph.edge_blocks:
-        weight = None if b.kind in FIXED_EDGES else _as_tensor(graph.block_weights(b), dtype)
+        weight = None if b.kind in FIXED_EDGES else _weights(graph.block_weights(b), dtype)
         kernel = tuple(graph.tensors[b.tensor].shape[2:]) if b.kind == "linear" else ()
         sources = None if b.kind != "repeat" else torch.from_numpy(repeat_sources(
             graph.node_groups[b.src].size, graph.node_groups[b.src].heads, graph.node_groups[b.dst].heads))

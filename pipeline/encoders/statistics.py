@@ -42,26 +42,27 @@ def weight_statistics(blocks: list, groups: list, factors: dict[int, np.ndarray]
     for b in blocks:
         if b.weight is None:
             continue
-        w = b.weight.double().abs()
+        w = b.weight.to(torch.float64, copy=True).abs_()  # one float64 copy, transformed in place
         if b.dst in scale:
-            w = w * scale[b.dst][:, None, None]
+            w.mul_(scale[b.dst][:, None, None])
         if b.src in scale:
-            w = w / scale[b.src][None, :, None]
+            w.div_(scale[b.src][None, :, None])
         squares = w.square()
-        rows.append(_moments(w) + [math.log(n) for n in w.shape]
+        rows.append(_moments(w, squares) + [math.log(n) for n in w.shape]
                     + [_log_spread(squares.sum((1, 2))), _log_spread(squares.sum((0, 2)))]
                     + _bias_moments(groups[b.dst], scale.get(b.dst)) + [groups[b.dst].depth, groups[b.src].depth]
                     + _value_moments(None if values is None else values[b.dst], scale.get(b.dst)))
     return torch.tensor(rows, dtype=torch.float64) if rows else None
 
 
-def _moments(a: torch.Tensor) -> list[float]:
-    """``a``: ``|w|`` float64, any shape -> log RMS, mean/RMS, log(max/RMS), log kurtosis and the
-    fraction of entries below 1% of the RMS."""
-    rms = a.square().mean().sqrt().clamp_min(TINY)
-    kurtosis = (a / rms).square().square().mean().clamp_min(TINY)
+def _moments(a: torch.Tensor, squares: torch.Tensor | None = None) -> list[float]:
+    """``a``: ``|w|`` float64, any shape (``squares``: ``a ** 2`` where the caller has it) -> log
+    RMS, mean/RMS, log(max/RMS), log kurtosis and the fraction of entries below 1% of the RMS. At
+    most one temporary of ``a``'s size at a time."""
+    rms = (a.square() if squares is None else squares).mean().sqrt().clamp_min(TINY)
+    kurtosis = (a / rms).square_().square_().mean().clamp_min(TINY)
     return [float(rms.log()), float(a.mean() / rms), float((a.max() / rms).clamp_min(TINY).log()),
-            float(kurtosis.log()), float((a < 0.01 * rms).double().mean())]
+            float(kurtosis.log()), float((a < 0.01 * rms).sum().double() / a.numel())]
 
 
 def _log_spread(squares: torch.Tensor) -> float:
