@@ -2,7 +2,8 @@
 
 Output folder (a path or URI)::
 
-    <out>/embeddings/part-<uuid>.parquet   content_id, vector, encoder, encoder_version, fingerprint, wiring
+    <out>/embeddings/part-<uuid>.parquet   EMBEDDING_SCHEMA: content_id, vector, encoder, encoder_version,
+                                           fingerprint, wiring, outputs, symmetry, candidates
     <out>/index/                           the ModelIndex (see pipeline.search.index)
 
 Vectors are tied to their encoder's version (:func:`pipeline.encoders.state.encoder_version`).
