@@ -104,6 +104,7 @@ def hf_models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
     models = {
         "bert": T.BertForSequenceClassification(T.BertConfig(**HF_SMALL, num_labels=3)),
         "bert_mlm": T.BertForMaskedLM(T.BertConfig(**HF_SMALL)),
+        "bert_mlm_untied": T.BertForMaskedLM(T.BertConfig(**HF_SMALL, tie_word_embeddings=False)),
         "roberta": T.RobertaForSequenceClassification(T.RobertaConfig(**HF_SMALL, num_labels=3)),
         "distilbert": T.DistilBertForSequenceClassification(T.DistilBertConfig(
             vocab_size=64, dim=32, n_layers=2, n_heads=4, hidden_dim=48, max_position_embeddings=40, num_labels=3,

@@ -119,3 +119,17 @@ def test_a_config_that_lies_falls_back_with_its_reason(tmp_path):
                     str(tmp_path / "extra.safetensors"), {"num_attention_heads": "4"})
     graph = build_graph(open_checkpoint(str(tmp_path / "extra.safetensors")))
     assert graph.mode == "per_layer" and "'bert.encoder.layer.0.mystery.weight' has no place" in graph.info["fallback"]
+
+
+def test_a_model_type_that_lies_changes_nothing(tmp_path):
+    """The tensors decide the family, not ``model_type``: BERT weights under a config that claims
+    LLaMA get BERT's graph."""
+    import json
+
+    honest = _saved(tmp_path, "bert")
+    folder = tmp_path / "claims-llama"
+    MODELS["bert"][0].save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    liar = build_graph(open_checkpoint(str(folder)))
+    assert (liar.node_groups, liar.edge_blocks) == (honest.node_groups, honest.edge_blocks)
