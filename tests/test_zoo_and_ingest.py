@@ -107,6 +107,24 @@ def _manifest(out: Path) -> list[dict]:
     return sorted(pq.read_table(out / "manifest.parquet").to_pylist(), key=lambda r: r["source_path"])
 
 
+def _wait_until_still(out: Path, quiet: float = 3.0, limit: float = 60.0) -> None:
+    """Wait until nothing under ``out`` has changed for ``quiet`` seconds (at most ``limit``)."""
+    def snapshot():
+        state = []
+        for p in out.rglob("*"):
+            try:
+                state.append((str(p), p.stat().st_mtime_ns))
+            except FileNotFoundError:  # a temporary file moved into place meanwhile
+                state.append((str(p), -1))
+        return sorted(state)
+    last, since, deadline = snapshot(), time.time(), time.time() + limit
+    while time.time() - since < quiet and time.time() < deadline:
+        time.sleep(0.2)
+        now = snapshot()
+        if now != last:
+            last, since = now, time.time()
+
+
 def _shard_rows(out: Path):
     parts = sorted(str(p).removesuffix(".graphs.parquet") for p in (out / "shards").glob("part-*.graphs.parquet"))
     return [g for part in parts for g in read_shard(pafs.LocalFileSystem(), part)]
@@ -174,6 +192,7 @@ def test_killed_midway_and_restarted_gives_the_same_result(ray_session, zoo_inpu
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    _wait_until_still(killed)  # the killed job's converter actors live in the shared cluster until Ray reaps them
     committed = len(list((killed / "records").glob("part-*")))
     assert 2 <= committed < 15, "the job should have been killed midway"
 
