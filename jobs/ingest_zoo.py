@@ -22,7 +22,7 @@ def print_summary(summary: dict) -> None:
     print(f"\ningested into {summary['output']} in {summary['seconds']}s "
           f"({summary['checkpoints_per_s']} checkpoints/s)")
     for key in ("discovered", "skipped_unchanged", "converted", "duplicate", "error", "stored_models",
-                "total_errors", "cleaned_uncommitted"):
+                "total_errors", "cleaned_uncommitted", "redone_lost"):
         print(f"  {key:<20}{summary[key]:>8}")
     print("  stored, by family/graph mode:")
     for key, count in summary["stored_by_family"].items():

@@ -202,3 +202,19 @@ def test_killed_midway_and_restarted_gives_the_same_result(ray_session, zoo_inpu
     assert [{k: r[k] for k in strip} for r in _manifest(killed)] == [{k: r[k] for k in strip} for r in _manifest(clean)]
     ids = [g.info["content_id"] for g in _shard_rows(killed)]
     assert len(ids) == len(set(ids)) == len(_shard_rows(clean))
+
+
+def test_a_lost_shard_is_converted_again(ray_session, zoo_inputs, tmp_path):
+    """A committed shard that disappears (deleted, or lost to a race with a killed run) loses nothing
+    its checkpoints can give back: the next run converts them again."""
+    inputs, _ = zoo_inputs
+    out = tmp_path / "out"
+    run_ingest(IngestConfig([str(inputs / "models")], str(out), batch_size=8))
+    before = sorted(g.info["content_id"] for g in _shard_rows(out))
+    victim = sorted((out / "shards").glob("part-*.graphs.parquet"))[0]
+    lost = len(list(read_shard(pafs.LocalFileSystem(), str(victim).removesuffix(".graphs.parquet"))))
+    victim.unlink()
+    Path(str(victim).replace(".graphs.", ".weights.")).unlink()
+    summary = run_ingest(IngestConfig([str(inputs / "models")], str(out), batch_size=8))
+    assert summary["redone_lost"] >= lost > 0 and summary["converted"] == lost
+    assert sorted(g.info["content_id"] for g in _shard_rows(out)) == before

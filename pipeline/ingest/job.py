@@ -185,6 +185,19 @@ def _clean_uncommitted(fs: pafs.FileSystem, root: str) -> int:
     return removed
 
 
+def _stored_records(fs: pafs.FileSystem, root: str) -> tuple[list[dict], int]:
+    """The latest records whose models are stored, and how many were dropped because the shard
+    they point at is gone (with the duplicates of those models): those checkpoints are converted
+    again, so a lost shard loses nothing that its source can give back."""
+    shards = {i.base_name.split(".")[0] for i in fs.get_file_info(pafs.FileSelector(f"{root}/shards",
+                                                                                   allow_not_found=True))
+              if i.base_name.endswith(".graphs.parquet")}
+    rows = read_records(fs, root).to_pylist()
+    gone = {r["content_id"] for r in rows if r["status"] == "converted" and r["shard"] not in shards}
+    kept = [r for r in rows if r["status"] == "error" or r["content_id"] not in gone]
+    return kept, len(rows) - len(kept)
+
+
 def consolidate(fs: pafs.FileSystem, root: str) -> tuple[pa.Table, pa.Table]:
     """Rebuild ``manifest.parquet`` and ``errors.parquet`` from the records; returns both tables.
 
@@ -220,11 +233,11 @@ def run_ingest(config: IngestConfig) -> dict:
     for folder in ("shards", "records"):
         fs.create_dir(f"{root}/{folder}", recursive=True)
     cleaned = _clean_uncommitted(fs, root)
-    previous = read_records(fs, root)
-    done = {(r["source_path"], r["file_size"], r["mtime_ns"]) for r in previous.to_pylist()}
+    previous, lost = _stored_records(fs, root)
+    done = {(r["source_path"], r["file_size"], r["mtime_ns"]) for r in previous}
     refs = discover(config.inputs)
     todo = [r for r in refs if (r.uri, r.size, r.mtime_ns) not in done]
-    known = [r["content_id"] for r in previous.to_pylist() if r["status"] == "converted"]
+    known = [r["content_id"] for r in previous if r["status"] == "converted"]
 
     started = time.perf_counter()
     new_records = []
@@ -252,7 +265,7 @@ def run_ingest(config: IngestConfig) -> dict:
         by_family[key] = by_family.get(key, 0) + 1
     status_counts = {s: sum(r["status"] == s for r in run) for s in ("converted", "duplicate", "error")}
     return {"output": config.output, "discovered": len(refs), "skipped_unchanged": len(refs) - len(todo),
-            "cleaned_uncommitted": cleaned, **status_counts, "seconds": round(seconds, 3),
+            "cleaned_uncommitted": cleaned, "redone_lost": lost, **status_counts, "seconds": round(seconds, 3),
             "checkpoints_per_s": round(len(todo) / seconds, 1) if todo and seconds else 0.0,
             "stored_models": len(stored), "stored_by_family": dict(sorted(by_family.items())),
             "total_errors": errors.num_rows,
