@@ -13,7 +13,9 @@ Output layout (any pyarrow filesystem: a local folder, ``s3://...``)::
 Runs are idempotent and restartable: checkpoints whose (path, size, mtime) already has a record are
 skipped; a content id already stored is recorded as a ``duplicate`` and not stored again (a
 :class:`ContentRegistry` actor arbitrates between concurrent converters); shards left by a batch that
-never committed are deleted at start-up.
+never committed are deleted at start-up, and checkpoints whose committed shard is gone are converted
+again (``redone_lost``). One run writes an output at a time: a killed run's converter actors must
+have stopped before the next run starts.
 """
 from __future__ import annotations
 
