@@ -163,11 +163,14 @@ def transformed(graph: WeightGraph, element: GroupElement) -> WeightGraph:
     return graph.with_tensors(apply(graph, element))
 
 
-def uncoupled_permutation(graph: WeightGraph, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
+def uncoupled_permutation(graph: WeightGraph, rng: np.random.Generator,
+                          kinds: tuple[str, ...] | None = None) -> dict[str, np.ndarray] | None:
     """Permute the rows of one hidden layer's incoming weights (and bias) *without* the matching
     columns of the next layer: not a symmetry, so the function changes. For negative tests and
-    hard negatives. ``None`` when the graph has no such layer (per-layer graphs, linear models)."""
+    hard negatives. ``kinds``: only layers of these node kinds (e.g. ``("query", "key")``). ``None``
+    when the graph has no such layer (per-layer graphs, linear models)."""
     hidden = [i for i in symmetric_groups(graph) if graph.node_groups[i].size > 1
+              and (kinds is None or graph.node_groups[i].kind in kinds)
               and any(b.dst == i and b.tensor for b in graph.edge_blocks)]
     if not hidden:
         return None

@@ -2,7 +2,7 @@
 each gets a computational graph whose symmetry group is exactly right (a random element leaves the
 real model's outputs unchanged, an uncoupled permutation changes them), the main encoder is
 invariant to it, re-basin recovers a planted element, and a planted copy is found as a
-near-duplicate while another model of the family is not."""
+near-duplicate while another model of the family, and a copy with its attention broken, are not."""
 from __future__ import annotations
 
 import shutil
@@ -95,10 +95,14 @@ def test_planted_copy_is_a_near_duplicate_and_a_sibling_is_not(tmp_path, name):
         if hasattr(module, "reset_parameters") and module is not sibling_model:
             module.reset_parameters()
     sibling = _saved(tmp_path, f"{name}-sibling", sibling_model)
-    copy_graph = random_transform(graph, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    copy_graph = random_transform(graph, rng)
+    # the hardest broken copy: query or key units reach no output linearly
+    broken = graph.with_tensors(uncoupled_permutation(graph, rng, kinds=("query", "key")))
     torch.manual_seed(0)
     encoder = build_encoder("scale_gmn", dim=32, hidden=32)
-    groups = near_duplicate_groups(["a", "copy", "sibling"], model_prints([graph, copy_graph, sibling], encoder))
+    groups = near_duplicate_groups(["a", "copy", "sibling", "broken"],
+                                   model_prints([graph, copy_graph, sibling, broken], encoder))
     assert [g["members"] for g in groups] == [["a", "copy"]]
 
 

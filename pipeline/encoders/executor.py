@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from pipeline.constants import NUM_PROBES
 from pipeline.encoders.graph_input import Block, GraphInput
 from pipeline.encoders.probes import DEFAULT_PROBES, ProbeInputs
-from pipeline.graph.schema import NODE_KINDS
+from pipeline.graph.schema import NODE_KINDS, repeat_sources
 
 #: probe passes costing more multiply-adds (about a second on one core in float64) are skipped:
 #: large CNNs, whose every weight is applied at every pixel of every probe image
@@ -156,19 +156,28 @@ def network_outputs(graph: GraphInput, probes: ProbeInputs | None = None) -> tor
 
 
 @torch.no_grad()
-def linear_response(graph: GraphInput) -> list[torch.Tensor]:
-    """Per output group (in group order), ``[size, n_in + 1]`` float64: each output neuron's linear
-    response to each input neuron (the weights multiplied along every path, activations left out,
-    conv kernels summed) and, last, the response to the biases alone. Inputs are the groups no
-    block feeds, of at most ``MAX_RESPONSE_INPUTS`` neurons, concatenated in group order (none
-    for a per-layer graph, or where they add up to more than ``MAX_RESPONSE_INPUTS``); an output no
-    input reaches is left out. Hidden neurons are summed over, so it is exactly invariant to
-    their permutations, sign flips and positive scalings (``q`` and ``1/q`` cancel along each path)."""
+def linear_response(graph: GraphInput) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The network's wiring, read linearly: ``(outputs, circuits)``.
+
+    ``outputs``, per output group (in group order), ``[size, n_in + 1]`` float64: each output
+    neuron's linear response to each input neuron (the weights multiplied along every path,
+    activations left out, conv kernels summed) and, last, the response to the biases alone.
+    ``circuits``, per attention layer (:attr:`GraphInput.attention`), ``[n_in + 1, n_in + 1]``: its
+    query-key circuit ``Q K^T`` between the same inputs (``Q``, ``K`` the query and key units'
+    linear responses, each key/value head's keys repeated for the query heads it serves), which
+    decides where attention looks: query and key units reach no output linearly.
+
+    Inputs are the groups no block feeds, of at most ``MAX_RESPONSE_INPUTS`` neurons, concatenated in
+    group order (none for a per-layer graph, or where they add up to more than
+    ``MAX_RESPONSE_INPUTS``); an output no input reaches is left out. Hidden neurons are summed
+    over, so both are exactly invariant to their permutations, sign flips and positive scalings
+    (``q`` and ``1/q`` cancel along each path; coupled query and key units and heads cancel in
+    ``Q K^T``)."""
     sources = sorted(i for i in graph.order if all(b.dst != i for b in graph.blocks)
                      and graph.groups[i].size <= MAX_RESPONSE_INPUTS)
     width = sum(graph.groups[i].size for i in sources)
     if graph.mode != "computational" or width > MAX_RESPONSE_INPUTS:
-        return []  # per-layer graphs have no wiring; too many inputs: the basis alone would not fit
+        return [], []  # per-layer graphs have no wiring; too many inputs: the basis alone would not fit
     inputs, offset = {}, 0
     for i in sources:  # basis inputs e_k, then a zero input row that carries the biases alone
         size = graph.groups[i].size
@@ -176,9 +185,15 @@ def linear_response(graph: GraphInput) -> list[torch.Tensor]:
         inputs[i][offset:offset + size] = torch.eye(size, dtype=torch.float64)
         offset += size
     values = execute(graph, inputs, None)
-    out = []
+    outputs = []
     for i, g in enumerate(graph.groups):
         if g.kind == _OUTPUT and i in values:
             bias = values[i][width]
-            out.append(torch.cat([(values[i][:width] - bias).T, bias[:, None]], 1))
-    return out
+            outputs.append(torch.cat([(values[i][:width] - bias).T, bias[:, None]], 1))
+    circuits = []
+    for q, k in graph.attention:
+        if q in values and k in values and values[q].ndim == values[k].ndim == 2:
+            query, key = graph.groups[q], graph.groups[k]
+            keys = values[k][:, torch.from_numpy(repeat_sources(key.size, key.heads, query.heads))]
+            circuits.append(values[q] @ keys.T)
+    return outputs, circuits

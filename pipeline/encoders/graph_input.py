@@ -8,7 +8,7 @@ implied by the shapes, and messages are matrix products over these blocks.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -49,6 +49,8 @@ class GraphInput:
     mode: str
     activation: str
     num_params: int
+    #: ``(query group, key group)`` of every attention layer (the two groups of one head group)
+    attention: list[tuple[int, int]] = field(default_factory=list)
     outputs_at_probes: torch.Tensor | None = None  # [n_out, NUM_PROBES], see pipeline.encoders.executor
     statistics: torch.Tensor | None = None  # [weighted blocks, NUM_STATISTICS], see pipeline.encoders.statistics
 

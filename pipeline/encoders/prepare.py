@@ -51,7 +51,14 @@ def graph_input(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> Graph
             graph.node_groups[b.src].size, graph.node_groups[b.src].heads, graph.node_groups[b.dst].heads))
         blocks.append(Block(b.src, b.dst, b.kind, weight, kernel, sources))
     return GraphInput(groups, blocks, topological_order(len(groups), blocks), graph.family, graph.mode,
-                      graph.activation, graph.num_params)
+                      graph.activation, graph.num_params, attention=attention_pairs(graph))
+
+
+def attention_pairs(graph: WeightGraph) -> list[tuple[int, int]]:
+    """``(query group, key group)`` of each head group that has both."""
+    keys = {g.head_group: i for i, g in enumerate(graph.node_groups) if g.kind == "key" and g.head_group}
+    return [(i, keys[g.head_group]) for i, g in enumerate(graph.node_groups)
+            if g.kind == "query" and g.head_group in keys]
 
 
 def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32, scaling: GroupElement | None = None,

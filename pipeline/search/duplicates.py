@@ -113,12 +113,17 @@ def output_fingerprint(prepared: GraphInput, probes: ProbeInputs | None = None) 
 
 
 def wiring_fingerprint(graph: WeightGraph | GraphInput) -> np.ndarray:
-    """``[n_out * (n_in + 1)]`` float32: the network's linear response
-    (:func:`pipeline.encoders.executor.linear_response`), output neuron by output neuron. Exactly
-    invariant to hidden-neuron permutations, sign flips and positive scalings; an uncoupled
-    permutation changes it. ``graph``: a weight graph or, when the caller has it, its prepared input."""
+    """``[n]`` float32: the network's linear response
+    (:func:`pipeline.encoders.executor.linear_response`), output neuron by output neuron, then each
+    attention layer's query-key circuit, scaled to the norm of the responses (so a scrambled
+    attention pattern weighs as much as scrambled outputs). Exactly invariant to hidden-neuron
+    permutations, sign flips and positive scalings; an uncoupled permutation changes it, of query
+    or key units too. ``graph``: a weight graph or, when the caller has it, its prepared input."""
     prepared = graph_input(graph) if isinstance(graph, WeightGraph) else graph
-    parts = [m.numpy().ravel() for m in linear_response(prepared)]
+    outputs, circuits = linear_response(prepared)
+    parts = [m.numpy().ravel() for m in outputs]
+    weight = np.sqrt(sum(float(np.square(p).sum()) for p in parts)) or 1.0
+    parts += [c.numpy().ravel() * (weight / max(float(np.linalg.norm(c.numpy())), TINY)) for c in circuits]
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
