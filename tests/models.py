@@ -122,7 +122,11 @@ def hf_models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
     models["llama_gqa"] = T.LlamaForCausalLM(T.LlamaConfig(**decoder, num_key_value_heads=2, tie_word_embeddings=True))
     models["mistral"] = T.MistralForCausalLM(T.MistralConfig(**decoder, num_key_value_heads=2))
     models["qwen2"] = T.Qwen2ForCausalLM(T.Qwen2Config(**decoder, num_key_value_heads=2))
-    for name in ("llama", "llama_gqa", "mistral", "qwen2"):
+    gpt2 = dict(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=40, initializer_range=0.4,
+                bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    models["gpt2"] = T.GPT2LMHeadModel(T.GPT2Config(**gpt2))
+    models["gpt2_cls"] = T.GPT2ForSequenceClassification(T.GPT2Config(**gpt2, num_labels=3))
+    for name in ("llama", "llama_gqa", "mistral", "qwen2", "gpt2", "gpt2_cls"):
         inputs[name] = tokens
     return {name: (model.double().eval(), inputs[name]) for name, model in models.items()}
 

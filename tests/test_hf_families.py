@@ -15,6 +15,7 @@ from models import hf_models, hf_outputs
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.encoders import build_encoder, embed
 from pipeline.graph import build_graph
+from pipeline.graph.layouts import checkpoint_tensors
 from pipeline.rebasin import match
 from pipeline.search.duplicates import model_prints, near_duplicate_groups
 from pipeline.symmetry import compose, is_identity, random_element, transformed, uncoupled_permutation
@@ -38,7 +39,7 @@ def _outputs_with(tmp_path, name, tensors):
     model, inputs = MODELS[name]
     folder = tmp_path / f"{name}-loaded"
     folder.mkdir(exist_ok=True)
-    save_checkpoint(tensors, str(folder / "model.safetensors"), {"format": "pt"})
+    save_checkpoint(checkpoint_tensors(tensors), str(folder / "model.safetensors"), {"format": "pt"})
     shutil.copy(tmp_path / name / "config.json", folder / "config.json")
     loaded = type(model).from_pretrained(folder, dtype=torch.float64).eval()
     return hf_outputs(loaded, inputs)
@@ -137,3 +138,46 @@ def test_a_model_type_that_lies_changes_nothing(tmp_path):
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
     liar = build_graph(open_checkpoint(str(folder)))
     assert (liar.node_groups, liar.edge_blocks) == (honest.node_groups, honest.edge_blocks)
+
+
+def test_gpt2_layout_round_trips_exactly_and_a_bad_fused_projection_falls_back(tmp_path):
+    """GPT-2's graph reads its ``Conv1D`` weights transposed and ``c_attn`` split in three, as views;
+    putting them back gives the checkpoint's exact tensors. A fused projection that is no three
+    equal parts gets the per-layer graph with the reason."""
+    from pipeline.graph.layouts import graph_tensors
+
+    folder = tmp_path / "gpt2"
+    MODELS["gpt2"][0].save_pretrained(folder)
+    ckpt = open_checkpoint(str(folder))
+    graph = build_graph(ckpt)
+    assert "transformer.h.0.attn.c_attn.q.weight" in graph.tensors
+    assert all(np.shares_memory(graph.tensors[n], ckpt.tensors[n]) for n in graph.tensors if n in ckpt.tensors)
+    back = checkpoint_tensors(graph.tensors)
+    assert list(back) == list(ckpt.tensors)
+    assert all(back[n].shape == t.shape and np.array_equal(back[n], t) for n, t in ckpt.tensors.items())
+    assert checkpoint_tensors(graph_tensors(back)).keys() == back.keys()
+    bad = {**ckpt.tensors, "transformer.h.1.attn.c_attn.bias": np.zeros(95, np.float32)}
+    save_checkpoint(bad, str(tmp_path / "bad.safetensors"), {"format": "pt"})
+    graph = build_graph(open_checkpoint(str(tmp_path / "bad.safetensors")))
+    assert graph.mode == "per_layer" and "no fused query/key/value projection" in graph.info["fallback"]
+
+
+def test_rebasin_job_writes_gpt2_checkpoints_the_real_model_loads(tmp_path):
+    """Aligning a permuted GPT-2 copy to its original writes the aligned and the merged checkpoint
+    in GPT-2's own layout: ``from_pretrained`` loads both, and both compute the original's outputs."""
+    from pipeline.rebasin.fanout import Options, Pair, align_pair
+
+    graph = _saved(tmp_path, "gpt2")
+    copy = tmp_path / "gpt2-copy"
+    copy.mkdir()
+    save_checkpoint(checkpoint_tensors(random_transform(graph, np.random.default_rng(4)).tensors),
+                    str(copy / "model.safetensors"), {"format": "pt"})
+    shutil.copy(tmp_path / "gpt2" / "config.json", copy / "config.json")
+    row = align_pair(Pair(str(tmp_path / "gpt2"), str(copy), {}, {}),
+                     Options(out_dir=str(tmp_path / "out"), save_aligned=True, merge_alpha=0.5))
+    assert "error" not in row and row["objective"] > row["naive_objective"]
+    reference = hf_outputs(*MODELS["gpt2"])
+    for path in (row["aligned_path"], str(tmp_path / "out" / "merged" / f"{row['pair']}.safetensors")):
+        tensors = open_checkpoint(path).tensors
+        assert "transformer.h.0.attn.c_attn.weight" in tensors
+        assert relative_difference(_outputs_with(tmp_path, "gpt2", tensors), reference) < RTOL

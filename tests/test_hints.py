@@ -61,6 +61,8 @@ def test_a_bare_state_dict_gets_the_group_its_activation_hint_names(tmp_path, sk
     wrong = build_graph(open_checkpoint(str(tmp_path / "mlp.pt")), command_line={"activation": "tanh"})
     flipped = random_transform(wrong, np.random.default_rng(1))  # sign flips are no symmetry of ReLU
     assert np.abs(_sklearn_outputs(model, flipped.tensors, x) - reference).max() > 1e-3
+    relu6 = build_graph(open_checkpoint(str(tmp_path / "mlp.pt")), command_line={"activation": "relu6"})
+    assert {g.symmetry for g in relu6.node_groups if g.kind == "hidden"} == {"perm"}  # clipped: no scaling
 
 
 def test_precedence_metadata_config_sidecar_command_line(tmp_path, sklearn_mlp):

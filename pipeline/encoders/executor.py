@@ -38,7 +38,7 @@ from pipeline.graph.schema import NODE_KINDS, repeat_sources
 #: probe passes costing more multiply-adds (about a second on one core in float64) are skipped:
 #: large CNNs, whose every weight is applied at every pixel of every probe image
 MAX_PROBE_MACS = 1e10
-ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu, "sigmoid": torch.sigmoid,
+ACTIVATIONS = {"relu": F.relu, "relu6": F.relu6, "tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu, "sigmoid": torch.sigmoid,
                "elu": F.elu, "softplus": F.softplus}
 #: SIREN's frequency: ``sin(w0 * (W x + b))`` between layers (the weights do not record it)
 SIREN_W0 = 30.0

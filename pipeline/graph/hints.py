@@ -28,7 +28,7 @@ from pipeline.storage import exists, read_bytes
 SIDECAR = "weightzoo-hints.json"
 #: Activation names as written in metadata, config.json or hints -> the canonical name.
 ACTIVATION_ALIASES = {
-    "relu": "relu", "leaky_relu": "leaky_relu", "leakyrelu": "leaky_relu", "relu6": "relu",
+    "relu": "relu", "leaky_relu": "leaky_relu", "leakyrelu": "leaky_relu", "relu6": "relu6",
     "tanh": "tanh", "sine": "sine", "sin": "sine", "siren": "sine",
     "gelu": "gelu", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "silu": "silu", "swish": "silu",
     "sigmoid": "sigmoid", "elu": "elu", "softplus": "softplus",
@@ -99,7 +99,8 @@ def _own_hints(ckpt: Checkpoint) -> list[tuple[str, dict]]:
     config_heads = config.get("num_attention_heads") or config.get("n_heads") or config.get("n_head")
     return [("metadata", {"activation": meta.get("activation") or None, "family": meta.get("family") or None,
                           "num_heads": int(heads) if str(heads).isdigit() else None}),
-            ("config.json", {"activation": config.get("hidden_act") or config.get("activation") or None,
+            ("config.json", {"activation": config.get("hidden_act") or config.get("activation")
+                                            or config.get("activation_function") or None,
                              "num_heads": int(config_heads) if str(config_heads).isdigit() else None})]
 
 

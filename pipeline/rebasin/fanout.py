@@ -18,6 +18,7 @@ from tqdm import tqdm
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.graph import build_graph
 from pipeline.graph.hints import Sidecars
+from pipeline.graph.layouts import checkpoint_tensors
 from pipeline.rebasin.interpolate import ZooEvaluator, export_merged, plot_paths
 from pipeline.rebasin.matching import RESTART_BUDGET, match
 from pipeline.storage import join, resolve, write_parquet
@@ -125,7 +126,7 @@ def align_pair(pair: Pair, options: Options) -> dict:
                    naive_similarity=result.naive_similarity, sweeps=result.sweeps, match_seconds=result.seconds)
         if options.out_dir and options.save_aligned:
             row["aligned_path"] = posixpath.join(options.out_dir, "aligned", f"{pair.name}.safetensors")
-            save_checkpoint(result.aligned, row["aligned_path"], {**ckpt_b.metadata, "aligned_to": row["model_a"]})
+            save_checkpoint(checkpoint_tensors(result.aligned), row["aligned_path"], {**ckpt_b.metadata, "aligned_to": row["model_a"]})
         if pair.row_a and pair.row_b:
             evaluate = ZooEvaluator(pair.row_a, graph_a.tensors)
             naive, rebasin = evaluate.path(graph_a.tensors, graph_b.tensors), evaluate.path(graph_a.tensors, result.aligned)

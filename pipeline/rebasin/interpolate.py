@@ -16,6 +16,7 @@ import torch
 from pipeline.checkpoint import save_checkpoint
 from pipeline.checkpoint.dtypes import is_float
 from pipeline.evaluation.report import save_figure
+from pipeline.graph.layouts import checkpoint_tensors
 from pipeline.zoo.train import rebuild_model
 
 ALPHAS = np.linspace(0.0, 1.0, 25)
@@ -69,11 +70,12 @@ class ZooEvaluator:
 
 def export_merged(tensors_a: dict, tensors_b: dict, alpha: float, path: str, parents: dict[str, str],
                   metadata: dict[str, str] | None = None) -> None:
-    """Save the model at ``alpha`` on the path as safetensors; ``__metadata__``: ``metadata`` (e.g. A's,
+    """Save the model at ``alpha`` on the path as safetensors (graph tensors back in the checkpoint's
+    layout, :func:`~pipeline.graph.layouts.checkpoint_tensors`); ``__metadata__``: ``metadata`` (e.g. A's,
     so the merged model is built like its parents) plus ``merge_alpha`` and ``merged_from`` (JSON of
     ``parents``, e.g. ``{"a": id_a, "b": id_b, "b_aligned_to": id_a}``)."""
     meta = {**(metadata or {}), "merge_alpha": repr(float(alpha)), "merged_from": json.dumps(parents, sort_keys=True)}
-    save_checkpoint(interpolate(tensors_a, tensors_b, alpha), path, meta)
+    save_checkpoint(checkpoint_tensors(interpolate(tensors_a, tensors_b, alpha)), path, meta)
 
 
 def plot_paths(paths: dict[str, Path], png: str, title: str = "") -> None:

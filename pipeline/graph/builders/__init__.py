@@ -7,12 +7,14 @@ from pipeline.checkpoint.dtypes import is_float
 from pipeline.checkpoint.reader import Checkpoint
 from pipeline.graph.builders.common import LayoutMismatch, parse_modules
 from pipeline.graph.builders.decoder import build_decoder
+from pipeline.graph.builders.gpt2 import build_gpt2
 from pipeline.graph.builders.per_layer import build_per_layer
 from pipeline.graph.builders.residual import build_residual
 from pipeline.graph.builders.sequential import build_sequential
 from pipeline.graph.builders.transformer import build_transformer
 from pipeline.graph.builders.vit import build_vit
 from pipeline.graph.hints import resolve_hints
+from pipeline.graph.layouts import graph_tensors
 from pipeline.graph.schema import WeightGraph, metadata_json
 
 
@@ -25,17 +27,23 @@ def build_graph(ckpt: Checkpoint, content_id: str | None = None, sidecar: dict |
     source]``) and ``fallback``: why a recognized family's layout did not fit, where it fell back to a
     per-layer graph (:class:`~pipeline.graph.builders.common.LayoutMismatch`); ``content_id`` is computed unless given. The structure depends only on names,
     shapes, dtypes and hints, so it is cached per architecture (a zoo repeats a few architectures
-    many times)."""
+    many times). The graph's tensors are the checkpoint's in the graph layout
+    (:mod:`pipeline.graph.layouts`: views of them, e.g. GPT-2's ``Conv1D`` weights transposed)."""
     resolved = resolve_hints(ckpt, sidecar, command_line)
     hints = {"activation": resolved.get("activation", ("unknown",))[0],
              "family": resolved.get("family", ("",))[0], "num_heads": resolved.get("num_heads", (None,))[0]}
-    signature = (tuple((n, t.shape, t.dtype.str) for n, t in ckpt.tensors.items()), tuple(hints.values()))
-    groups, blocks, family, mode, fallback = _structure(signature, ckpt.tensors, hints)
+    try:
+        tensors, layout_error = graph_tensors(ckpt.tensors), ""
+    except ValueError as exc:
+        tensors, layout_error = ckpt.tensors, str(exc)
+    signature = (tuple((n, t.shape, t.dtype.str) for n, t in tensors.items()), tuple(hints.values()))
+    groups, blocks, family, mode, fallback = _structure(signature, tensors, hints)
+    fallback = "; ".join(r for r in (layout_error, fallback) if r)
     info = {"content_id": content_id or ckpt.content_id(), "source_path": ckpt.path,
             "source_layout": ckpt.layout, "source_dtype": ckpt.dtype,
             "metadata": metadata_json(ckpt.metadata, ckpt.config),
             "hints": json.dumps({k: list(v) for k, v in sorted(resolved.items())}), "fallback": fallback}
-    return WeightGraph(list(groups), list(blocks), ckpt.tensors, family=family, mode=mode,
+    return WeightGraph(list(groups), list(blocks), tensors, family=family, mode=mode,
                        activation=hints["activation"], info=info)
 
 
@@ -52,7 +60,7 @@ def _structure(signature, tensors, hints) -> tuple[tuple, tuple, str, str, str]:
     names = list(tensors)
     act, heads = hints["activation"], hints["num_heads"]
     built, reasons = None, []
-    for build in (build_transformer, build_vit, build_decoder):
+    for build in (build_transformer, build_vit, build_decoder, build_gpt2):
         try:
             built = build(tensors, names, act, heads)
         except LayoutMismatch as exc:
