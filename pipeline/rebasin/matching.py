@@ -15,7 +15,9 @@ Model B is aligned to model A by a group element ``g`` (see :mod:`pipeline.symme
   ``C = sum over p's axes of A (axis first, flattened) @ B (others applied)^T``. Plain groups solve
   ``max_p sum_j C[j, p_j]``; ``perm_sign`` groups (tanh, sine) solve it on ``|C|`` and take
   ``q_j = sign(C[j, p_j])`` (the seed's Algorithm 1), exact for a fixed ``C``. Attention heads are
-  matched whole: per head pair the within-head assignment's value, then an assignment over heads.
+  matched whole: per head pair the within-head assignment's value, then an assignment over heads
+  (under grouped-query attention, key/value heads carry their query heads, matched among
+  themselves; rotary query/key dimensions stay in place).
   Units are visited in random order until a sweep brings no improvement; a unit whose neighbouring
   permutations did not change since it was last solved is skipped (same costs, same answer).
 * Restarts keep the best ``J``: first a *forward* start (units in depth order, each solved from the
@@ -275,22 +277,69 @@ class _Descent:
         return True
 
     def _solve(self, unit: tuple[str, ...], totals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The maximizing permutation of each key; for heads, whole heads by the summed value of their
-        within-head assignments, then the units within each matched head pair."""
+        """The maximizing permutation of each key; for heads, see :meth:`_solve_heads`."""
         p = self.spec.perms[unit[0]]
-        h, d = p.heads, p.size // p.heads
-        self.work += len(unit) * h * h * d ** 3 + (h ** 3 if h > 1 else 0)
-        if h == 1:
+        if p.heads == 1:
+            self.work += p.size ** 3
             return {unit[0]: _lap(totals[unit[0]])}
-        values = np.zeros((h, h))
-        within = {}
-        for key in unit:
-            blocks = totals[key].reshape(h, d, h, d)
-            cols = np.empty((h, h, d), dtype=np.int64)
+        return self._solve_heads(unit, totals)
+
+    def _solve_heads(self, unit: tuple[str, ...], totals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A head group's permutations: key/value heads whole, by the value of the best match of each
+        head pair, then the units within each matched pair.
+
+        Keys of ``h`` heads (the key/value heads) and, under grouped-query attention, of ``h r`` heads
+        (the query heads, ``r`` per key/value head) share one head permutation ``sigma`` of the
+        ``h``; the ``r`` query heads of a matched pair ``s -> t`` are matched by an ``r x r``
+        assignment ``tau``, and units within a head by one assignment per ``perm_group`` shared by
+        the pair and its query heads (none where ``fixed``: rotary dimensions stay in place). For one
+        pair, ``tau`` and the within-head assignments are solved alternately (each exact given the
+        other), from ``tau`` matched on each query head pair's own best value."""
+        perms = {k: self.spec.perms[k] for k in unit}
+        h = min(p.heads for p in perms.values())
+        r = max(p.heads for p in perms.values()) // h
+        d = perms[unit[0]].size // perms[unit[0]].heads
+        blocks = {k: totals[k].reshape(p.heads, d, p.heads, d) for k, p in perms.items()}
+        by_group: dict[str, dict[bool, str]] = {}
+        for k, p in perms.items():
+            by_group.setdefault(p.perm_group, {})[p.heads > h] = k
+        fixed = {g: perms[next(iter(keys.values()))].fixed for g, keys in by_group.items()}
+        self.work += h * h * (r * r + 2 * len(by_group)) * d ** 3 + h ** 3
+        grouped = [g for g, keys in by_group.items() if True in keys]
+
+        def assign(cost: np.ndarray, group: str) -> np.ndarray:
+            return np.arange(d) if fixed[group] else _lap(cost)
+
+        def pair(s: int, t: int) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
+            """The value, ``tau`` and within-head assignments of key/value head pair ``s -> t``."""
+            def query(group: str, i: int, j: int) -> np.ndarray:
+                return blocks[by_group[group][True]][s * r + i, :, t * r + j, :]
+
+            def cost(group: str, tau: np.ndarray) -> np.ndarray:
+                keys = by_group[group]
+                own = blocks[keys[False]][s, :, t, :] if False in keys else 0.0
+                return own + sum(query(group, i, tau[i]) for i in range(r)) if True in keys else own
+
+            def match_queries(within: dict | None) -> np.ndarray:
+                values = [[sum(float(c[np.arange(d), assign(c, g) if within is None else within[g]].sum())
+                               for g in grouped for c in (query(g, i, j),)) for j in range(r)] for i in range(r)]
+                return _lap(np.array(values))
+
+            tau = match_queries(None) if r > 1 else np.arange(1)
+            for _ in range(2 if r > 1 else 1):
+                within = {g: assign(cost(g, tau), g) for g in by_group}
+                tau = match_queries(within) if r > 1 else tau
+            value = sum(float(cost(g, tau)[np.arange(d), within[g]].sum()) for g in by_group)
+            return value, tau, within
+
+        solved = [[pair(s, t) for t in range(h)] for s in range(h)]
+        sigma = _lap(np.array([[solved[s][t][0] for t in range(h)] for s in range(h)]))
+        out = {}
+        for k, p in perms.items():
+            rows = []
             for s in range(h):
-                for t in range(h):
-                    cols[s, t] = _lap(blocks[s, :, t, :])
-                    values[s, t] += blocks[s, np.arange(d), t, cols[s, t]].sum()
-            within[key] = cols
-        heads = _lap(values)
-        return {key: (heads[:, None] * d + cols[np.arange(h), heads]).reshape(-1) for key, cols in within.items()}
+                _, tau, within = solved[s][sigma[s]]
+                heads = [sigma[s] * r + tau[i] for i in range(r)] if p.heads > h else [sigma[s]]
+                rows += [head * d + within[p.perm_group] for head in heads]
+            out[k] = np.concatenate(rows)
+        return out

@@ -6,7 +6,8 @@ exactly the action :func:`pipeline.symmetry.apply` performs: one permutation per
 query and key units of one attention layer share theirs), acting on the destination axis of every
 incoming block, on biases and normalization parameters, and on the source axis of every outgoing
 block. Permutations of groups with ``heads > 1`` are built from one whole-head permutation per
-``head_group`` and within-head permutations; the keys of one head group form one descent *unit*.
+``head_group`` and within-head permutations; the keys of one head group form one descent *unit*
+(under grouped-query attention, keys of ``h_kv`` and of ``h_q`` heads).
 """
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ class Axis:
 @dataclass(frozen=True)
 class Perm:
     """One permutation: ``size`` nodes in ``heads`` equal heads, shared by ``groups`` (the first at
-    ``depth``)."""
+    ``depth``). Heads: the groups' ``perm_group`` (keys of one head group and ``perm_group`` share
+    their within-head permutations, by key/value head) and whether units are ``fixed`` within a head
+    (rotary position embeddings)."""
     key: str
     size: int
     depth: int
@@ -37,6 +40,8 @@ class Perm:
     head_group: str
     groups: tuple[int, ...]
     axes: tuple[Axis, ...]
+    perm_group: str = ""
+    fixed: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,8 @@ class PermutationSpec:
 
 
 def permutation_spec(graph: WeightGraph) -> PermutationSpec:
-    """The spec of ``graph``. Raises ``ValueError`` where head annotations disagree within a key.
+    """The spec of ``graph``. Raises ``ValueError`` where head annotations disagree within a key or
+    a head group.
     One permutation may act on two axes of a tensor (a masked-LM transform between two groups of
     the residual stream): there ``J`` is quadratic in it, and the descent solves it linearized, each
     axis against the other at its current permutation, keeping an update only if ``J`` rises."""
@@ -67,21 +73,24 @@ def permutation_spec(graph: WeightGraph) -> PermutationSpec:
     perms, heads_of = {}, {}
     for key, members in axes.items():
         groups = tuple(sorted({a.group for a in members}))
-        shapes = {(graph.node_groups[i].size, graph.node_groups[i].heads, graph.node_groups[i].head_group)
-                  for i in groups}
+        shapes = {(graph.node_groups[i].size, graph.node_groups[i].heads, graph.node_groups[i].head_group,
+                   graph.node_groups[i].head_dims) for i in groups}
         if len(shapes) != 1:
             raise ValueError(f"permutation {key!r}: groups disagree on size or heads: {shapes}")
-        size, heads, head_group = shapes.pop()
+        size, heads, head_group, head_dims = shapes.pop()
         depth = min(graph.node_groups[i].layer for i in groups)
-        perms[key] = Perm(key, size, depth, heads, head_group if heads > 1 else "", groups, tuple(members))
+        perms[key] = Perm(key, size, depth, heads, head_group if heads > 1 else "", groups, tuple(members),
+                          graph.node_groups[groups[0]].perm_group, heads > 1 and head_dims == "fixed")
         if heads > 1:
             heads_of.setdefault(head_group, []).append(key)
     units = [(key,) for key, p in perms.items() if p.heads == 1] + [tuple(keys) for keys in heads_of.values()]
     units.sort(key=lambda unit: min(perms[k].depth for k in unit))
     for keys in heads_of.values():
-        if len({perms[k].heads for k in keys}) != 1:
-            raise ValueError(f"head group of {keys}: different head counts (grouped-query attention); "
-                             "weight matching of grouped-query attention is not supported yet")
+        counts = sorted({perms[k].heads for k in keys})
+        widths = {perms[k].size // perms[k].heads for k in keys}
+        if len(counts) > 2 or counts[-1] % counts[0] or len(widths) != 1:
+            raise ValueError(f"head group of {keys}: heads {counts} of widths {sorted(widths)} are not "
+                             "query heads sharing key/value heads")
     return PermutationSpec(perms, {t: tuple(a) for t, a in by_tensor.items()}, views, key_of,
                            {i: graph.node_groups[i].symmetry for i in key_of}, tuple(units))
 
