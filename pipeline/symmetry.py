@@ -271,6 +271,6 @@ def acted_axes(graph: WeightGraph) -> list[tuple[str, int, int, bool, tuple[int,
             shape = _edge_view(graph, block, graph.tensors[block.tensor]).shape
             if block.dst == i:
                 add(block.tensor, dst_axis, i, True, shape)
-            if block.src == i:
+            if block.src == i and block.kind != "depthwise":  # a depthwise source shares the destination's axis
                 add(block.tensor, src_axis, i, False, shape)
     return out

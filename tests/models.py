@@ -128,7 +128,24 @@ def hf_models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
     models["gpt2_cls"] = T.GPT2ForSequenceClassification(T.GPT2Config(**gpt2, num_labels=3))
     for name in ("llama", "llama_gqa", "mistral", "qwen2", "gpt2", "gpt2_cls"):
         inputs[name] = tokens
+    models["mobilenet_v2"] = _trained_statistics(T.MobileNetV2ForImageClassification(T.MobileNetV2Config(
+        image_size=32, depth_multiplier=0.25, num_labels=3)))
+    inputs["mobilenet_v2"] = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     return {name: (model.double().eval(), inputs[name]) for name, model in models.items()}
+
+
+def _trained_statistics(model: nn.Module) -> nn.Module:
+    """``model`` with BatchNorm parameters and running statistics drawn away from their identity
+    initialization (as training leaves them), so that they matter to the outputs."""
+    gen = torch.Generator().manual_seed(2)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
+            module.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=gen))
+            module.weight.data.copy_(1 + 0.2 * torch.randn(n, generator=gen))
+            module.bias.data.copy_(0.2 * torch.randn(n, generator=gen))
+    return model
 
 
 def hf_outputs(model: nn.Module, inputs: torch.Tensor):

@@ -94,13 +94,15 @@ def test_discover_globs_and_file_uris(tmp_path):
     assert open_checkpoint(refs[0].uri).num_params == 26
 
 
-def test_writer_makes_fortran_arrays_contiguous(tmp_path):
+def test_writer_makes_fortran_arrays_contiguous_and_keeps_scalars_scalar(tmp_path):
     fortran = np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4))
     transposed = torch.arange(6, dtype=torch.float32).reshape(2, 3).t()  # non-contiguous torch view
-    save_checkpoint({"f": fortran, "t": transposed}, str(tmp_path / "w.safetensors"))
+    steps = torch.tensor(7)  # BatchNorm's num_batches_tracked: strict loaders refuse it as shape [1]
+    save_checkpoint({"f": fortran, "t": transposed, "s": steps, "n": np.int64(3)}, str(tmp_path / "w.safetensors"))
     loaded = load_file(str(tmp_path / "w.safetensors"))
     np.testing.assert_array_equal(loaded["f"], fortran)
     np.testing.assert_array_equal(loaded["t"], transposed.numpy())
+    assert loaded["s"].shape == loaded["n"].shape == () and int(loaded["s"]) == 7
 
 
 def test_non_local_filesystem_through_fsspec(tmp_path):

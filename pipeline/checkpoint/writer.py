@@ -14,14 +14,15 @@ from pipeline.storage import resolve, write_bytes_atomic
 
 
 def to_numpy(tensor) -> np.ndarray:
-    """A torch tensor or array-like as a C-contiguous numpy array (bf16 kept as ml_dtypes.bfloat16)."""
+    """A torch tensor or array-like as a C-contiguous numpy array of the same shape, scalars
+    included (bf16 kept as ml_dtypes.bfloat16)."""
     if hasattr(tensor, "detach"):
         import torch
 
         from pipeline.checkpoint.dtypes import BF16
         t = tensor.detach().cpu()
         tensor = t.view(torch.int16).numpy().view(BF16) if t.dtype == torch.bfloat16 else t.numpy()
-    return np.ascontiguousarray(tensor)
+    return np.require(tensor, requirements="C")  # np.ascontiguousarray would make a scalar 1-D
 
 
 def save_checkpoint(tensors: dict, path: str, metadata: dict[str, str] | None = None) -> None:

@@ -125,7 +125,8 @@ class ComputationalGraphEncoder(nn.Module):
                 for k in incoming[i]:
                     block, block_bases = graph.blocks[k], bases(k)
                     source = states[block.src] if block.sources is None else states[block.src][block.sources]
-                    term = skip(source) if block_bases is None else message(block_bases, source)
+                    term = skip(source) if block_bases is None else message(block_bases, source,
+                                                                            block.kind == "depthwise")
                     m = term if m is None else m + term
                 states[i] = update(states[i], m, self.symmetry(graph, i), context[i])
             for i in inputs:  # input neurons learn how the network reads them (invariant messages)

@@ -51,8 +51,9 @@ _HIDDEN, _STREAM, _OUTPUT = (NODE_KINDS.index(k) for k in ("hidden", "stream", "
 
 
 def _is_conv(block: Block) -> bool:
-    return block.kind == "linear" and len(block.kernel) == 2 and block.kernel[0] == block.kernel[1] \
-        and block.kernel[0] % 2 == 1
+    """A 2-D convolution (dense or depthwise) with an odd square kernel."""
+    return block.kind in ("linear", "depthwise") and len(block.kernel) == 2 \
+        and block.kernel[0] == block.kernel[1] and block.kernel[0] % 2 == 1
 
 
 def _message(block: Block, x: torch.Tensor, linear: bool) -> torch.Tensor | None:
@@ -64,12 +65,14 @@ def _message(block: Block, x: torch.Tensor, linear: bool) -> torch.Tensor | None
     if block.kind == "repeat":  # a key/value head's units, to every query head it serves
         return x[:, block.sources]
     if linear:
-        return x @ block.weight.double().sum(2).T
+        summed = block.weight.double().sum(2)
+        return x * summed[:, 0] if block.kind == "depthwise" else x @ summed.T
     if _is_conv(block):
         if x.ndim != 4:
             return None
         k = block.kernel[0]
-        return F.conv2d(x, block.weight.double().reshape(*block.weight.shape[:2], k, k), padding=k // 2)
+        return F.conv2d(x, block.weight.double().reshape(*block.weight.shape[:2], k, k), padding=k // 2,
+                        groups=x.shape[1] if block.kind == "depthwise" else 1)
     if x.ndim == 4:  # a dense layer after a convolution reads the global average pool
         x = x.mean((2, 3))
     return x @ block.weight[:, :, 0].double().T

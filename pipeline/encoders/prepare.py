@@ -46,7 +46,7 @@ def graph_input(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> Graph
     blocks = []
     for b in graph.edge_blocks:
         weight = None if b.kind in FIXED_EDGES else _weights(graph.block_weights(b), dtype)
-        kernel = tuple(graph.tensors[b.tensor].shape[2:]) if b.kind == "linear" else ()
+        kernel = tuple(graph.tensors[b.tensor].shape[2:]) if b.kind in ("linear", "depthwise") else ()
         sources = None if b.kind != "repeat" else torch.from_numpy(repeat_sources(
             graph.node_groups[b.src].size, graph.node_groups[b.src].heads, graph.node_groups[b.dst].heads))
         blocks.append(Block(b.src, b.dst, b.kind, weight, kernel, sources))

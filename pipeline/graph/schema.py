@@ -18,6 +18,11 @@ Dense layers make dense blocks of edges, so a graph is stored **by blocks**, nev
   ``flatten``     ``[dst, src * s]``     ``W[j, i*s:(i+1)*s]`` (a dense layer over flattened
                                          conv feature maps: one edge per channel, ``s`` values)
   ``embedding``   ``[src, dst]``         ``W[i, j]`` (token/position embeddings)
+  ``depthwise``   ``[n, 1, *k]``         ``W[i, 0].reshape(-1)`` on ``i -> i`` only (a depthwise
+                                         convolution: each channel filtered by its own kernel;
+                                         ``src`` and ``dst`` have ``n`` nodes and share their
+                                         permutation, and ``src`` has no scale or sign symmetry,
+                                         whose factor would act on the same axis)
   ``residual``    none                   ``1`` on ``i -> i`` only (a skip connection)
   ``repeat``      none                   ``1`` from each unit of a key/value head to the same
                                          unit of every query head it serves (grouped-query
@@ -62,7 +67,7 @@ import numpy as np
 import pyarrow as pa
 
 NODE_KINDS = ("input", "hidden", "output", "stream", "query", "key", "value", "tensor_in", "tensor_out")
-EDGE_KINDS = ("linear", "flatten", "embedding", "residual", "repeat")
+EDGE_KINDS = ("linear", "flatten", "embedding", "depthwise", "residual", "repeat")
 #: edge kinds that carry no tensor
 FIXED_EDGES = ("residual", "repeat")
 SYMMETRIES = ("none", "perm", "perm_scale", "perm_sign")
@@ -139,10 +144,13 @@ class WeightGraph:
         return int(sum(g.size for g in self.node_groups))
 
     def block_shape(self, block: EdgeBlock) -> tuple[int, int, int]:
-        """``(num_dst, num_src, feature_len)`` of a block's edges."""
+        """``(num_dst, num_src, feature_len)`` of a block's edge view (a depthwise block's: ``(n, 1,
+        feature_len)``, one source per destination)."""
         src, dst = self.node_groups[block.src].size, self.node_groups[block.dst].size
         if block.kind in FIXED_EDGES:
             return dst, src, 1
+        if block.kind == "depthwise":
+            src = 1
         size = self.tensors[block.tensor].size
         return dst, src, size // (dst * src)
 
@@ -174,7 +182,7 @@ class WeightGraph:
             return np.stack([s0 + sources, d0 + ids]), np.ones((dst_n, 1), np.float32)
         feats = self.block_weights(block, np.float32).reshape(dst_n * src_n, feat)
         dst = np.repeat(np.arange(dst_n, dtype=np.int64), src_n)
-        src = np.tile(np.arange(src_n, dtype=np.int64), dst_n)
+        src = dst if block.kind == "depthwise" else np.tile(np.arange(src_n, dtype=np.int64), dst_n)
         return np.stack([s0 + src, d0 + dst]), feats
 
 

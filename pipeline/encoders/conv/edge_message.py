@@ -26,7 +26,8 @@ class EdgeMessage(nn.Module):
         d_in, d_out: source state and message widths.
         max_kernel: feature positions with a matrix of their own.
 
-    Shapes: bases ``[n_dst, n_src, F]`` each, ``x [n_src, d_in]`` -> ``[n_dst, d_out]``.
+    Shapes: bases ``[n_dst, n_src, F]`` each, ``x [n_src, d_in]`` -> ``[n_dst, d_out]``; with
+    ``diagonal`` (a depthwise block, node ``i`` reads node ``i`` only) bases ``[n, 1, F]``, ``x [n, d_in]``.
     Equivariant to permutations of source and destination nodes; linear in each basis, so with the
     single basis :math:`w` a message scales exactly as the weights do.
     """
@@ -35,17 +36,19 @@ class EdgeMessage(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(num_bases, max_kernel, d_in, d_out) / math.sqrt(d_in * num_bases))
 
-    def forward(self, bases: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def forward(self, bases: list[torch.Tensor], x: torch.Tensor, diagonal: bool = False) -> torch.Tensor:
         max_kernel = self.weight.shape[1]
         out = None
         for b, basis in enumerate(bases):
             feat = basis.shape[2]
-            if feat == 1:
+            if diagonal:
+                z = basis[:, 0, :, None] * x[:, None, :]              # [n, F, d_in]
+            elif feat == 1:
                 z = (basis[:, :, 0] @ x)[:, None]                     # [dst, 1, d_in]
             else:
                 z = torch.einsum("dsf,sc->dfc", basis, x)             # [dst, F, d_in]
-                if feat > max_kernel:
-                    z = torch.cat([z[:, :max_kernel - 1], z[:, max_kernel - 1:].sum(1, keepdim=True)], 1)
+            if feat > max_kernel:
+                z = torch.cat([z[:, :max_kernel - 1], z[:, max_kernel - 1:].sum(1, keepdim=True)], 1)
             term = torch.einsum("dfc,fco->do", z, self.weight[b, :z.shape[1]])
             out = term if out is None else out + term
         return out / bases[0].shape[1]

@@ -8,6 +8,7 @@ from pipeline.checkpoint.reader import Checkpoint
 from pipeline.graph.builders.common import LayoutMismatch, parse_modules
 from pipeline.graph.builders.decoder import build_decoder
 from pipeline.graph.builders.gpt2 import build_gpt2
+from pipeline.graph.builders.mobilenet import build_mobilenet
 from pipeline.graph.builders.per_layer import build_per_layer
 from pipeline.graph.builders.residual import build_residual
 from pipeline.graph.builders.sequential import build_sequential
@@ -31,7 +32,8 @@ def build_graph(ckpt: Checkpoint, content_id: str | None = None, sidecar: dict |
     (:mod:`pipeline.graph.layouts`: views of them, e.g. GPT-2's ``Conv1D`` weights transposed)."""
     resolved = resolve_hints(ckpt, sidecar, command_line)
     hints = {"activation": resolved.get("activation", ("unknown",))[0],
-             "family": resolved.get("family", ("",))[0], "num_heads": resolved.get("num_heads", (None,))[0]}
+             "family": resolved.get("family", ("",))[0], "num_heads": resolved.get("num_heads", (None,))[0],
+             "output_stride": (ckpt.config or {}).get("output_stride")}
     try:
         tensors, layout_error = graph_tensors(ckpt.tensors), ""
     except ValueError as exc:
@@ -60,9 +62,12 @@ def _structure(signature, tensors, hints) -> tuple[tuple, tuple, str, str, str]:
     names = list(tensors)
     act, heads = hints["activation"], hints["num_heads"]
     built, reasons = None, []
-    for build in (build_transformer, build_vit, build_decoder, build_gpt2):
+    attempts = [(build, (tensors, names, act, heads)) for build in (build_transformer, build_vit, build_decoder,
+                                                                     build_gpt2)]
+    attempts.append((build_mobilenet, (tensors, names, hints["output_stride"])))
+    for build, args in attempts:
         try:
-            built = build(tensors, names, act, heads)
+            built = build(*args)
         except LayoutMismatch as exc:
             reasons.append(str(exc))
         if built is not None:
