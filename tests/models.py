@@ -130,7 +130,10 @@ def hf_models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
         inputs[name] = tokens
     models["mobilenet_v2"] = _trained_statistics(T.MobileNetV2ForImageClassification(T.MobileNetV2Config(
         image_size=32, depth_multiplier=0.25, num_labels=3)))
-    inputs["mobilenet_v2"] = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    models["efficientnet"] = _trained_statistics(T.EfficientNetForImageClassification(T.EfficientNetConfig(
+        image_size=32, width_coefficient=0.1, depth_coefficient=0.5, hidden_dim=128, num_labels=3, initializer_range=0.45)))
+    for name in ("mobilenet_v2", "efficientnet"):
+        inputs[name] = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     return {name: (model.double().eval(), inputs[name]) for name, model in models.items()}
 
 

@@ -1,8 +1,8 @@
 """The network executor: the one interpreter of a :class:`GraphInput` as the network it describes.
 
 :func:`execute` sweeps the groups in topological order: each group's values are the sum of what its
-incoming blocks send from their sources' values, plus its bias, passed through the activation. Two
-readings use it:
+incoming blocks send from their sources' values (times its ``gate`` sources' values), plus its bias,
+passed through the activation. Two readings use it:
 
 * :func:`probe_values` runs the network at the probe inputs (:mod:`.probes`). A network's outputs
   there are unchanged by every symmetry of its hidden neurons (coupled permutations, positive
@@ -20,8 +20,9 @@ readings use it:
   checks of what two networks compute: a sine network's outputs at any frequency are invariant to its
   group (permutations and sign flips), so two copies agree whatever the real ``w0``.
 * :func:`linear_response` runs any graph *linearly*: no activation, every block a dense map by its
-  weights summed over the edge features (a convolution's kernel sum). Its value at basis inputs
-  is the product of the weights along every input-output path, the network's wiring.
+  weights summed over the edge features (a convolution's kernel sum; a depthwise one scales each
+  channel), gates passing values through. Its value at basis inputs is the product of the weights
+  along every input-output path, the network's wiring.
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def _message(block: Block, x: torch.Tensor, linear: bool) -> torch.Tensor | None
     """What ``block`` sends from its source's values ``x`` (``[P, C]`` or ``[P, C, H, W]``), or
     ``None`` when a convolution would read pooled values. ``linear``: every weighted block is the
     dense map of its weights summed over the edge features."""
-    if block.kind == "residual":
+    if block.kind in ("residual", "gate"):
         return x
     if block.kind == "repeat":  # a key/value head's units, to every query head it serves
         return x[:, block.sources]
@@ -83,7 +84,8 @@ def execute(graph: GraphInput, inputs: dict[int, torch.Tensor],
             activation: Callable[[torch.Tensor], torch.Tensor] | None) -> dict[int, torch.Tensor] | None:
     """Every group's values (float64, ``[P, size]`` or ``[P, size, H, W]``) given ``inputs``, the
     values of some source groups (``P`` rows each). A group's value is the sum of its incoming
-    blocks' messages from the groups that have values, plus its bias, through ``activation`` for
+    blocks' messages from the groups that have values (times its ``gate`` sources' values, channel
+    by channel), plus its bias, through ``activation`` for
     hidden groups and for streams no skip connection feeds; groups nothing reaches have none.
     ``activation=None``: the linear reading (see the module docstring). ``None`` when the blocks'
     messages do not fit together (a convolution fed pooled values, mismatched shapes)."""
@@ -92,10 +94,16 @@ def execute(graph: GraphInput, inputs: dict[int, torch.Tensor],
         incoming = [b for b in graph.blocks if b.dst == i and b.src in values]
         if i in values or not incoming:
             continue
-        messages = [_message(b, values[b.src], activation is None) for b in incoming]
-        if any(m is None for m in messages) or len({m.shape for m in messages}) > 1:
+        messages = [_message(b, values[b.src], activation is None) for b in incoming if b.kind != "gate"]
+        # the linear reading passes gated values through: a product of responses is no linear one
+        gates = [_message(b, values[b.src], False) for b in incoming if b.kind == "gate" and activation is not None]
+        if any(m is None for m in messages + gates) or len({m.shape for m in messages}) > 1:
             return None
         x = sum(messages)
+        for gate in gates:  # a per-channel factor of the group's values (squeeze-and-excitation)
+            if gate.shape != x.shape[:gate.ndim]:
+                return None
+            x = x * gate.reshape(*gate.shape, *[1] * (x.ndim - gate.ndim))
         g = graph.groups[i]
         if g.bias is not None:
             x = x + g.bias.double().reshape(-1, *[1] * (x.ndim - 2))

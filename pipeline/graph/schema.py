@@ -24,6 +24,9 @@ Dense layers make dense blocks of edges, so a graph is stored **by blocks**, nev
                                          permutation, and ``src`` has no scale or sign symmetry,
                                          whose factor would act on the same axis)
   ``residual``    none                   ``1`` on ``i -> i`` only (a skip connection)
+  ``gate``        none                   ``1`` on ``i -> i`` only, multiplying: the destination's
+                                         value is the sum of its other incoming messages times
+                                         the gates' (squeeze-and-excitation)
   ``repeat``      none                   ``1`` from each unit of a key/value head to the same
                                          unit of every query head it serves (grouped-query
                                          attention: ``src`` has ``heads = h_kv``, ``dst``
@@ -67,9 +70,9 @@ import numpy as np
 import pyarrow as pa
 
 NODE_KINDS = ("input", "hidden", "output", "stream", "query", "key", "value", "tensor_in", "tensor_out")
-EDGE_KINDS = ("linear", "flatten", "embedding", "depthwise", "residual", "repeat")
+EDGE_KINDS = ("linear", "flatten", "embedding", "depthwise", "residual", "gate", "repeat")
 #: edge kinds that carry no tensor
-FIXED_EDGES = ("residual", "repeat")
+FIXED_EDGES = ("residual", "gate", "repeat")
 SYMMETRIES = ("none", "perm", "perm_scale", "perm_sign")
 
 
@@ -177,7 +180,7 @@ class WeightGraph:
         dst_n, src_n, feat = self.block_shape(block)
         if block.kind in FIXED_EDGES:
             ids = np.arange(dst_n, dtype=np.int64)
-            sources = ids if block.kind == "residual" else repeat_sources(
+            sources = ids if block.kind != "repeat" else repeat_sources(
                 src_n, self.node_groups[block.src].heads, self.node_groups[block.dst].heads)
             return np.stack([s0 + sources, d0 + ids]), np.ones((dst_n, 1), np.float32)
         feats = self.block_weights(block, np.float32).reshape(dst_n * src_n, feat)

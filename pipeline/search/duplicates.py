@@ -118,13 +118,15 @@ def wiring_fingerprint(graph: WeightGraph | GraphInput) -> np.ndarray:
     attention layer's query-key circuit, scaled to the norm of the responses (so a scrambled
     attention pattern weighs as much as scrambled outputs). Exactly invariant to hidden-neuron
     permutations, sign flips and positive scalings; an uncoupled permutation changes it, of query
-    or key units too. ``graph``: a weight graph or, when the caller has it, its prepared input."""
+    or key units too. Empty where it cannot be read (no inputs, or it overflows float64).
+    ``graph``: a weight graph or, when the caller has it, its prepared input."""
     prepared = graph_input(graph) if isinstance(graph, WeightGraph) else graph
     outputs, circuits = linear_response(prepared)
     parts = [m.numpy().ravel() for m in outputs]
     weight = np.sqrt(sum(float(np.square(p).sum()) for p in parts)) or 1.0
     parts += [c.numpy().ravel() * (weight / max(float(np.linalg.norm(c.numpy())), TINY)) for c in circuits]
-    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+    wiring = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+    return wiring if np.isfinite(wiring).all() else np.zeros(0, np.float32)  # overflowed: not a reading
 
 
 def fingerprint_distance(a: np.ndarray, b: np.ndarray) -> float:

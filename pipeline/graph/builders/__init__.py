@@ -7,6 +7,7 @@ from pipeline.checkpoint.dtypes import is_float
 from pipeline.checkpoint.reader import Checkpoint
 from pipeline.graph.builders.common import LayoutMismatch, parse_modules
 from pipeline.graph.builders.decoder import build_decoder
+from pipeline.graph.builders.efficientnet import build_efficientnet
 from pipeline.graph.builders.gpt2 import build_gpt2
 from pipeline.graph.builders.mobilenet import build_mobilenet
 from pipeline.graph.builders.per_layer import build_per_layer
@@ -33,7 +34,8 @@ def build_graph(ckpt: Checkpoint, content_id: str | None = None, sidecar: dict |
     resolved = resolve_hints(ckpt, sidecar, command_line)
     hints = {"activation": resolved.get("activation", ("unknown",))[0],
              "family": resolved.get("family", ("",))[0], "num_heads": resolved.get("num_heads", (None,))[0],
-             "output_stride": (ckpt.config or {}).get("output_stride")}
+             "architecture": json.dumps({k: v for k, v in (ckpt.config or {}).items() if k in ARCHITECTURE_KEYS},
+                                        sort_keys=True)}
     try:
         tensors, layout_error = graph_tensors(ckpt.tensors), ""
     except ValueError as exc:
@@ -49,6 +51,8 @@ def build_graph(ckpt: Checkpoint, content_id: str | None = None, sidecar: dict |
                        activation=hints["activation"], info=info)
 
 
+#: ``config.json`` fields that shape a graph the weights do not show (strides, stages)
+ARCHITECTURE_KEYS = ("output_stride", "num_block_repeats", "depth_coefficient")
 _CACHE: dict = {}
 _CACHE_SIZE = 4096
 
@@ -64,7 +68,9 @@ def _structure(signature, tensors, hints) -> tuple[tuple, tuple, str, str, str]:
     built, reasons = None, []
     attempts = [(build, (tensors, names, act, heads)) for build in (build_transformer, build_vit, build_decoder,
                                                                      build_gpt2)]
-    attempts.append((build_mobilenet, (tensors, names, hints["output_stride"])))
+    architecture = json.loads(hints["architecture"])
+    attempts += [(build_mobilenet, (tensors, names, architecture.get("output_stride"))),
+                 (build_efficientnet, (tensors, names, architecture))]
     for build, args in attempts:
         try:
             built = build(*args)

@@ -169,6 +169,28 @@ class GraphAssembler:
         return g
 
 
+    def conv(self, weight: str, norm: str, src: int, layer: int, perm_group: str = "") -> int:
+        """A group fed from group ``src`` by the 2-D convolution ``weight`` (``[out, in, k, k]``,
+        dense; ``[n, 1, k, k]`` reading ``n`` channels, depthwise: the new group shares the source's
+        permutation) followed by the BatchNorm ``norm`` (its ``weight``, ``bias``, running mean and
+        variance: the group's channels permute, unscaled). ``ValueError`` on shapes that do not fit."""
+        w = self.tensors[self.need(weight)]
+        size = self.groups[src].size
+        stats = tuple(self.need(f"{norm}.{leaf}") for leaf in NORM_LEAVES[:4])
+        if w.ndim != 4 or any(self.tensors[n].shape != (w.shape[0],) for n in stats):
+            raise ValueError(f"{weight}: shape {list(w.shape)} or its BatchNorm")
+        if w.shape[1] == size:
+            kind = "linear"
+        elif w.shape[1] == 1 and w.shape[0] == size and self.groups[src].perm_group:
+            kind, perm_group = "depthwise", self.groups[src].perm_group
+        else:
+            raise ValueError(f"{weight}: shape {list(w.shape)} does not read {size} channels")
+        g = self.group(weight.removesuffix(".weight"), w.shape[0], "hidden", layer, symmetry="perm",
+                       perm_group=perm_group, norm=stats)
+        self.edge(src, g, kind, weight)
+        return g
+
+
 def model_prefix(pattern: re.Pattern, names: list[str]) -> str | None:
     """Group 1 of the first name ``pattern`` matches (the prefix a model's parameters share, e.g.
     ``bert.`` or ``model.``), or ``None``."""

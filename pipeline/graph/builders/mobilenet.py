@@ -15,12 +15,13 @@ convolution feeds the classifier through the global average pool.
 """
 from __future__ import annotations
 
+import itertools
+
 from pipeline.graph.builders.common import GraphAssembler, build_or_explain
 
 _PREFIX = "mobilenet_v2."
 #: strides of the sixteen inverted-residual blocks (after the stem's stride 2)
 STRIDES = (2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1)
-_BN = ("weight", "bias", "running_mean", "running_var")
 
 
 def build_mobilenet(tensors, names: list[str], output_stride: int | None):
@@ -32,47 +33,22 @@ def build_mobilenet(tensors, names: list[str], output_stride: int | None):
     return build_or_explain("MobileNetV2", _build, tensors, names, output_stride or 32), "cnn"
 
 
-class _Builder:
-    def __init__(self, tensors):
-        self.asm = GraphAssembler(tensors)
-        self.streams = 0
-
-    def conv(self, name: str, src: int, layer: int, perm_group: str = "") -> int:
-        """A convolution and its BatchNorm (``name.convolution``, ``name.normalization``): a new
-        group fed by ``src``, dense or depthwise by the weight's shape."""
-        asm = self.asm
-        w = asm.tensors[asm.need(f"{name}.convolution.weight")]
-        size = asm.groups[src].size
-        norm = tuple(asm.need(f"{name}.normalization.{leaf}") for leaf in _BN)
-        if w.ndim != 4 or any(asm.tensors[n].shape != (w.shape[0],) for n in norm):
-            raise ValueError(f"{name}: weight {list(w.shape)} or its BatchNorm")
-        if w.shape[1] == size:
-            kind = "linear"
-        elif w.shape[1] == 1 and w.shape[0] == size:
-            kind, perm_group = "depthwise", asm.groups[src].perm_group
-        else:
-            raise ValueError(f"{name}: weight {list(w.shape)} does not read {size} channels")
-        g = asm.group(name, w.shape[0], "hidden", layer, symmetry="perm", perm_group=perm_group, norm=norm)
-        asm.edge(src, g, kind, f"{name}.convolution.weight")
-        return g
-
-    def stream(self) -> str:
-        self.streams += 1
-        return f"stream{self.streams}"
-
-
 def _build(tensors, names, output_stride: int):
-    b = _Builder(tensors)
-    asm = b.asm
+    asm = GraphAssembler(tensors)
+    streams = (f"stream{i}" for i in itertools.count(1))
+
+    def conv(name: str, src: int, layer: int, perm_group: str = "") -> int:
+        return asm.conv(f"{name}.convolution.weight", f"{name}.normalization", src, layer, perm_group)
+
     first = tensors[asm.need(f"{_PREFIX}conv_stem.first_conv.convolution.weight")]
     pixels = asm.group("pixels", first.shape[1] if first.ndim == 4 else 1, "input", 0)
     stem = f"{_PREFIX}conv_stem."
-    x = b.conv(f"{stem}first_conv", pixels, 1, "stem")
+    x = conv(f"{stem}first_conv", pixels, 1, "stem")
     depth = 1
     if f"{stem}expand_1x1.convolution.weight" in tensors:
-        x, depth = b.conv(f"{stem}expand_1x1", x, 2, "stem.expand"), 2
-    x = b.conv(f"{stem}conv_3x3", x, depth + 1)
-    x = b.conv(f"{stem}reduce_1x1", x, depth + 2, b.stream())
+        x, depth = conv(f"{stem}expand_1x1", x, 2, "stem.expand"), 2
+    x = conv(f"{stem}conv_3x3", x, depth + 1)
+    x = conv(f"{stem}reduce_1x1", x, depth + 2, next(streams))
     depth += 2
     current = 2
     blocks = sorted({int(n.split(".")[2]) for n in names if n.startswith(f"{_PREFIX}layer.")})
@@ -84,15 +60,15 @@ def _build(tensors, names, output_stride: int):
             stride = 1
         else:
             stride, current = STRIDES[i], current * STRIDES[i]
-        expanded = b.conv(f"{L}expand_1x1", x, depth + 1, f"{L}expanded")
-        filtered = b.conv(f"{L}conv_3x3", expanded, depth + 2)
+        expanded = conv(f"{L}expand_1x1", x, depth + 1, f"{L}expanded")
+        filtered = conv(f"{L}conv_3x3", expanded, depth + 2)
         out_width = tensors[asm.need(f"{L}reduce_1x1.convolution.weight")].shape[0]
         residual = stride == 1 and out_width == asm.groups[x].size
-        out = b.conv(f"{L}reduce_1x1", filtered, depth + 3, asm.groups[x].perm_group if residual else b.stream())
+        out = conv(f"{L}reduce_1x1", filtered, depth + 3, asm.groups[x].perm_group if residual else next(streams))
         if residual:
             asm.edge(x, out, "residual", name=f"{L}residual")
         x, depth = out, depth + 3
-    x = b.conv(f"{_PREFIX}conv_1x1", x, depth + 1, "head")
+    x = conv(f"{_PREFIX}conv_1x1", x, depth + 1, "head")
     if "classifier.weight" in tensors:
         asm.dense("classifier", x, 0, "output", depth + 2)
     asm.check_all_used(names, lambda n: n.endswith("num_batches_tracked"))
