@@ -163,8 +163,9 @@ def family_census() -> dict[str, str]:
             vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4)),
         "MobileNetV2ForImageClassification": lambda: T.MobileNetV2ForImageClassification(T.MobileNetV2Config(
             image_size=32, depth_multiplier=0.25)),
+        # hidden_dim must match the scaled top convolution (1280 * 0.1), or the model cannot run
         "EfficientNetForImageClassification": lambda: T.EfficientNetForImageClassification(T.EfficientNetConfig(
-            image_size=32, width_coefficient=0.1, depth_coefficient=0.1)),
+            image_size=32, width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=128)),
         "RegNetForImageClassification": lambda: T.RegNetForImageClassification(T.RegNetConfig(
             embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], groups_width=4)),
     }

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.graph.schema import EdgeBlock, WeightGraph, topological_order
+from pipeline.graph.schema import GROUPED_EDGES, EdgeBlock, WeightGraph, topological_order
 from pipeline.numerics import TINY
 
 
@@ -271,6 +271,6 @@ def acted_axes(graph: WeightGraph) -> list[tuple[str, int, int, bool, tuple[int,
             shape = _edge_view(graph, block, graph.tensors[block.tensor]).shape
             if block.dst == i:
                 add(block.tensor, dst_axis, i, True, shape)
-            if block.src == i and block.kind != "depthwise":  # a depthwise source shares the destination's axis
+            if block.src == i and block.kind not in GROUPED_EDGES:  # moved with the destination's groups
                 add(block.tensor, src_axis, i, False, shape)
     return out

@@ -132,7 +132,9 @@ def hf_models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
         image_size=32, depth_multiplier=0.25, num_labels=3)))
     models["efficientnet"] = _trained_statistics(T.EfficientNetForImageClassification(T.EfficientNetConfig(
         image_size=32, width_coefficient=0.1, depth_coefficient=0.5, hidden_dim=128, num_labels=3, initializer_range=0.45)))
-    for name in ("mobilenet_v2", "efficientnet"):
+    models["regnet"] = _trained_statistics(T.RegNetForImageClassification(T.RegNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2], groups_width=4, num_labels=3)))
+    for name in ("mobilenet_v2", "efficientnet", "regnet"):
         inputs[name] = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     return {name: (model.double().eval(), inputs[name]) for name, model in models.items()}
 

@@ -22,7 +22,7 @@ from pipeline.symmetry import compose, is_identity, random_element, transformed,
 from pipeline.testing import assert_invariant, random_transform, relative_difference
 
 MODELS = hf_models()
-CNNS = ("mobilenet_v2", "efficientnet")
+CNNS = ("mobilenet_v2", "efficientnet", "regnet")
 #: the models run in float64, but LLaMA-family RMSNorms compute in float32
 RTOL = 1e-5
 

@@ -125,8 +125,7 @@ class ComputationalGraphEncoder(nn.Module):
                 for k in incoming[i]:
                     block, block_bases = graph.blocks[k], bases(k)
                     source = states[block.src] if block.sources is None else states[block.src][block.sources]
-                    term = skip(source) if block_bases is None else message(block_bases, source,
-                                                                            block.kind == "depthwise")
+                    term = skip(source) if block_bases is None else message(block_bases, source)
                     m = term if m is None else m + term
                 states[i] = update(states[i], m, self.symmetry(graph, i), context[i])
             for i in inputs:  # input neurons learn how the network reads them (invariant messages)

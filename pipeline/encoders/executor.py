@@ -21,7 +21,7 @@ passed through the activation. Two readings use it:
   group (permutations and sign flips), so two copies agree whatever the real ``w0``.
 * :func:`linear_response` runs any graph *linearly*: no activation, every block a dense map by its
   weights summed over the edge features (a convolution's kernel sum; a depthwise one scales each
-  channel), gates passing values through. Its value at basis inputs is the product of the weights
+  channel), gates adding their values. Its value at basis inputs is the product of the weights
   along every input-output path, the network's wiring.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from pipeline.constants import NUM_PROBES
 from pipeline.encoders.graph_input import Block, GraphInput
 from pipeline.encoders.probes import DEFAULT_PROBES, ProbeInputs
-from pipeline.graph.schema import NODE_KINDS, repeat_sources
+from pipeline.graph.schema import GROUPED_EDGES, NODE_KINDS, repeat_sources
 
 #: probe passes costing more multiply-adds (about a second on one core in float64) are skipped:
 #: large CNNs, whose every weight is applied at every pixel of every probe image
@@ -53,7 +53,7 @@ _HIDDEN, _STREAM, _OUTPUT = (NODE_KINDS.index(k) for k in ("hidden", "stream", "
 
 def _is_conv(block: Block) -> bool:
     """A 2-D convolution (dense or depthwise) with an odd square kernel."""
-    return block.kind in ("linear", "depthwise") and len(block.kernel) == 2 \
+    return block.kind in ("linear", *GROUPED_EDGES) and len(block.kernel) == 2 \
         and block.kernel[0] == block.kernel[1] and block.kernel[0] % 2 == 1
 
 
@@ -65,15 +65,19 @@ def _message(block: Block, x: torch.Tensor, linear: bool) -> torch.Tensor | None
         return x
     if block.kind == "repeat":  # a key/value head's units, to every query head it serves
         return x[:, block.sources]
+    groups = x.shape[1] // block.weight.shape[1]  # 1 but for grouped and depthwise blocks
     if linear:
         summed = block.weight.double().sum(2)
-        return x * summed[:, 0] if block.kind == "depthwise" else x @ summed.T
+        if groups == 1:
+            return x @ summed.T
+        return torch.einsum("rgi,goi->rgo", x.reshape(len(x), groups, -1),
+                            summed.reshape(groups, -1, summed.shape[1])).reshape(len(x), -1)
     if _is_conv(block):
         if x.ndim != 4:
             return None
         k = block.kernel[0]
         return F.conv2d(x, block.weight.double().reshape(*block.weight.shape[:2], k, k), padding=k // 2,
-                        groups=x.shape[1] if block.kind == "depthwise" else 1)
+                        groups=groups)
     if x.ndim == 4:  # a dense layer after a convolution reads the global average pool
         x = x.mean((2, 3))
     return x @ block.weight[:, :, 0].double().T
@@ -94,9 +98,10 @@ def execute(graph: GraphInput, inputs: dict[int, torch.Tensor],
         incoming = [b for b in graph.blocks if b.dst == i and b.src in values]
         if i in values or not incoming:
             continue
-        messages = [_message(b, values[b.src], activation is None) for b in incoming if b.kind != "gate"]
-        # the linear reading passes gated values through: a product of responses is no linear one
-        gates = [_message(b, values[b.src], False) for b in incoming if b.kind == "gate" and activation is not None]
+        # the linear reading adds gates (a product of responses is no linear one) and multiplies nothing
+        linear = activation is None
+        messages = [_message(b, values[b.src], linear) for b in incoming if linear or b.kind != "gate"]
+        gates = [_message(b, values[b.src], linear) for b in incoming if not linear and b.kind == "gate"]
         if any(m is None for m in messages + gates) or len({m.shape for m in messages}) > 1:
             return None
         x = sum(messages)

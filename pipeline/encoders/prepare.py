@@ -11,7 +11,7 @@ from pipeline.encoders.executor import probe_outputs, probe_values
 from pipeline.encoders.graph_input import Block, GraphInput, Group
 from pipeline.encoders.probes import ProbeInputs
 from pipeline.encoders.statistics import weight_statistics
-from pipeline.graph.schema import FIXED_EDGES, NODE_KINDS, WeightGraph, repeat_sources, topological_order
+from pipeline.graph.schema import FIXED_EDGES, GROUPED_EDGES, NODE_KINDS, WeightGraph, repeat_sources, topological_order
 from pipeline.symmetry import GroupElement, canonical_scaling
 
 
@@ -46,7 +46,7 @@ def graph_input(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> Graph
     blocks = []
     for b in graph.edge_blocks:
         weight = None if b.kind in FIXED_EDGES else _weights(graph.block_weights(b), dtype)
-        kernel = tuple(graph.tensors[b.tensor].shape[2:]) if b.kind in ("linear", "depthwise") else ()
+        kernel = tuple(graph.tensors[b.tensor].shape[2:]) if b.kind in ("linear", *GROUPED_EDGES) else ()
         sources = None if b.kind != "repeat" else torch.from_numpy(repeat_sources(
             graph.node_groups[b.src].size, graph.node_groups[b.src].heads, graph.node_groups[b.dst].heads))
         blocks.append(Block(b.src, b.dst, b.kind, weight, kernel, sources))

@@ -23,6 +23,11 @@ Dense layers make dense blocks of edges, so a graph is stored **by blocks**, nev
                                          ``src`` and ``dst`` have ``n`` nodes and share their
                                          permutation, and ``src`` has no scale or sign symmetry,
                                          whose factor would act on the same axis)
+  ``grouped``     ``[dst, src/g, *k]``   ``W[j, i].reshape(-1)`` on ``(j // (dst/g)) (src/g) + i
+                                         -> j`` (a convolution in ``g`` channel groups: both
+                                         groups have ``heads = g`` in one ``head_group``, whole
+                                         groups permute together; ``src`` has ``head_dims``
+                                         ``fixed``, its channels staying in place within a group)
   ``residual``    none                   ``1`` on ``i -> i`` only (a skip connection)
   ``gate``        none                   ``1`` on ``i -> i`` only, multiplying: the destination's
                                          value is the sum of its other incoming messages times
@@ -70,7 +75,10 @@ import numpy as np
 import pyarrow as pa
 
 NODE_KINDS = ("input", "hidden", "output", "stream", "query", "key", "value", "tensor_in", "tensor_out")
-EDGE_KINDS = ("linear", "flatten", "embedding", "depthwise", "residual", "gate", "repeat")
+EDGE_KINDS = ("linear", "flatten", "embedding", "depthwise", "grouped", "residual", "gate", "repeat")
+#: edge kinds whose source axis holds a channel group's units (``[dst, src/g, F]``; ``g = src`` for
+#: ``depthwise``): a destination reads only its own group
+GROUPED_EDGES = ("depthwise", "grouped")
 #: edge kinds that carry no tensor
 FIXED_EDGES = ("residual", "gate", "repeat")
 SYMMETRIES = ("none", "perm", "perm_scale", "perm_sign")
@@ -147,13 +155,13 @@ class WeightGraph:
         return int(sum(g.size for g in self.node_groups))
 
     def block_shape(self, block: EdgeBlock) -> tuple[int, int, int]:
-        """``(num_dst, num_src, feature_len)`` of a block's edge view (a depthwise block's: ``(n, 1,
-        feature_len)``, one source per destination)."""
+        """``(num_dst, num_src, feature_len)`` of a block's edge view (grouped and depthwise blocks':
+        ``(dst, src/g, feature_len)``, the sources each destination reads)."""
         src, dst = self.node_groups[block.src].size, self.node_groups[block.dst].size
         if block.kind in FIXED_EDGES:
             return dst, src, 1
-        if block.kind == "depthwise":
-            src = 1
+        if block.kind in GROUPED_EDGES:
+            src = self.tensors[block.tensor].shape[1]
         size = self.tensors[block.tensor].size
         return dst, src, size // (dst * src)
 
@@ -185,7 +193,10 @@ class WeightGraph:
             return np.stack([s0 + sources, d0 + ids]), np.ones((dst_n, 1), np.float32)
         feats = self.block_weights(block, np.float32).reshape(dst_n * src_n, feat)
         dst = np.repeat(np.arange(dst_n, dtype=np.int64), src_n)
-        src = dst if block.kind == "depthwise" else np.tile(np.arange(src_n, dtype=np.int64), dst_n)
+        src = np.tile(np.arange(src_n, dtype=np.int64), dst_n)
+        if block.kind in GROUPED_EDGES:  # destination j reads its group's sources
+            groups = self.node_groups[block.src].size // src_n
+            src = src + (dst // (dst_n // groups)) * src_n
         return np.stack([s0 + src, d0 + dst]), feats
 
 

@@ -26,8 +26,9 @@ class EdgeMessage(nn.Module):
         d_in, d_out: source state and message widths.
         max_kernel: feature positions with a matrix of their own.
 
-    Shapes: bases ``[n_dst, n_src, F]`` each, ``x [n_src, d_in]`` -> ``[n_dst, d_out]``; with
-    ``diagonal`` (a depthwise block, node ``i`` reads node ``i`` only) bases ``[n, 1, F]``, ``x [n, d_in]``.
+    Shapes: bases ``[n_dst, n_src, F]`` each, ``x [n_src, d_in]`` -> ``[n_dst, d_out]``; for a block in
+    ``g`` channel groups (grouped and depthwise convolutions: destination ``j`` reads the ``n_src / g``
+    sources of its group) bases ``[n_dst, n_src / g, F]``.
     Equivariant to permutations of source and destination nodes; linear in each basis, so with the
     single basis :math:`w` a message scales exactly as the weights do.
     """
@@ -36,13 +37,15 @@ class EdgeMessage(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(num_bases, max_kernel, d_in, d_out) / math.sqrt(d_in * num_bases))
 
-    def forward(self, bases: list[torch.Tensor], x: torch.Tensor, diagonal: bool = False) -> torch.Tensor:
+    def forward(self, bases: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         max_kernel = self.weight.shape[1]
         out = None
         for b, basis in enumerate(bases):
             feat = basis.shape[2]
-            if diagonal:
-                z = basis[:, 0, :, None] * x[:, None, :]              # [n, F, d_in]
+            if basis.shape[1] != len(x):                              # channel groups
+                groups = len(x) // basis.shape[1]
+                own = x.reshape(groups, basis.shape[1], -1).repeat_interleave(len(basis) // groups, 0)
+                z = torch.einsum("dsf,dsc->dfc", basis, own)          # [dst, F, d_in]
             elif feat == 1:
                 z = (basis[:, :, 0] @ x)[:, None]                     # [dst, 1, d_in]
             else:

@@ -11,6 +11,7 @@ from pipeline.graph.builders.efficientnet import build_efficientnet
 from pipeline.graph.builders.gpt2 import build_gpt2
 from pipeline.graph.builders.mobilenet import build_mobilenet
 from pipeline.graph.builders.per_layer import build_per_layer
+from pipeline.graph.builders.regnet import build_regnet
 from pipeline.graph.builders.residual import build_residual
 from pipeline.graph.builders.sequential import build_sequential
 from pipeline.graph.builders.transformer import build_transformer
@@ -70,7 +71,8 @@ def _structure(signature, tensors, hints) -> tuple[tuple, tuple, str, str, str]:
                                                                      build_gpt2)]
     architecture = json.loads(hints["architecture"])
     attempts += [(build_mobilenet, (tensors, names, architecture.get("output_stride"))),
-                 (build_efficientnet, (tensors, names, architecture))]
+                 (build_efficientnet, (tensors, names, act, architecture)),
+                 (build_regnet, (tensors, names, act))]
     for build, args in attempts:
         try:
             built = build(*args)

@@ -169,26 +169,54 @@ class GraphAssembler:
         return g
 
 
-    def conv(self, weight: str, norm: str, src: int, layer: int, perm_group: str = "") -> int:
-        """A group fed from group ``src`` by the 2-D convolution ``weight`` (``[out, in, k, k]``,
-        dense; ``[n, 1, k, k]`` reading ``n`` channels, depthwise: the new group shares the source's
-        permutation) followed by the BatchNorm ``norm`` (its ``weight``, ``bias``, running mean and
-        variance: the group's channels permute, unscaled). ``ValueError`` on shapes that do not fit."""
+    def conv(self, weight: str, norm: str, src: int, layer: int, perm_group: str = "", **heads) -> int:
+        """A group fed from group ``src`` by the 2-D convolution ``weight`` followed by the BatchNorm
+        ``norm`` (its ``weight``, ``bias``, running mean and variance: the group's channels permute,
+        unscaled). By the weight's shape: ``[out, in, k, k]`` dense; ``[n, 1, k, k]`` reading ``n``
+        channels, depthwise (the new group shares the source's permutation); ``[out, in/g, k, k]``,
+        grouped (the source must have ``heads = g`` with ``fixed`` head dims; the new group gets its
+        head group). ``heads``: the new group's head fields, for a group a grouped convolution will
+        read. ``ValueError`` on shapes that do not fit."""
         w = self.tensors[self.need(weight)]
-        size = self.groups[src].size
+        source = self.groups[src]
         stats = tuple(self.need(f"{norm}.{leaf}") for leaf in NORM_LEAVES[:4])
         if w.ndim != 4 or any(self.tensors[n].shape != (w.shape[0],) for n in stats):
             raise ValueError(f"{weight}: shape {list(w.shape)} or its BatchNorm")
-        if w.shape[1] == size:
+        if w.shape[1] == source.size:
             kind = "linear"
-        elif w.shape[1] == 1 and w.shape[0] == size and self.groups[src].perm_group:
-            kind, perm_group = "depthwise", self.groups[src].perm_group
+        elif w.shape[1] == 1 and w.shape[0] == source.size and source.perm_group:
+            kind, perm_group = "depthwise", source.perm_group
+            heads = dict(heads=source.heads, head_group=source.head_group, head_dims=source.head_dims)
+        elif (source.size % w.shape[1] == 0 and source.heads == source.size // w.shape[1] > 1
+              and source.head_dims == "fixed" and w.shape[0] % source.heads == 0):
+            kind, heads = "grouped", dict(heads=source.heads, head_group=source.head_group)
         else:
-            raise ValueError(f"{weight}: shape {list(w.shape)} does not read {size} channels")
+            raise ValueError(f"{weight}: shape {list(w.shape)} does not read {source.size} channels")
         g = self.group(weight.removesuffix(".weight"), w.shape[0], "hidden", layer, symmetry="perm",
-                       perm_group=perm_group, norm=stats)
+                       perm_group=perm_group, norm=stats, **heads)
         self.edge(src, g, kind, weight)
         return g
+
+    def squeeze_excite(self, reduce: str, expand: str, channels: int, layer: int, symmetry: str) -> int:
+        """Squeeze-and-excitation of group ``channels``: the ``reduce`` 1x1 convolution (with bias)
+        on the pooled channels (its units: ``symmetry``), ``expand`` back to one unit per channel (in
+        the channels' permutation), whose sigmoids multiply the channels (a ``gate`` block); returns
+        the gated channels' group."""
+        source = self.groups[channels]
+        same = dict(symmetry="perm", perm_group=source.perm_group, heads=source.heads, head_group=source.head_group,
+                    head_dims=source.head_dims)  # the channels' own permutation
+        size = source.size
+        down, up = self.tensors[self.need(f"{reduce}.weight")], self.tensors[self.need(f"{expand}.weight")]
+        if down.ndim != 4 or down.shape[1:] != (size, 1, 1) or up.shape != (size, down.shape[0], 1, 1):
+            raise ValueError(f"{reduce}: squeeze-and-excitation shapes {list(down.shape)}, {list(up.shape)}")
+        r = self.group(reduce, down.shape[0], "hidden", layer, symmetry=symmetry, bias=self.optional(f"{reduce}.bias"))
+        self.edge(channels, r, "linear", f"{reduce}.weight")
+        e = self.group(expand, size, "hidden", layer + 1, bias=self.optional(f"{expand}.bias"), **same)
+        self.edge(r, e, "linear", f"{expand}.weight")
+        gated = self.group(f"{expand}.gated", size, "hidden", layer + 1, **same)
+        self.edge(channels, gated, "residual", name=f"{expand}.channels")
+        self.edge(e, gated, "gate", name=f"{expand}.gate")
+        return gated
 
 
 def model_prefix(pattern: re.Pattern, names: list[str]) -> str | None:

@@ -20,17 +20,17 @@ from __future__ import annotations
 import itertools
 import math
 
-from pipeline.graph.builders.common import GraphAssembler, build_or_explain, layer_indices
+from pipeline.graph.builders.common import GraphAssembler, build_or_explain, hidden_symmetry, layer_indices
 
 _PREFIX = "efficientnet."
 
 
-def build_efficientnet(tensors, names: list[str], config: dict | None):
+def build_efficientnet(tensors, names: list[str], activation: str, config: dict | None):
     """``(assembler, "cnn")``, ``None`` when the parameters are not EfficientNet's; raises
     :class:`~pipeline.graph.builders.common.LayoutMismatch` when they are but do not fit."""
     if f"{_PREFIX}embeddings.convolution.weight" not in tensors:
         return None
-    return build_or_explain("EfficientNet", _build, tensors, names, config or {}), "cnn"
+    return build_or_explain("EfficientNet", _build, tensors, names, activation, config or {}), "cnn"
 
 
 def stage_sizes(config: dict) -> list[int] | None:
@@ -42,7 +42,7 @@ def stage_sizes(config: dict) -> list[int] | None:
     return [int(math.ceil(depth * r)) for r in repeats]
 
 
-def _build(tensors, names, config: dict):
+def _build(tensors, names, activation: str, config: dict):
     asm = GraphAssembler(tensors)
     streams = (f"stream{i}" for i in itertools.count(1))
     stem = tensors[asm.need(f"{_PREFIX}embeddings.convolution.weight")]
@@ -62,7 +62,8 @@ def _build(tensors, names, config: dict):
             raise ValueError(f"{B}: a depthwise convolution on unpermuted channels")
         filtered = asm.conv(f"{B}depthwise_conv.depthwise_conv.weight", f"{B}depthwise_conv.depthwise_norm", h,
                             depth + 2)
-        gated = _squeeze_excite(asm, f"{B}squeeze_excite.", filtered, depth + 3)
+        gated = asm.squeeze_excite(f"{B}squeeze_excite.reduce", f"{B}squeeze_excite.expand", filtered, depth + 3,
+                                   hidden_symmetry(activation, False))
         width = tensors[asm.need(f"{B}projection.project_conv.weight")].shape[0]
         same = width == asm.groups[x].size
         residual = same and starts is not None and i not in starts
@@ -77,23 +78,3 @@ def _build(tensors, names, config: dict):
     asm.check_all_used(names, lambda n: n.endswith("num_batches_tracked"))
     return asm
 
-
-def _squeeze_excite(asm: GraphAssembler, prefix: str, channels: int, layer: int) -> int:
-    """The squeeze-and-excitation of group ``channels``: ``reduce`` (1x1 convolution on the pooled
-    channels, with bias), ``expand`` back to one unit per channel (in the channels' permutation),
-    and the gated channels, which it returns."""
-    perm_group, size = asm.groups[channels].perm_group, asm.groups[channels].size
-    reduce = asm.tensors[asm.need(f"{prefix}reduce.weight")]
-    expand = asm.tensors[asm.need(f"{prefix}expand.weight")]
-    if reduce.ndim != 4 or reduce.shape[1:] != (size, 1, 1) or expand.shape != (size, reduce.shape[0], 1, 1):
-        raise ValueError(f"{prefix}: squeeze-and-excitation shapes {list(reduce.shape)}, {list(expand.shape)}")
-    r = asm.group(f"{prefix}reduce", reduce.shape[0], "hidden", layer, symmetry="perm",
-                  bias=asm.optional(f"{prefix}reduce.bias"))
-    asm.edge(channels, r, "linear", f"{prefix}reduce.weight")
-    e = asm.group(f"{prefix}expand", size, "hidden", layer + 1, symmetry="perm", perm_group=perm_group,
-                  bias=asm.optional(f"{prefix}expand.bias"))
-    asm.edge(r, e, "linear", f"{prefix}expand.weight")
-    gated = asm.group(f"{prefix}gated", size, "hidden", layer + 1, symmetry="perm", perm_group=perm_group)
-    asm.edge(channels, gated, "residual", name=f"{prefix}channels")
-    asm.edge(e, gated, "gate", name=f"{prefix}gate")
-    return gated
