@@ -126,7 +126,12 @@ def hf_models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
                 bos_token_id=0, eos_token_id=0, pad_token_id=0)
     models["gpt2"] = T.GPT2LMHeadModel(T.GPT2Config(**gpt2))
     models["gpt2_cls"] = T.GPT2ForSequenceClassification(T.GPT2Config(**gpt2, num_labels=3))
-    for name in ("llama", "llama_gqa", "mistral", "qwen2", "gpt2", "gpt2_cls"):
+    t5 = dict(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, initializer_factor=1.0,
+              decoder_start_token_id=0)
+    models["t5"] = T.T5ForConditionalGeneration(T.T5Config(**t5))
+    models["t5_gated"] = T.T5ForConditionalGeneration(T.T5Config(**t5, feed_forward_proj="gated-gelu",
+                                                                 tie_word_embeddings=False))
+    for name in ("llama", "llama_gqa", "mistral", "qwen2", "gpt2", "gpt2_cls", "t5", "t5_gated"):
         inputs[name] = tokens
     models["mobilenet_v2"] = _trained_statistics(T.MobileNetV2ForImageClassification(T.MobileNetV2Config(
         image_size=32, depth_multiplier=0.25, num_labels=3)))
@@ -154,5 +159,8 @@ def _trained_statistics(model: nn.Module) -> nn.Module:
 
 
 def hf_outputs(model: nn.Module, inputs: torch.Tensor):
+    """The model's logits; an encoder-decoder reads ``inputs`` on both sides."""
     with torch.no_grad():
+        if model.config.is_encoder_decoder:
+            return model(input_ids=inputs, decoder_input_ids=inputs).logits
         return model(inputs).logits

@@ -23,7 +23,7 @@ from pipeline.testing import assert_invariant, random_transform, relative_differ
 
 MODELS = hf_models()
 CNNS = ("mobilenet_v2", "efficientnet", "regnet")
-#: the models run in float64, but LLaMA-family RMSNorms compute in float32
+#: the models run in float64, but LLaMA-family and T5 RMS norms compute in float32
 RTOL = 1e-5
 
 

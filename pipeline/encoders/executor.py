@@ -48,6 +48,8 @@ FUNCTION_ACTIVATIONS = {**ACTIVATIONS, "sine": lambda x: torch.sin(SIREN_W0 * x)
 #: input groups wider than this (token vocabularies) are left out of the linear response, and no
 #: response is computed from more input neurons in all
 MAX_RESPONSE_INPUTS = 4096
+#: a circuit reads about this many inputs (and the biases): its size is about this squared
+CIRCUIT_INPUTS = 16
 _HIDDEN, _STREAM, _OUTPUT = (NODE_KINDS.index(k) for k in ("hidden", "stream", "output"))
 
 
@@ -178,28 +180,36 @@ def linear_response(graph: GraphInput) -> tuple[list[torch.Tensor], list[torch.T
     ``outputs``, per output group (in group order), ``[size, n_in + 1]`` float64: each output
     neuron's linear response to each input neuron (the weights multiplied along every path,
     activations left out, conv kernels summed) and, last, the response to the biases alone.
-    ``circuits``, per attention layer (:attr:`GraphInput.attention`), ``[n_in + 1, n_in + 1]``: its
-    query-key circuit ``Q K^T`` between the same inputs (``Q``, ``K`` the query and key units'
-    linear responses, each key/value head's keys repeated for the query heads it serves), which
-    decides where attention looks: query and key units reach no output linearly.
+    ``circuits``, ``[m + 1, m + 1]`` each, between ``m`` inputs (the first ``CIRCUIT_INPUTS / n`` of
+    each of the ``n`` input groups) and the biases, where residual paths would drown a layer's part
+    in the outputs' response:
+
+    * per attention layer (:attr:`GraphInput.attention`), its query-key circuit ``sum_h Q_h K_h^T``
+      (``Q_h``, ``K_h`` head ``h``'s query and key units' linear responses, each key/value head's
+      keys repeated for the query heads it serves): where attention looks, which no output sees
+      linearly; where the layer has a relative position bias ``b_h`` (``[buckets]`` per head), also
+      ``sum_h diag(Q_h K_h^T) b_h^T`` (``[m + 1, buckets]``), which ties each head to its bias;
+    * per group that adds a branch to a residual path (not rescalable), ``S B^T``: the responses of
+      its skip ``S`` against those of its branch ``B`` (what the weighted blocks and gates add).
 
     Inputs are the groups no block feeds, of at most ``MAX_RESPONSE_INPUTS`` neurons, concatenated in
     group order (none for a per-layer graph, or where they add up to more than
     ``MAX_RESPONSE_INPUTS``); an output no input reaches is left out. Hidden neurons are summed
     over, so both are exactly invariant to their permutations, sign flips and positive scalings
-    (``q`` and ``1/q`` cancel along each path; coupled query and key units and heads cancel in
-    ``Q K^T``)."""
+    (``q`` and ``1/q`` cancel along each path; coupled units and heads cancel in the circuits)."""
     sources = sorted(i for i in graph.order if all(b.dst != i for b in graph.blocks)
                      and graph.groups[i].size <= MAX_RESPONSE_INPUTS)
     width = sum(graph.groups[i].size for i in sources)
     if graph.mode != "computational" or width > MAX_RESPONSE_INPUTS:
         return [], []  # per-layer graphs have no wiring; too many inputs: the basis alone would not fit
-    inputs, offset = {}, 0
+    inputs, offset, rows = {}, 0, []
     for i in sources:  # basis inputs e_k, then a zero input row that carries the biases alone
         size = graph.groups[i].size
         inputs[i] = torch.zeros(width + 1, size, dtype=torch.float64)
         inputs[i][offset:offset + size] = torch.eye(size, dtype=torch.float64)
+        rows += range(offset, offset + min(size, max(1, CIRCUIT_INPUTS // len(sources))))
         offset += size
+    rows = torch.tensor(rows + [width])  # the circuits' inputs: the first of each input group
     values = execute(graph, inputs, None)
     outputs = []
     for i, g in enumerate(graph.groups):
@@ -207,9 +217,21 @@ def linear_response(graph: GraphInput) -> tuple[list[torch.Tensor], list[torch.T
             bias = values[i][width]
             outputs.append(torch.cat([(values[i][:width] - bias).T, bias[:, None]], 1))
     circuits = []
-    for q, k in graph.attention:
+    for i, g in enumerate(graph.groups):  # branches joining a residual path
+        skips = [b for b in graph.blocks if b.dst == i and b.kind == "residual" and b.src in values]
+        if i in values and skips and len(skips) < sum(b.dst == i for b in graph.blocks) and g.symmetry != "perm_scale":
+            skip = sum(values[b.src] for b in skips)
+            if skip.ndim == 2:
+                circuits.append(skip[rows] @ (values[i] - skip)[rows].T)
+    for q, k, position in graph.attention:
         if q in values and k in values and values[q].ndim == values[k].ndim == 2:
             query, key = graph.groups[q], graph.groups[k]
             keys = values[k][:, torch.from_numpy(repeat_sources(key.size, key.heads, query.heads))]
-            circuits.append(values[q] @ keys.T)
+            q_rows = values[q][rows].reshape(len(rows), query.heads, -1)
+            k_rows = keys[rows].reshape(len(rows), query.heads, -1)
+            circuits.append(torch.einsum("rhd,shd->rs", q_rows, k_rows))
+            bias = next((b.weight for b in graph.blocks if b.dst == position and b.weight is not None), None)
+            if bias is not None:  # heads move with their position bias: each head's bias by its circuit
+                bias = bias.double().reshape(bias.shape[0], -1).repeat_interleave(query.heads // bias.shape[0], 0)
+                circuits.append(torch.einsum("rhd,rhd,hb->rb", q_rows, k_rows, bias))
     return outputs, circuits

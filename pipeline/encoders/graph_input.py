@@ -49,8 +49,9 @@ class GraphInput:
     mode: str
     activation: str
     num_params: int
-    #: ``(query group, key group)`` of every attention layer (the two groups of one head group)
-    attention: list[tuple[int, int]] = field(default_factory=list)
+    #: ``(query group, key group, position group or None)`` of every attention layer (see
+    #: :func:`pipeline.encoders.prepare.attention_pairs`)
+    attention: list[tuple[int, int, int | None]] = field(default_factory=list)
     outputs_at_probes: torch.Tensor | None = None  # [n_out, NUM_PROBES], see pipeline.encoders.executor
     statistics: torch.Tensor | None = None  # [weighted blocks, NUM_STATISTICS], see pipeline.encoders.statistics
 

@@ -54,11 +54,19 @@ def graph_input(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> Graph
                       graph.activation, graph.num_params, attention=attention_pairs(graph))
 
 
-def attention_pairs(graph: WeightGraph) -> list[tuple[int, int]]:
-    """``(query group, key group)`` of each head group that has both."""
-    keys = {g.head_group: i for i, g in enumerate(graph.node_groups) if g.kind == "key" and g.head_group}
-    return [(i, keys[g.head_group]) for i, g in enumerate(graph.node_groups)
-            if g.kind == "query" and g.head_group in keys]
+def attention_pairs(graph: WeightGraph) -> list[tuple[int, int, int | None]]:
+    """``(query group, key group, position group)`` of each attention layer: the query and key
+    groups of one head group that share their units' permutation (``perm_group``), and the head
+    group's one-unit-per-head key group (a relative position bias, T5's), if any."""
+    keys, positions = {}, {}
+    for i, g in enumerate(graph.node_groups):
+        if g.kind == "key" and g.head_group:
+            if g.size == g.heads:
+                positions[g.head_group] = i
+            else:
+                keys[g.head_group, g.perm_group] = i
+    return [(i, keys[g.head_group, g.perm_group], positions.get(g.head_group)) for i, g in enumerate(graph.node_groups)
+            if g.kind == "query" and (g.head_group, g.perm_group) in keys]
 
 
 def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32, scaling: GroupElement | None = None,

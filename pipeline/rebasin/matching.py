@@ -298,17 +298,18 @@ class _Descent:
         perms = {k: self.spec.perms[k] for k in unit}
         h = min(p.heads for p in perms.values())
         r = max(p.heads for p in perms.values()) // h
-        d = perms[unit[0]].size // perms[unit[0]].heads
-        blocks = {k: totals[k].reshape(p.heads, d, p.heads, d) for k, p in perms.items()}
+        width = {p.perm_group: p.size // p.heads for p in perms.values()}
+        blocks = {k: totals[k].reshape(p.heads, width[p.perm_group], p.heads, width[p.perm_group])
+                  for k, p in perms.items()}
         by_group: dict[str, dict[bool, str]] = {}
         for k, p in perms.items():
             by_group.setdefault(p.perm_group, {})[p.heads > h] = k
         fixed = {g: perms[next(iter(keys.values()))].fixed for g, keys in by_group.items()}
-        self.work += h * h * (r * r + 2 * len(by_group)) * d ** 3 + h ** 3
+        self.work += h * h * (r * r + 2) * sum(d ** 3 for d in width.values()) + h ** 3
         grouped = [g for g, keys in by_group.items() if True in keys]
 
         def assign(cost: np.ndarray, group: str) -> np.ndarray:
-            return np.arange(d) if fixed[group] else _lap(cost)
+            return np.arange(width[group]) if fixed[group] else _lap(cost)
 
         def pair(s: int, t: int) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
             """The value, ``tau`` and within-head assignments of key/value head pair ``s -> t``."""
@@ -321,7 +322,7 @@ class _Descent:
                 return own + sum(query(group, i, tau[i]) for i in range(r)) if True in keys else own
 
             def match_queries(within: dict | None) -> np.ndarray:
-                values = [[sum(float(c[np.arange(d), assign(c, g) if within is None else within[g]].sum())
+                values = [[sum(float(c[np.arange(len(c)), assign(c, g) if within is None else within[g]].sum())
                                for g in grouped for c in (query(g, i, j),)) for j in range(r)] for i in range(r)]
                 return _lap(np.array(values))
 
@@ -329,7 +330,7 @@ class _Descent:
             for _ in range(2 if r > 1 else 1):
                 within = {g: assign(cost(g, tau), g) for g in by_group}
                 tau = match_queries(within) if r > 1 else tau
-            value = sum(float(cost(g, tau)[np.arange(d), within[g]].sum()) for g in by_group)
+            value = sum(float(cost(g, tau)[np.arange(width[g]), within[g]].sum()) for g in by_group)
             return value, tau, within
 
         solved = [[pair(s, t) for t in range(h)] for s in range(h)]
@@ -340,6 +341,6 @@ class _Descent:
             for s in range(h):
                 _, tau, within = solved[s][sigma[s]]
                 heads = [sigma[s] * r + tau[i] for i in range(r)] if p.heads > h else [sigma[s]]
-                rows += [head * d + within[p.perm_group] for head in heads]
+                rows += [head * width[p.perm_group] + within[p.perm_group] for head in heads]
             out[k] = np.concatenate(rows)
         return out

@@ -87,10 +87,8 @@ def permutation_spec(graph: WeightGraph) -> PermutationSpec:
     units.sort(key=lambda unit: min(perms[k].depth for k in unit))
     for keys in heads_of.values():
         counts = sorted({perms[k].heads for k in keys})
-        widths = {perms[k].size // perms[k].heads for k in keys}
-        if len(counts) > 2 or counts[-1] % counts[0] or len(widths) != 1:
-            raise ValueError(f"head group of {keys}: heads {counts} of widths {sorted(widths)} are not "
-                             "query heads sharing key/value heads")
+        if len(counts) > 2 or counts[-1] % counts[0]:
+            raise ValueError(f"head group of {keys}: heads {counts} are not query heads sharing key/value heads")
     return PermutationSpec(perms, {t: tuple(a) for t, a in by_tensor.items()}, views, key_of,
                            {i: graph.node_groups[i].symmetry for i in key_of}, tuple(units))
 

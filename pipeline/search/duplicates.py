@@ -11,7 +11,8 @@ The embedding check then vetoes pairs the fingerprint cannot tell apart but the 
 encoder can (an uncoupled permutation keeps every block's singular values).
 
 A third check sees the wiring: the *wiring fingerprint* (the network's linear response, weights
-multiplied along all input-output paths) must agree to within ``max_wiring_distance``. An uncoupled
+multiplied along all input-output paths, and the circuits of attention layers and residual branches)
+must agree to within ``max_wiring_distance``, part by part. An uncoupled
 permutation (one layer's rows permuted without the next layer's columns: a different function) keeps
 every block's singular values but scrambles the paths. It is a separate, looser check, not part of
 the fingerprint: products along paths amplify small weight changes, so a few fine-tuning steps move
@@ -112,21 +113,28 @@ def output_fingerprint(prepared: GraphInput, probes: ProbeInputs | None = None) 
     return np.zeros(0, np.float32) if outputs is None else outputs.numpy().ravel().astype(np.float32)
 
 
-def wiring_fingerprint(graph: WeightGraph | GraphInput) -> np.ndarray:
-    """``[n]`` float32: the network's linear response
-    (:func:`pipeline.encoders.executor.linear_response`), output neuron by output neuron, then each
-    attention layer's query-key circuit, scaled to the norm of the responses (so a scrambled
-    attention pattern weighs as much as scrambled outputs). Exactly invariant to hidden-neuron
-    permutations, sign flips and positive scalings; an uncoupled permutation changes it, of query
-    or key units too. Empty where it cannot be read (no inputs, or it overflows float64).
-    ``graph``: a weight graph or, when the caller has it, its prepared input."""
+def wiring_fingerprint(graph: WeightGraph | GraphInput) -> list[np.ndarray]:
+    """The network's wiring (:func:`pipeline.encoders.executor.linear_response`) in parts, float32:
+    the outputs' linear response, output neuron by output neuron, then each circuit (attention
+    layers' query-key circuits, residual branches against their skips). Exactly invariant to
+    hidden-neuron permutations, sign flips and positive scalings; an uncoupled permutation changes
+    some part, of query or key units and inside residual branches too. Empty where it cannot be
+    read (no inputs, or it overflows float64). ``graph``: a weight graph or, when the caller has
+    it, its prepared input."""
     prepared = graph_input(graph) if isinstance(graph, WeightGraph) else graph
     outputs, circuits = linear_response(prepared)
-    parts = [m.numpy().ravel() for m in outputs]
-    weight = np.sqrt(sum(float(np.square(p).sum()) for p in parts)) or 1.0
-    parts += [c.numpy().ravel() * (weight / max(float(np.linalg.norm(c.numpy())), TINY)) for c in circuits]
-    wiring = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
-    return wiring if np.isfinite(wiring).all() else np.zeros(0, np.float32)  # overflowed: not a reading
+    parts = ([np.concatenate([m.numpy().ravel() for m in outputs])] if outputs else []) + [c.numpy().ravel()
+                                                                                           for c in circuits]
+    parts = [p.astype(np.float32) for p in parts]
+    return parts if all(np.isfinite(p).all() for p in parts) else []  # overflowed: not a reading
+
+
+def wiring_distance(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """The largest :func:`fingerprint_distance` of two wirings' parts (a change in any one part is a
+    change of wiring, however large the others); ``inf`` for different architectures."""
+    if len(a) != len(b):
+        return float("inf")
+    return max((fingerprint_distance(x, y) for x, y in zip(a, b)), default=0.0)
 
 
 def fingerprint_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -155,7 +163,7 @@ class Prints:
     (:func:`pipeline.symmetry.assuming`)."""
     vector: np.ndarray
     fingerprint: np.ndarray
-    wiring: np.ndarray
+    wiring: list[np.ndarray]
     outputs: np.ndarray
     symmetry: str
     candidates: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -206,7 +214,7 @@ def pair_evidence(a: Prints, b: Prints, group: str) -> dict:
     both_run = a.outputs.size and b.outputs.size
     return {"cosine": float(ua @ ub),
             "distance": fingerprint_distance(fa, fb),
-            "wiring_distance": fingerprint_distance(a.wiring, b.wiring),
+            "wiring_distance": wiring_distance(a.wiring, b.wiring),
             "output_distance": fingerprint_distance(a.outputs, b.outputs) if both_run else None,
             "group": group}
 

@@ -28,7 +28,7 @@ from pipeline.storage import join, list_parts, make_dirs, resolve, write_parquet
 
 EMBEDDING_SCHEMA = pa.schema([("content_id", pa.string()), ("vector", pa.list_(pa.float32())),
                               ("encoder", pa.string()), ("encoder_version", pa.string()),
-                              ("fingerprint", pa.list_(pa.float32())), ("wiring", pa.list_(pa.float32())),
+                              ("fingerprint", pa.list_(pa.float32())), ("wiring", pa.list_(pa.list_(pa.float32()))),
                               ("outputs", pa.list_(pa.float32())), ("symmetry", pa.string()),
                               ("candidates", pa.list_(pa.struct([("symmetry", pa.string()),
                                                                  ("vector", pa.list_(pa.float32())),
@@ -87,7 +87,8 @@ def table_prints(table: pa.Table) -> list:
     def array(values, missing=()):
         return np.asarray(missing if values is None else values, dtype=np.float32)
 
-    return [Prints(array(r["vector"]), array(r["fingerprint"], [np.nan]), array(r["wiring"], [np.nan]),
+    return [Prints(array(r["vector"]), array(r["fingerprint"], [np.nan]),
+                   [array(part) for part in r["wiring"]] if r["wiring"] is not None else [array([np.nan])],
                    array(r["outputs"]), r["symmetry"] or "perm",
                    {c["symmetry"]: (array(c["vector"]), array(c["fingerprint"])) for c in r["candidates"] or ()})
             for r in table.select(["vector", "fingerprint", "wiring", "outputs", "symmetry", "candidates"]).to_pylist()]

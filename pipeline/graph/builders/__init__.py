@@ -14,6 +14,7 @@ from pipeline.graph.builders.per_layer import build_per_layer
 from pipeline.graph.builders.regnet import build_regnet
 from pipeline.graph.builders.residual import build_residual
 from pipeline.graph.builders.sequential import build_sequential
+from pipeline.graph.builders.t5 import build_t5
 from pipeline.graph.builders.transformer import build_transformer
 from pipeline.graph.builders.vit import build_vit
 from pipeline.graph.hints import resolve_hints
@@ -68,7 +69,7 @@ def _structure(signature, tensors, hints) -> tuple[tuple, tuple, str, str, str]:
     act, heads = hints["activation"], hints["num_heads"]
     built, reasons = None, []
     attempts = [(build, (tensors, names, act, heads)) for build in (build_transformer, build_vit, build_decoder,
-                                                                     build_gpt2)]
+                                                                     build_gpt2, build_t5)]
     architecture = json.loads(hints["architecture"])
     attempts += [(build_mobilenet, (tensors, names, architecture.get("output_stride"))),
                  (build_efficientnet, (tensors, names, act, architecture)),
