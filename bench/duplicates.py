@@ -2,9 +2,10 @@
 found, how many groups are false, and how many *broken* copies of held-out models (one hidden
 layer's rows permuted without the next layer's columns: a different function with the same
 singular values) would be called duplicates of their originals, with the three weight checks alone
-and with the output check.
+and with the output check. With ``--hf``, also every breakable layer of the tiny ``transformers``
+models of :mod:`pipeline.zoo.hf_tiny`, one broken copy each.
 
-    python bench/duplicates.py --zoo data/zoo --graphs data/graphs --encoder-state runs/encoders/scale_gmn.pt
+    python bench/duplicates.py --zoo data/zoo --graphs data/graphs --encoder-state runs/encoders/scale_gmn.pt [--hf]
 
 The index is built here (embed_zoo into a temporary folder). Prints a table by family, then one JSON line.
 """
@@ -43,11 +44,45 @@ def broken_copy_evidence(graphs_dir: str, catalog: str, state: str, seed: int = 
     return rows
 
 
+def hf_broken_copies(state: str) -> dict[str, tuple[int, int]]:
+    """Per tiny ``transformers`` model (:mod:`pipeline.zoo.hf_tiny`): ``(broken copies passing
+    every check, broken copies)``, one per breakable layer (:func:`pipeline.symmetry.breakable_groups`)."""
+    import tempfile as tmp
+
+    from pipeline.checkpoint import open_checkpoint
+    from pipeline.encoders import probe_inputs_of
+    from pipeline.encoders.state import load_trained
+    from pipeline.graph import build_graph
+    from pipeline.search.duplicates import DuplicateThresholds, model_prints, pair_evidence
+    from pipeline.symmetry import breakable_groups, uncoupled_permutation
+    from pipeline.zoo.hf_tiny import tiny_models
+
+    encoder = load_trained(state).encoder
+    probes, thresholds, out = probe_inputs_of(encoder), DuplicateThresholds(), {}
+    for name, (model, _) in tiny_models().items():
+        with tmp.TemporaryDirectory() as folder:
+            model.save_pretrained(folder)
+            graph = build_graph(open_checkpoint(folder))
+            original = model_prints([graph], encoder, probes)[0]
+            group = "perm" if original.symmetry == "unknown" else original.symmetry
+            passing = total = 0
+            rng = np.random.default_rng(0)
+            for index in breakable_groups(graph):
+                broken = model_prints([graph.with_tensors(uncoupled_permutation(graph, rng, group=index))],
+                                      encoder, probes)[0]
+                passing += thresholds.accept(pair_evidence(original, broken, group))
+                total += 1
+            out[name] = (passing, total)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zoo", required=True, help="zoo folder (catalog.parquet with duplicate_of)")
     parser.add_argument("--graphs", required=True, help="its ingestion output")
     parser.add_argument("--encoder-state", required=True)
+    parser.add_argument("--hf", action="store_true",
+                        help="also break every layer of the tiny transformers models (needs the bench extra)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import torch
@@ -90,6 +125,11 @@ def main() -> None:
         print(f"{family:<13}{len(rows):>7}{sum(weights_only.accept(e) for e in rows):>9}"
               f"{sum(thresholds.accept(e) for e in rows):>10}{sum(e['output_distance'] is not None for e in rows):>6}")
     copies = [e for e in evidence if e["output_distance"] is not None]
+    hf = hf_broken_copies(args.encoder_state) if args.hf else {}
+    if hf:
+        print("\nbroken copies of tiny transformers models passing every check (one per breakable layer)")
+        for name, (passing, total) in hf.items():
+            print(f"  {name:<16}{passing:>4} of {total}")
     print(json.dumps({
         "planted": len(planted),
         "planted_found": results["weights+outputs"]["planted_found"],
@@ -101,6 +141,7 @@ def main() -> None:
         "broken_pass": sum(thresholds.accept(e) for e in evidence),
         "broken_run": len(copies),
         "broken_min_output_distance": min((e["output_distance"] for e in copies), default=None),
+        **({"hf_broken_pass": sum(p for p, _ in hf.values()), "hf_broken": sum(t for _, t in hf.values())} if hf else {}),
     }))
 
 

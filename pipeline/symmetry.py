@@ -163,15 +163,21 @@ def transformed(graph: WeightGraph, element: GroupElement) -> WeightGraph:
     return graph.with_tensors(apply(graph, element))
 
 
-def uncoupled_permutation(graph: WeightGraph, rng: np.random.Generator,
-                          kinds: tuple[str, ...] | None = None) -> dict[str, np.ndarray] | None:
+def breakable_groups(graph: WeightGraph, kinds: tuple[str, ...] | None = None) -> list[int]:
+    """The groups :func:`uncoupled_permutation` can break: permutable, of two or more nodes, fed by a
+    weight block (``kinds``: only groups of these node kinds)."""
+    return [i for i in symmetric_groups(graph) if graph.node_groups[i].size > 1
+            and (kinds is None or graph.node_groups[i].kind in kinds)
+            and any(b.dst == i and b.tensor for b in graph.edge_blocks)]
+
+
+def uncoupled_permutation(graph: WeightGraph, rng: np.random.Generator, kinds: tuple[str, ...] | None = None,
+                          group: int | None = None) -> dict[str, np.ndarray] | None:
     """Permute the rows of one hidden layer's incoming weights (and bias) *without* the matching
     columns of the next layer: not a symmetry, so the function changes. For negative tests and
-    hard negatives. ``kinds``: only layers of these node kinds (e.g. ``("query", "key")``). ``None``
-    when the graph has no such layer (per-layer graphs, linear models)."""
-    hidden = [i for i in symmetric_groups(graph) if graph.node_groups[i].size > 1
-              and (kinds is None or graph.node_groups[i].kind in kinds)
-              and any(b.dst == i and b.tensor for b in graph.edge_blocks)]
+    hard negatives. The layer: ``group``, else a random one of :func:`breakable_groups` (of
+    ``kinds``). ``None`` when the graph has no such layer (per-layer graphs, linear models)."""
+    hidden = breakable_groups(graph, kinds) if group is None else [group]
     if not hidden:
         return None
     i = hidden[rng.integers(len(hidden))]

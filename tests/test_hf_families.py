@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from models import hf_models, hf_outputs
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.encoders import build_encoder, embed
 from pipeline.graph import build_graph
@@ -20,8 +19,9 @@ from pipeline.rebasin import match
 from pipeline.search.duplicates import model_prints, near_duplicate_groups
 from pipeline.symmetry import compose, is_identity, random_element, transformed, uncoupled_permutation
 from pipeline.testing import assert_invariant, random_transform, relative_difference
+from pipeline.zoo.hf_tiny import logits, tiny_models
 
-MODELS = hf_models()
+MODELS = tiny_models()
 CNNS = ("mobilenet_v2", "efficientnet", "regnet")
 #: the models run in float64, but LLaMA-family and T5 RMS norms compute in float32
 RTOL = 1e-5
@@ -41,14 +41,14 @@ def _outputs_with(tmp_path, name, tensors):
     save_checkpoint(checkpoint_tensors(tensors), str(folder / "model.safetensors"), {"format": "pt"})
     shutil.copy(tmp_path / name / "config.json", folder / "config.json")
     loaded = type(model).from_pretrained(folder, dtype=torch.float64).eval()
-    return hf_outputs(loaded, inputs)
+    return logits(loaded, inputs)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_group_is_exactly_the_real_models_symmetry(tmp_path, name):
     graph = _saved(tmp_path, name)
     assert graph.mode == "computational" and graph.family == ("cnn" if name in CNNS else "transformer")
-    reference = hf_outputs(*MODELS[name])
+    reference = logits(*MODELS[name])
     rng = np.random.default_rng(0)
     for _ in range(3):
         moved = random_transform(graph, rng)
@@ -184,8 +184,27 @@ def test_rebasin_job_writes_gpt2_checkpoints_the_real_model_loads(tmp_path):
     row = align_pair(Pair(str(tmp_path / "gpt2"), str(copy), {}, {}),
                      Options(out_dir=str(tmp_path / "out"), save_aligned=True, merge_alpha=0.5))
     assert "error" not in row and row["objective"] > row["naive_objective"]
-    reference = hf_outputs(*MODELS["gpt2"])
+    reference = logits(*MODELS["gpt2"])
     for path in (row["aligned_path"], str(tmp_path / "out" / "merged" / f"{row['pair']}.safetensors")):
         tensors = open_checkpoint(path).tensors
         assert "transformer.h.0.attn.c_attn.weight" in tensors
         assert relative_difference(_outputs_with(tmp_path, "gpt2", tensors), reference) < RTOL
+
+
+@pytest.mark.parametrize("name", ["llama_gqa", "t5_gated", "gpt2", "efficientnet", "regnet"])
+def test_no_broken_layer_is_a_near_duplicate(tmp_path, name):
+    """Every breakable layer broken in turn (rows permuted without the next layer's columns): no
+    broken copy passes the near-duplicate checks, gated units (``gate_proj``, ``wi_0``), relative
+    position biases and squeeze-and-excitation included."""
+    from pipeline.search.duplicates import DuplicateThresholds, pair_evidence
+    from pipeline.symmetry import breakable_groups
+
+    graph = _saved(tmp_path, name)
+    torch.manual_seed(0)
+    encoder = build_encoder("scale_gmn", dim=32, hidden=32)
+    original = model_prints([graph], encoder)[0]
+    rng = np.random.default_rng(5)
+    passing = [graph.node_groups[i].name for i in breakable_groups(graph) if DuplicateThresholds().accept(pair_evidence(
+        original, model_prints([graph.with_tensors(uncoupled_permutation(graph, rng, group=i))], encoder)[0],
+        original.symmetry))]
+    assert passing == []

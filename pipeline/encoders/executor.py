@@ -35,6 +35,7 @@ from pipeline.constants import NUM_PROBES
 from pipeline.encoders.graph_input import Block, GraphInput
 from pipeline.encoders.probes import DEFAULT_PROBES, ProbeInputs
 from pipeline.graph.schema import GROUPED_EDGES, NODE_KINDS, repeat_sources
+from pipeline.numerics import TINY
 
 #: probe passes costing more multiply-adds (about a second on one core in float64) are skipped:
 #: large CNNs, whose every weight is applied at every pixel of every probe image
@@ -190,7 +191,10 @@ def linear_response(graph: GraphInput) -> tuple[list[torch.Tensor], list[torch.T
       linearly; where the layer has a relative position bias ``b_h`` (``[buckets]`` per head), also
       ``sum_h diag(Q_h K_h^T) b_h^T`` (``[m + 1, buckets]``), which ties each head to its bias;
     * per group that adds a branch to a residual path (not rescalable), ``S B^T``: the responses of
-      its skip ``S`` against those of its branch ``B`` (what the weighted blocks and gates add).
+      its skip ``S`` against those of its branch ``B`` (what the weighted blocks and gates add);
+    * per gated unit layer (:attr:`GraphInput.gates`), ``G (V / |V|)^T``: the gate units' responses
+      against the value units' (each unit's column scaled to unit norm, which removes its positive
+      scaling), as the gate multiplies its value unit, which no linear reading does.
 
     Inputs are the groups no block feeds, of at most ``MAX_RESPONSE_INPUTS`` neurons, concatenated in
     group order (none for a per-layer graph, or where they add up to more than
@@ -223,6 +227,10 @@ def linear_response(graph: GraphInput) -> tuple[list[torch.Tensor], list[torch.T
             skip = sum(values[b.src] for b in skips)
             if skip.ndim == 2:
                 circuits.append(skip[rows] @ (values[i] - skip)[rows].T)
+    for gate, value in graph.gates:  # each unit's gate against its value, whose scale is divided out
+        if gate in values and value in values and values[gate].ndim == values[value].ndim == 2:
+            unit = values[value][rows]
+            circuits.append(values[gate][rows] @ (unit / unit.norm(dim=0).clamp_min(TINY)).T)
     for q, k, position in graph.attention:
         if q in values and k in values and values[q].ndim == values[k].ndim == 2:
             query, key = graph.groups[q], graph.groups[k]

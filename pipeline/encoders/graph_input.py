@@ -52,6 +52,8 @@ class GraphInput:
     #: ``(query group, key group, position group or None)`` of every attention layer (see
     #: :func:`pipeline.encoders.prepare.attention_pairs`)
     attention: list[tuple[int, int, int | None]] = field(default_factory=list)
+    #: ``(gate group, value group)`` of every gated unit layer (see :func:`pipeline.encoders.prepare.gate_pairs`)
+    gates: list[tuple[int, int]] = field(default_factory=list)
     outputs_at_probes: torch.Tensor | None = None  # [n_out, NUM_PROBES], see pipeline.encoders.executor
     statistics: torch.Tensor | None = None  # [weighted blocks, NUM_STATISTICS], see pipeline.encoders.statistics
 

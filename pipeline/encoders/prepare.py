@@ -51,7 +51,17 @@ def graph_input(graph: WeightGraph, dtype: torch.dtype = torch.float32) -> Graph
             graph.node_groups[b.src].size, graph.node_groups[b.src].heads, graph.node_groups[b.dst].heads))
         blocks.append(Block(b.src, b.dst, b.kind, weight, kernel, sources))
     return GraphInput(groups, blocks, topological_order(len(groups), blocks), graph.family, graph.mode,
-                      graph.activation, graph.num_params, attention=attention_pairs(graph))
+                      graph.activation, graph.num_params, attention=attention_pairs(graph), gates=gate_pairs(graph))
+
+
+def gate_pairs(graph: WeightGraph) -> list[tuple[int, int]]:
+    """``(gate group, value group)`` of each gated unit layer (LLaMA's ``gate_proj`` and
+    ``up_proj``, T5's ``wi_0`` and ``wi_1``): a hidden group no block reads, and the hidden group
+    that shares its permutation and is read."""
+    read = {b.src for b in graph.edge_blocks}
+    values = {g.perm_group: i for i, g in enumerate(graph.node_groups) if g.kind == "hidden" and g.perm_group and i in read}
+    return [(i, values[g.perm_group]) for i, g in enumerate(graph.node_groups)
+            if g.kind == "hidden" and i not in read and g.perm_group in values]
 
 
 def attention_pairs(graph: WeightGraph) -> list[tuple[int, int, int | None]]:
