@@ -17,9 +17,11 @@ planted-transformation recovery, and Ray fan-out throughput on 2 CPUs against 1.
 * Restarts: on independently initialized pairs of the planted-recovery architectures (all
   symmetries), and with ``--zoo`` on random same-task pairs of trained zoo models, the default's
   objective and that of 8 starts (no budget) over one descent's.
-* Planted recovery: ``B = g.A + relative 1e-3 noise`` with ``g`` a random permutation with signs
-  (tanh, sine) or positive scales in [1/4, 4] (ReLU); recovered = permutations and signs exact, scales
-  within 5%.
+* Planted recovery: ``B = g.A + relative 1e-3 noise`` with ``g`` a random element of A's group
+  (permutations, heads, signs for tanh and sine, positive scales in [1/4, 4] for ReLU), on the zoo's
+  architectures and every tiny ``transformers`` model of :mod:`pipeline.zoo.hf_tiny` (saved and read
+  back: GPT-2, LLaMA with and without grouped-query attention, Mistral, Qwen2, T5, MobileNetV2,
+  EfficientNet, RegNet, ...); recovered = permutations and signs exact, scales within 5%.
 * Ray: single-threaded matching tasks (ReLU MLPs of width 1024, one descent) fanned out on a 2-CPU
   Ray, each task asking for 2 CPUs (one at a time) or 1 CPU (two at a time); rounds interleaved,
   best round of each, both workers warm. On a shared machine, other load skews this figure either way.
@@ -115,19 +117,8 @@ def rebasin_on_attention() -> str:
     return f"runs; function changed by {change:.2g} (rel)" if change > 1e-4 else "runs; function kept"
 
 
-HF_TEXT = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-               max_position_embeddings=40)
-
-
-def _hf(model: str, config: str, **kwargs) -> torch.nn.Module:
-    """A ``transformers`` model from a tiny config (their FFN activations, GELU or SiLU, admit
-    permutations only, so no activation hint is needed)."""
-    import transformers
-
-    return getattr(transformers, model)(getattr(transformers, config)(**kwargs)).eval()
-
-
-PLANTED = {  # name -> (model factory, metadata)
+#: the zoo's architectures: name -> (model factory, metadata)
+ZOO_MODELS = {
     "mlp_relu": (lambda: MLP(64, [64, 64, 64], 10, "relu"), {"activation": "relu"}),
     "mlp_tanh": (lambda: MLP(64, [64, 64, 64], 10, "tanh"), {"activation": "tanh"}),
     "cnn_relu": (lambda: SmallCNN(activation="relu"), {"activation": "relu"}),
@@ -135,21 +126,35 @@ PLANTED = {  # name -> (model factory, metadata)
     "siren": (lambda: Siren([32, 32, 32]), {"activation": "sine", "family": "inr"}),
     "resmlp_relu": (lambda: ResMLP(64, 32, 64, 2, 10, "relu"), {"activation": "relu"}),
     "bert": (lambda: TinyBert(16, 8, 32, 4, 64, 2, 2), {"activation": "gelu", "num_attention_heads": "4"}),
-    **{f"hf_{name}": (make, {"num_attention_heads": "4"}) for name, make in (  # transformers models, tiny configs
-        ("bert_mlm", lambda: _hf("BertForMaskedLM", "BertConfig", **HF_TEXT)),
-        ("roberta", lambda: _hf("RobertaForSequenceClassification", "RobertaConfig", **HF_TEXT)),
-        ("distilbert", lambda: _hf("DistilBertForSequenceClassification", "DistilBertConfig", vocab_size=64, dim=32,
-                                   n_layers=2, n_heads=4, hidden_dim=48)),
-        ("vit", lambda: _hf("ViTForImageClassification", "ViTConfig", image_size=16, patch_size=4, hidden_size=32,
-                            num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)),
-        ("llama", lambda: _hf("LlamaForCausalLM", "LlamaConfig", vocab_size=64, hidden_size=32, intermediate_size=48,
-                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)))},
 }
+
+
+def hf_graph(name: str):
+    """The graph of the tiny ``transformers`` model ``name`` (:mod:`pipeline.zoo.hf_tiny`), saved with
+    ``save_pretrained`` and read back as a user's checkpoint would be."""
+    import tempfile
+
+    from pipeline.checkpoint import open_checkpoint
+    from pipeline.zoo.hf_tiny import tiny_models
+
+    with tempfile.TemporaryDirectory() as folder:
+        tiny_models()[name][0].save_pretrained(folder)
+        graph = build_graph(open_checkpoint(folder))
+        return graph.with_tensors({n: np.array(t) for n, t in graph.tensors.items()})
+
+
+def _planted() -> dict:
+    """name -> a factory of the graph planted into: the zoo's architectures and every tiny
+    ``transformers`` model."""
+    from pipeline.zoo.hf_tiny import tiny_models
+
+    out = {name: (lambda make=make, meta=meta: graph_of(make(), meta)) for name, (make, meta) in ZOO_MODELS.items()}
+    return {**out, **{f"hf_{name}": (lambda name=name: hf_graph(name)) for name in tiny_models()}}
 
 
 def init_pairs(name: str, count: int) -> list:
     """``count`` independently initialized (A, B) graph pairs of a planted-recovery architecture."""
-    make, metadata = PLANTED[name]
+    make, metadata = ZOO_MODELS[name]
     pairs = []
     for seed in range(count):
         torch.manual_seed(2 * seed)
@@ -190,19 +195,17 @@ def restart_gains(pairs: list) -> dict:
             **{f"improved_{t}": int(np.sum(np.array(g) > 1e-9)) for t, g in gains.items()}}
 
 
-def planted_recovery(name: str, trials: int) -> tuple[float, float]:
-    """Fraction of ``trials`` recovered, and the mean matching seconds."""
-    make, metadata = PLANTED[name]
+def planted_recovery(make_graph, trials: int) -> tuple[float, float]:
+    """Fraction of ``trials`` recovered in the graph ``make_graph()``, and the mean matching seconds."""
     torch.manual_seed(0)
-    graph_a = graph_of(make(), metadata)
+    graph_a = make_graph()
     rng = np.random.default_rng(0)
     recovered, seconds = 0, 0.0
     for trial in range(trials):
         planted = random_element(graph_a, rng)
         tensors = {k: (v + 1e-3 * np.sqrt(np.mean(np.square(v, dtype=np.float64))) * rng.standard_normal(v.shape)
                        ).astype(v.dtype) for k, v in apply(graph_a, planted).items()}
-        graph_b = build_graph(Checkpoint("memory", "memory", tensors, metadata))
-        result = match(graph_a, graph_b, seed=trial)
+        result = match(graph_a, graph_a.with_tensors(tensors), seed=trial)
         recovered += is_identity(compose(graph_a, planted, result.element), rtol=5e-2)
         seconds += result.seconds
     return recovered / trials, seconds / trials
@@ -309,8 +312,8 @@ def main() -> None:
 
     print(f"\n{'planted transformation':<16}{'recovered':>11}{'mean match s':>14}   ({args.trials} trials each)")
     rates = {}
-    for name in PLANTED:
-        rates[name], seconds = planted_recovery(name, args.trials)
+    for name, make_graph in _planted().items():
+        rates[name], seconds = planted_recovery(make_graph, args.trials)
         print(f"{name:<16}{rates[name]:>11.2f}{seconds:>14.4f}")
 
     fan = ray_fanout(args.fanout_tasks, 1024)
