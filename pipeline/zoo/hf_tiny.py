@@ -14,9 +14,11 @@ HF_SMALL = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attentio
 
 def tiny_models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
     """name -> (a tiny randomly initialized ``transformers`` model in float64 and eval mode, a batch
-    of its inputs): the architectures the graph builders recognize."""
+    of its inputs): the architectures the graph builders recognize. Silences ``transformers``'
+    progress bars (tests and benches save these models many times)."""
     import transformers as T
 
+    T.utils.logging.disable_progress_bar()
     torch.manual_seed(0)
     models = {
         "bert": T.BertForSequenceClassification(T.BertConfig(**HF_SMALL, num_labels=3)),
