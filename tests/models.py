@@ -50,6 +50,38 @@ class TorchvisionStyleVGG(nn.Module):
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
 
+def _conv_bn(cin, cout, k, groups=1, act=True):
+    layers = [nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, nn.ReLU6()) if act else nn.Sequential(*layers)
+
+
+class _InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, expand):
+        super().__init__()
+        hidden = cin * expand
+        layers = [_conv_bn(cin, hidden, 1)] if expand != 1 else []
+        layers += [_conv_bn(hidden, hidden, 3, groups=hidden), nn.Conv2d(hidden, cout, 1, bias=False),
+                   nn.BatchNorm2d(cout)]
+        self.conv, self.residual = nn.Sequential(*layers), cin == cout
+
+    def forward(self, x):
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+class TorchvisionStyleMobileNetV2(nn.Module):
+    """Parameter names as in torchvision's MobileNetV2 (``features.0`` stem, ``features.N.conv.M``
+    inverted residuals, a last 1x1 convolution, ``classifier.1``), all strides 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(_conv_bn(3, 8, 3), _InvertedResidual(8, 8, 1), _InvertedResidual(8, 12, 4),
+                                      _InvertedResidual(12, 12, 4), _conv_bn(12, 32, 1))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
 def family_models() -> dict[str, tuple[nn.Module, dict[str, str], str]]:
     """name -> (model, safetensors metadata, expected family); models in eval mode, BatchNorm with
     non-trivial running statistics."""
@@ -64,6 +96,7 @@ def family_models() -> dict[str, tuple[nn.Module, dict[str, str], str]]:
         "siren": (Siren([32, 32]), {"activation": "sine", "family": "inr"}, "inr"),
         "resnet_tv": (TorchvisionStyleResNet(), {"activation": "relu"}, "resnet"),
         "vgg_tv": (TorchvisionStyleVGG(), {"activation": "relu"}, "cnn"),
+        "mobilenet_tv": (TorchvisionStyleMobileNetV2(), {"activation": "relu6"}, "cnn"),
         "bert": (TinyBert(16, 8, 32, 4, 64, 2, 2), {"activation": "gelu", "num_attention_heads": "4"}, "transformer"),
     }
     for model, _, _ in models.values():
@@ -82,7 +115,7 @@ def example_input(name: str, model: nn.Module) -> torch.Tensor:
         return torch.randint(0, 16, (4, 8), generator=gen)
     if name in ("cnn",):
         return torch.randn(4, 1, 8, 8, generator=gen)
-    if name in ("cnn_flatten_bn", "resnet_tv", "vgg_tv"):
+    if name in ("cnn_flatten_bn", "resnet_tv", "vgg_tv", "mobilenet_tv"):
         return torch.randn(4, 3, 8, 8, generator=gen)
     if name == "siren":
         return torch.rand(16, 2, generator=gen) * 2 - 1

@@ -52,6 +52,10 @@ def test_symmetry_annotations(tmp_path):
     tv = _graph(tmp_path, "resnet_tv")
     assert len({g.perm_group for g in tv.node_groups if g.kind == "stream"}) == 2  # projection starts a new stream
     assert any(len(g.norm) == 4 for g in tv.node_groups)  # BatchNorm: weight, bias, running mean and var
+    mobile = _graph(tmp_path, "mobilenet_tv")
+    for block in (b for b in mobile.edge_blocks if b.kind == "depthwise"):  # a channel's input and output: one unit
+        assert mobile.node_groups[block.src].perm_group == mobile.node_groups[block.dst].perm_group
+    assert sum(b.kind == "residual" for b in mobile.edge_blocks) == 2
     bert = _graph(tmp_path, "bert")
     q, k, v = (next(g for g in bert.node_groups if g.kind == kind) for kind in ("query", "key", "value"))
     assert q.perm_group == k.perm_group != v.perm_group and q.heads == k.heads == v.heads == 4
@@ -150,3 +154,26 @@ def test_tensors_split_into_pieces_join_exactly(tmp_path):
         for name, t in before.tensors.items():
             expected = t.astype(STORED_PRECISIONS["bf16"]) if is_float(t.dtype) else t
             assert after.tensors[name].tobytes() == expected.tobytes()
+
+
+def test_grouped_and_depthwise_edges_stay_within_their_channel_group(tmp_path):
+    """A convolution in ``g`` channel groups has edges only from a group's inputs to its outputs,
+    ``src/g`` per output channel; a depthwise one only ``i -> i``."""
+    from pipeline.zoo.hf_tiny import tiny_models
+
+    for name in ("regnet", "mobilenet_v2"):
+        tiny_models()[name][0].save_pretrained(tmp_path / name)
+        graph = build_graph(open_checkpoint(str(tmp_path / name)))
+        offsets = graph.node_offsets
+        blocks = [b for b in graph.edge_blocks if b.kind in ("grouped", "depthwise")]
+        assert blocks
+        for block in blocks:
+            src_size, dst_size = graph.node_groups[block.src].size, graph.node_groups[block.dst].size
+            per_dst = graph.tensors[block.tensor].shape[1]
+            groups = src_size // per_dst
+            edge_index, _ = graph.block_edges(block)
+            src, dst = edge_index[0] - offsets[block.src], edge_index[1] - offsets[block.dst]
+            assert len(src) == dst_size * per_dst
+            np.testing.assert_array_equal(src // per_dst, dst // (dst_size // groups))
+            if block.kind == "depthwise":
+                np.testing.assert_array_equal(src, dst)

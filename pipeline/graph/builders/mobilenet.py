@@ -9,7 +9,11 @@ input with a 1x1 convolution, filters every expanded channel with its own 3x3 ke
 projects back with a 1x1 convolution, whose output is the block's. A block whose stride is 1 and
 whose input and output widths agree adds its input (a ``residual`` block): its output shares the
 input's permutation. Strides are not in the weights; they are the architecture's (the stride table
-of ``transformers``' ``MobileNetV2Model``, with ``output_stride`` from ``config.json``). Every
+of ``transformers``' ``MobileNetV2Model``, with ``output_stride`` from ``config.json``). With
+torchvision's names (``features.0`` the stem, ``features.N.conv.M`` the blocks, ``classifier.1``),
+which come with no config, a block whose input and output widths agree is taken as residual (as in
+every torchvision configuration; were it not, the shared permutation would be a subgroup of its
+symmetry, never a wrong one). Every
 convolution is followed by BatchNorm, so channels permute (no scaling: ReLU6 clips). The last 1x1
 convolution feeds the classifier through the global average pool.
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 
-from pipeline.graph.builders.common import GraphAssembler, build_or_explain
+from pipeline.graph.builders.common import GraphAssembler, build_or_explain, layer_indices
 
 _PREFIX = "mobilenet_v2."
 #: strides of the sixteen inverted-residual blocks (after the stem's stride 2)
@@ -25,12 +29,16 @@ STRIDES = (2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1)
 
 
 def build_mobilenet(tensors, names: list[str], output_stride: int | None):
-    """``(assembler, "cnn")``, ``None`` when the parameters are not MobileNetV2's; raises
-    :class:`~pipeline.graph.builders.common.LayoutMismatch` when they are but do not fit.
-    ``output_stride``: ``config.json``'s (default 32)."""
-    if f"{_PREFIX}conv_stem.first_conv.convolution.weight" not in tensors:
-        return None
-    return build_or_explain("MobileNetV2", _build, tensors, names, output_stride or 32), "cnn"
+    """``(assembler, "cnn")``, ``None`` when the parameters are not MobileNetV2's (``transformers``'
+    or torchvision's names); raises :class:`~pipeline.graph.builders.common.LayoutMismatch` when
+    they are but do not fit. ``output_stride``: ``config.json``'s (default 32)."""
+    if f"{_PREFIX}conv_stem.first_conv.convolution.weight" in tensors:
+        return build_or_explain("MobileNetV2", _build, tensors, names, output_stride or 32), "cnn"
+    first_block = tensors.get("features.1.conv.0.0.weight")
+    if "features.0.0.weight" in tensors and first_block is not None and first_block.ndim == 4 \
+            and first_block.shape[1] == 1:
+        return build_or_explain("torchvision MobileNetV2", _build_torchvision, tensors, names), "cnn"
+    return None
 
 
 def _build(tensors, names, output_stride: int):
@@ -71,5 +79,41 @@ def _build(tensors, names, output_stride: int):
     x = conv(f"{_PREFIX}conv_1x1", x, depth + 1, "head")
     if "classifier.weight" in tensors:
         asm.dense("classifier", x, 0, "output", depth + 2)
+    asm.check_all_used(names, lambda n: n.endswith("num_batches_tracked"))
+    return asm
+
+
+def _build_torchvision(tensors, names):
+    asm = GraphAssembler(tensors)
+    streams = (f"stream{i}" for i in itertools.count(1))
+    stem = tensors[asm.need("features.0.0.weight")]
+    pixels = asm.group("pixels", stem.shape[1] if stem.ndim == 4 else 1, "input", 0)
+    x = asm.conv("features.0.0.weight", "features.0.1", pixels, 1, next(streams))
+    depth = 1
+    stages = layer_indices(names, "features.")
+    for n in stages[1:]:
+        F = f"features.{n}."
+        if f"{F}conv.0.0.weight" not in tensors:  # the last 1x1 convolution
+            if n != stages[-1]:
+                raise ValueError(f"{F}: a plain convolution before the last block")
+            x, depth = asm.conv(f"{F}0.weight", f"{F}1", x, depth + 1, "head"), depth + 1
+            continue
+        expands = tensors[f"{F}conv.0.0.weight"].shape[1] != 1
+        h = x
+        if expands:
+            h = asm.conv(f"{F}conv.0.0.weight", f"{F}conv.0.1", h, depth + 1, f"{F}expanded")
+        elif not asm.groups[h].perm_group:
+            raise ValueError(f"{F}: a depthwise convolution on unpermuted channels")
+        k = int(expands)
+        h = asm.conv(f"{F}conv.{k}.0.weight", f"{F}conv.{k}.1", h, depth + 2)
+        width = tensors[asm.need(f"{F}conv.{k + 1}.weight")].shape[0]
+        residual = width == asm.groups[x].size
+        out = asm.conv(f"{F}conv.{k + 1}.weight", f"{F}conv.{k + 2}", h, depth + 3,
+                       asm.groups[x].perm_group if residual else next(streams))
+        if residual:
+            asm.edge(x, out, "residual", name=f"{F}residual")
+        x, depth = out, depth + 3
+    if "classifier.1.weight" in tensors:
+        asm.dense("classifier.1", x, 0, "output", depth + 1)
     asm.check_all_used(names, lambda n: n.endswith("num_batches_tracked"))
     return asm
