@@ -89,3 +89,28 @@ def test_query_cli(indexed, capsys):
     printed = capsys.readouterr().out
     assert "score" in printed and all(r["model_id"] in printed for r in results)
 
+
+
+def test_embeddings_written_before_the_wiring_came_in_parts_still_read(tmp_path):
+    """A part of the earlier layout (wiring one flat list, no candidates column) reads as one
+    wiring part; its pairs with newer rows are never taken for duplicates."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.search.duplicates import wiring_distance
+    from pipeline.search.embed import read_embeddings, table_prints
+
+    old = pa.table({"content_id": ["a"], "vector": [[1.0, 0.0]], "encoder": ["scale_gmn"],
+                    "encoder_version": ["scale_gmn@x"], "fingerprint": [[1.0]], "wiring": [[0.5, 0.25]],
+                    "outputs": [[]], "symmetry": ["perm"]},
+                   schema=pa.schema([(n, t) for n, t in (("content_id", pa.string()), ("vector", pa.list_(pa.float32())),
+                                     ("encoder", pa.string()), ("encoder_version", pa.string()),
+                                     ("fingerprint", pa.list_(pa.float32())), ("wiring", pa.list_(pa.float32())),
+                                     ("outputs", pa.list_(pa.float32())), ("symmetry", pa.string()))]))
+    (tmp_path / "embeddings").mkdir()
+    pq.write_table(old, tmp_path / "embeddings" / "part-old.parquet")
+    table = read_embeddings(str(tmp_path), "scale_gmn@x")
+    (prints,) = table_prints(table)
+    assert [p.tolist() for p in prints.wiring] == [[0.5, 0.25]] and prints.candidates == {}
+    assert wiring_distance(prints.wiring, [np.array([0.5, 0.25]), np.array([1.0])]) == float("inf")

@@ -69,9 +69,24 @@ def read_embeddings(out: str, version: str | None = None) -> pa.Table:
     """Every embedding row of an output folder (of one encoder ``version``)."""
     fs, root = resolve(out)
     parts = sorted(list_parts(fs, f"{root}/embeddings"))  # by name: the same order on every filesystem
-    table = pa.concat_tables([pq.read_table(p, filesystem=fs, schema=EMBEDDING_SCHEMA) for p in parts]) \
-        if parts else EMBEDDING_SCHEMA.empty_table()
+    table = pa.concat_tables([_read_part(fs, p) for p in parts]) if parts else EMBEDDING_SCHEMA.empty_table()
     return table if version is None else table.filter(pc.equal(table.column("encoder_version"), version))
+
+
+def _read_part(fs, path: str) -> pa.Table:
+    """One embeddings part as :data:`EMBEDDING_SCHEMA`. Parts written before the wiring came in
+    parts hold it as one flat list: read as a single part (their pairs with newer rows differ in
+    parts, so are never taken for duplicates; re-embed into a fresh folder to compare them)."""
+    table = pq.read_table(path, filesystem=fs)
+    wiring = table.schema.field("wiring").type if "wiring" in table.schema.names else None
+    if wiring is not None and not pa.types.is_list(wiring.value_type):
+        rows = [None if w is None else [w] for w in table.column("wiring").to_pylist()]
+        table = table.set_column(table.schema.get_field_index("wiring"), "wiring",
+                                 pa.array(rows, EMBEDDING_SCHEMA.field("wiring").type))
+    for field in EMBEDDING_SCHEMA:  # columns added since the part was written: null
+        if field.name not in table.schema.names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(EMBEDDING_SCHEMA.names).cast(EMBEDDING_SCHEMA)
 
 
 def embedding_matrix(table: pa.Table) -> np.ndarray:
