@@ -191,11 +191,11 @@ def test_rebasin_job_writes_gpt2_checkpoints_the_real_model_loads(tmp_path):
         assert relative_difference(_outputs_with(tmp_path, "gpt2", tensors), reference) < RTOL
 
 
-@pytest.mark.parametrize("name", ["llama_gqa", "t5_gated", "gpt2", "efficientnet", "regnet"])
+@pytest.mark.parametrize("name", ["llama_gqa", "t5_gated", "gpt2", "mobilenet_v2", "efficientnet", "regnet"])
 def test_no_broken_layer_is_a_near_duplicate(tmp_path, name):
     """Every breakable layer broken in turn (rows permuted without the next layer's columns): no
     broken copy passes the near-duplicate checks, gated units (``gate_proj``, ``wi_0``), relative
-    position biases and squeeze-and-excitation included."""
+    position biases, squeeze-and-excitation and layers deep in residual stages included."""
     from pipeline.search.duplicates import DuplicateThresholds, pair_evidence
     from pipeline.symmetry import breakable_groups
 

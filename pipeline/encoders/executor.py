@@ -49,6 +49,10 @@ FUNCTION_ACTIVATIONS = {**ACTIVATIONS, "sine": lambda x: torch.sin(SIREN_W0 * x)
 #: input groups wider than this (token vocabularies) are left out of the linear response, and no
 #: response is computed from more input neurons in all
 MAX_RESPONSE_INPUTS = 4096
+#: residual branches on wider streams get no spectrum (:func:`branch_spectra`: one SVD of this side)
+MAX_BRANCH_WIDTH = 1024
+#: powers whose traces join a branch's singular values
+BRANCH_TRACES = 8
 #: a circuit reads about this many inputs (and the biases): its size is about this squared
 CIRCUIT_INPUTS = 16
 _HIDDEN, _STREAM, _OUTPUT = (NODE_KINDS.index(k) for k in ("hidden", "stream", "output"))
@@ -88,18 +92,20 @@ def _message(block: Block, x: torch.Tensor, linear: bool) -> torch.Tensor | None
 
 @torch.no_grad()
 def execute(graph: GraphInput, inputs: dict[int, torch.Tensor],
-            activation: Callable[[torch.Tensor], torch.Tensor] | None) -> dict[int, torch.Tensor] | None:
+            activation: Callable[[torch.Tensor], torch.Tensor] | None,
+            within: set[int] | None = None) -> dict[int, torch.Tensor] | None:
     """Every group's values (float64, ``[P, size]`` or ``[P, size, H, W]``) given ``inputs``, the
     values of some source groups (``P`` rows each). A group's value is the sum of its incoming
     blocks' messages from the groups that have values (times its ``gate`` sources' values, channel
     by channel), plus its bias, through ``activation`` for
-    hidden groups and for streams no skip connection feeds; groups nothing reaches have none.
+    hidden groups and for streams no skip connection feeds; groups nothing reaches have none, nor
+    do groups outside ``within`` (default: all).
     ``activation=None``: the linear reading (see the module docstring). ``None`` when the blocks'
     messages do not fit together (a convolution fed pooled values, mismatched shapes)."""
     values = dict(inputs)
     for i in graph.order:
         incoming = [b for b in graph.blocks if b.dst == i and b.src in values]
-        if i in values or not incoming:
+        if i in values or not incoming or (within is not None and i not in within):
             continue
         # the linear reading adds gates (a product of responses is no linear one) and multiplies nothing
         linear = activation is None
@@ -120,6 +126,49 @@ def execute(graph: GraphInput, inputs: dict[int, torch.Tensor],
             x = activation(x)
         values[i] = x
     return values
+
+
+def branch_spectra(graph: GraphInput) -> list[torch.Tensor]:
+    """Per residual branch, ``[n + BRANCH_TRACES]`` float64: the singular values of its linear map
+    ``M`` (``n x n``, read linearly as :func:`linear_response` reads: what the branch adds to a
+    stream group of ``n`` units, as a function of the stream it starts from; streams of at most
+    ``MAX_BRANCH_WIDTH``), then ``tr((M / s_max)^k)`` for ``k = 1 .. BRANCH_TRACES``. The stream's
+    permutation acts as ``P M P^T``, which keeps both; a layer inside the branch permuted alone
+    changes them (singular values for inner layers, traces also for the last), however deep the
+    branch, where the input-basis responses of deep layers have collapsed onto a few directions."""
+    out = []
+    for i, g in enumerate(graph.groups):
+        skips = [b for b in graph.blocks if b.dst == i and b.kind == "residual"]
+        if graph.mode != "computational" or len(skips) != 1 or g.size > MAX_BRANCH_WIDTH \
+                or len(skips) == sum(b.dst == i for b in graph.blocks) or g.symmetry == "perm_scale":
+            continue
+        source = skips[0].src
+        between = _reachable(graph, source, True) & _reachable(graph, i, False)
+        x = torch.cat([torch.eye(g.size, dtype=torch.float64), torch.zeros(1, g.size, dtype=torch.float64)])
+        values = execute(graph, {source: x}, None, between | {i})
+        if values is None or i not in values or values[i].ndim != 2:
+            continue
+        branch = (values[i][:-1] - values[i][-1] - x[:-1]).T  # less the biases and the skip: M, [out, in]
+        singular = torch.linalg.svdvals(branch)
+        power, traces = torch.eye(g.size, dtype=torch.float64), []
+        for _ in range(BRANCH_TRACES):  # tr((M / |M|)^k): what left or right permutations alone change
+            power = power @ branch / singular[0].clamp_min(TINY)
+            traces.append(torch.trace(power))
+        out.append(torch.cat([singular, torch.stack(traces)]))
+    return out
+
+
+def _reachable(graph: GraphInput, start: int, forward: bool) -> set[int]:
+    """The groups reachable from ``start`` along the blocks (against them if not ``forward``)."""
+    seen, stack = set(), [start]
+    while stack:
+        j = stack.pop()
+        for b in graph.blocks:
+            a, c = (b.src, b.dst) if forward else (b.dst, b.src)
+            if a == j and c not in seen:
+                seen.add(c)
+                stack.append(c)
+    return seen
 
 
 def executable(graph: GraphInput, activations: dict = ACTIVATIONS) -> bool:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.encoders import embed
-from pipeline.encoders.executor import linear_response, network_outputs
+from pipeline.encoders.executor import branch_spectra, linear_response, network_outputs
 from pipeline.encoders.graph_input import GraphInput
 from pipeline.encoders.prepare import graph_input, prepare
 from pipeline.encoders.probes import ProbeInputs
@@ -118,15 +118,16 @@ def output_fingerprint(prepared: GraphInput, probes: ProbeInputs | None = None) 
 def wiring_fingerprint(graph: WeightGraph | GraphInput) -> list[np.ndarray]:
     """The network's wiring (:func:`pipeline.encoders.executor.linear_response`) in parts, float32:
     the outputs' linear response, output neuron by output neuron, then each circuit (attention
-    layers' query-key circuits, residual branches against their skips). Exactly invariant to
+    layers' query-key circuits, residual branches against their skips), then each residual branch's
+    singular values (:func:`pipeline.encoders.executor.branch_spectra`). Exactly invariant to
     hidden-neuron permutations, sign flips and positive scalings; an uncoupled permutation changes
     some part, of query or key units and inside residual branches too. Empty where it cannot be
     read (no inputs, or it overflows float64). ``graph``: a weight graph or, when the caller has
     it, its prepared input."""
     prepared = graph_input(graph) if isinstance(graph, WeightGraph) else graph
     outputs, circuits = linear_response(prepared)
-    parts = ([np.concatenate([m.numpy().ravel() for m in outputs])] if outputs else []) + [c.numpy().ravel()
-                                                                                           for c in circuits]
+    parts = ([np.concatenate([m.numpy().ravel() for m in outputs])] if outputs else []) + [
+        c.numpy().ravel() for c in circuits + branch_spectra(prepared)]
     parts = [p.astype(np.float32) for p in parts]
     return parts if all(np.isfinite(p).all() for p in parts) else []  # overflowed: not a reading
 
