@@ -1,0 +1,28 @@
+"""Canonical forms: a network through a trained autoencoder, written as an ordinary checkpoint of the
+target architecture, with its reconstruction error."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.autoencoder.functional import functional_loss, outputs, probe_inputs, stack
+from pipeline.autoencoder.model import Autoencoder
+from pipeline.encoders import prepare, probe_inputs_of
+from pipeline.graph.schema import WeightGraph
+
+
+@torch.no_grad()
+def canonical_forms(model: Autoencoder, graphs: list[WeightGraph]) -> tuple[list[dict[str, np.ndarray]], list[float]]:
+    """The canonical state dict of each graph (float32 arrays under the target's names) and its
+    reconstruction error: the functional loss of the decoded network against the input at the
+    target's *test* inputs (pixel MSE on the 32x32 grid for INRs; distillation KL for classifiers).
+    Every graph must be of the target architecture (:meth:`TargetArchitecture.check`). Invariant: a
+    graph and any element of its orbit give the same canonical form."""
+    target = model.target
+    x_test = probe_inputs(target)[1]
+    _, decoded = model([prepare(g, probes=probe_inputs_of(model.encoder)) for g in graphs])
+    teacher = outputs(target, stack(target, [g.tensors for g in graphs]), x_test)
+    student = outputs(target, target.unflatten(decoded), x_test)
+    errors = [float(functional_loss(target, s[None], t[None])) for s, t in zip(student, teacher)]
+    forms = [{name: t.numpy().copy() for name, t in target.unflatten(d).items()} for d in decoded]
+    return forms, errors
