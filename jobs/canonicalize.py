@@ -5,6 +5,8 @@ architecture.
     python jobs/canonicalize.py --autoencoder runs/autoencoders/ae-inr_sine-scale_gmn.pt \\
         --input data/zoo/models/inr_digits-inr-00003.safetensors --out data/canonical
     python jobs/canonicalize.py --autoencoder ... --input data/zoo/models --out data/canonical   # a folder
+    python jobs/canonicalize.py --autoencoder ... --input a.safetensors b.safetensors --out data/canonical \
+        --merge data/merged.safetensors          # and the mean of their canonical forms, as one checkpoint
 
 Writes ``<out>/<name>.canonical.safetensors`` (metadata: ``canonical_of``, ``reconstruction_error``,
 ``autoencoder``) and ``<out>/results.parquet``: one row per input, with its reconstruction error, or
@@ -19,7 +21,7 @@ import posixpath
 
 import pyarrow as pa
 
-from pipeline.autoencoder.canonical import canonical_forms
+from pipeline.autoencoder.canonical import canonical_forms, merge
 from pipeline.autoencoder.trainer import load_autoencoder
 from pipeline.checkpoint import CheckpointError, open_checkpoint, save_checkpoint
 from pipeline.checkpoint.discover import discover
@@ -33,11 +35,12 @@ RESULT_SCHEMA = pa.schema([("source_path", pa.string()), ("canonical_path", pa.s
 
 
 def canonicalize_all(autoencoder: str, inputs: list[str], out: str, hints: dict | None = None,
-                     batch_size: int = 64) -> pa.Table:
+                     batch_size: int = 64, merged: str = "") -> pa.Table:
     """Canonicalize every checkpoint ``inputs`` name (paths, URIs, folders, globs) into ``out``;
-    the results table (see the module docstring)."""
+    the results table (see the module docstring). ``merged``: also write the mean of the canonical
+    forms there (metadata ``merged_from``: the sources, JSON)."""
     model, _ = load_autoencoder(autoencoder)
-    target, rows, ready = model.target, [], []
+    target, rows, ready, done = model.target, [], [], []
     for ref in discover(inputs):
         try:
             graph = build_graph(open_checkpoint(ref.uri), command_line=hints)
@@ -48,6 +51,7 @@ def canonicalize_all(autoencoder: str, inputs: list[str], out: str, hints: dict 
     for start in range(0, len(ready), batch_size):
         chunk = ready[start:start + batch_size]
         forms, errors = canonical_forms(model, [g for _, g in chunk])
+        done += [(uri, tensors) for (uri, _), tensors in zip(chunk, forms)]
         for (uri, _), tensors, error in zip(chunk, forms, errors):
             name = posixpath.basename(uri.rstrip("/")).removesuffix(".safetensors")
             path = join(out, f"{name}.canonical.safetensors")
@@ -55,6 +59,10 @@ def canonicalize_all(autoencoder: str, inputs: list[str], out: str, hints: dict 
                                             "autoencoder": autoencoder, "family": target.family,
                                             "activation": target.activation, "arch": dict(target.spec)["arch"]})
             rows.append({"source_path": uri, "canonical_path": path, "reconstruction_error": error})
+    if merged and done:
+        save_checkpoint(merge([t for _, t in done]), merged,
+                        {"merged_from": json.dumps([u for u, _ in done]), "autoencoder": autoencoder,
+                         "family": target.family, "activation": target.activation, "arch": dict(target.spec)["arch"]})
     table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["source_path"]), schema=RESULT_SCHEMA)
     fs, root = resolve(out)
     make_dirs(out)
@@ -67,9 +75,10 @@ def main(argv: list[str] | None = None) -> pa.Table:
     parser.add_argument("--autoencoder", required=True, help="an exported autoencoder (jobs/train_autoencoder.py)")
     parser.add_argument("--input", required=True, nargs="+", help="checkpoints, folders or glob patterns")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--merge", default="", help="also write the mean of the canonical forms to this checkpoint")
     add_hint_arguments(parser)
     args = parser.parse_args(argv)
-    table = canonicalize_all(args.autoencoder, args.input, args.out, hints_from_args(args, parser))
+    table = canonicalize_all(args.autoencoder, args.input, args.out, hints_from_args(args, parser), merged=args.merge)
     done = [r for r in table.to_pylist() if r["error"] is None]
     print(json.dumps({"canonicalized": len(done), "refused": table.num_rows - len(done),
                       "mean_reconstruction_error": sum(r["reconstruction_error"] for r in done) / max(len(done), 1)}))

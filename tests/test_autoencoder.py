@@ -117,7 +117,8 @@ def test_training_and_canonicalize_jobs_and_bad_input(indexed, tmp_path):
     nan["layers.0.bias"] = np.full_like(nan["layers.0.bias"], np.nan)
     save_checkpoint(nan, str(folder / "nan.safetensors"), {"activation": "sine", "family": "inr"})
     table = load_job("canonicalize").main(["--autoencoder", report["exported"], "--input", str(folder),
-                                           "--out", str(tmp_path / "canonical")]).to_pylist()
+                                           "--out", str(tmp_path / "canonical"),
+                                           "--merge", str(tmp_path / "merged.safetensors")]).to_pylist()
     kinds = {r["source_path"].split("/")[-1]: r["error_kind"] for r in table}
     assert kinds[cnn["path"].split("/")[-1]] == "UnsupportedArchitecture"
     assert kinds["truncated.safetensors"] == "CorruptCheckpoint"
@@ -126,3 +127,8 @@ def test_training_and_canonicalize_jobs_and_bad_input(indexed, tmp_path):
     assert len(written) == 3 and all(np.isfinite(r["reconstruction_error"]) for r in written)
     canonical = open_checkpoint(written[0]["canonical_path"])
     assert canonical.metadata["canonical_of"] == written[0]["source_path"]
+    merged = open_checkpoint(str(tmp_path / "merged.safetensors"))  # the mean of the three canonical forms
+    forms = [open_checkpoint(r["canonical_path"]).tensors for r in written]
+    for name, t in merged.tensors.items():
+        np.testing.assert_allclose(t, np.mean([f[name] for f in forms], axis=0), rtol=1e-5, atol=1e-7)
+    assert len(json.loads(merged.metadata["merged_from"])) == 3

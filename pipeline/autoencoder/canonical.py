@@ -26,3 +26,11 @@ def canonical_forms(model: Autoencoder, graphs: list[WeightGraph]) -> tuple[list
     errors = [float(functional_loss(target, s[None], t[None])) for s, t in zip(student, teacher)]
     forms = [{name: t.numpy().copy() for name, t in target.unflatten(d).items()} for d in decoded]
     return forms, errors
+
+
+def merge(forms: list[dict[str, np.ndarray]], weights: list[float] | None = None) -> dict[str, np.ndarray]:
+    """Models merged in canonical space: the weighted mean (default: equal weights) of their
+    canonical forms. No assignment problem is solved: canonical forms already share one basis."""
+    w = np.full(len(forms), 1.0 / len(forms)) if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
+    return {name: sum(wi * np.asarray(f[name], np.float64) for wi, f in zip(w, forms)).astype(np.float32)
+            for name in forms[0]}
