@@ -13,14 +13,21 @@ import numpy as np
 TABULAR = ["iris", "wine", "breast_cancer", "diabetes", "moons", "circles", "clusters", "friedman",
            "projectile", "oscillator"]
 
-#: preset -> list of (task, family, count). ``inr`` models each fit one digits image.
-PRESETS: dict[str, list[tuple[str, str, int]]] = {
+#: preset -> list of (task, family, count) or (task, family, count, variant) cells. ``inr`` models each
+#: fit one digits image. A ``variant`` fixes sampled fields (``activation``, ``arch``) and names the
+#: cell (``tag``, in its model ids and its sampling seed).
+PRESETS: dict[str, list[tuple]] = {
     "tiny": [("iris", "mlp", 6), ("iris", "resnet", 2), ("wine", "mlp", 6), ("moons", "mlp", 6),
              ("moons", "resnet", 2), ("diabetes", "mlp", 6), ("diabetes", "resnet", 2), ("digits", "mlp", 4),
              ("digits", "cnn", 12), ("inr_digits", "inr", 10), ("majority", "transformer", 4)],
     "default": [(t, f, n) for t in TABULAR for f, n in (("mlp", 70), ("resnet", 30))]
                + [("digits", "mlp", 60), ("digits", "resnet", 20), ("digits", "cnn", 1000),
                   ("inr_digits", "inr", 200), ("majority", "transformer", 40)],
+    # the canonicalization autoencoder's target architectures, enough of each for held-out
+    # reconstruction (issue #14): SIREN 2-32-32-1, the Small-CNN-Zoo CNN per activation, a tabular MLP
+    "canon": [("inr_digits", "inr", 1600), ("digits", "cnn", 1600, {"tag": "relu", "activation": "relu"}),
+              ("digits", "cnn", 1600, {"tag": "tanh", "activation": "tanh"}),
+              ("wine", "mlp", 1600, {"tag": "w32", "activation": "relu", "arch": {"widths": [32, 32]}})],
 }
 
 WIDTHS = [16, 32, 64, 128, 256]
@@ -34,12 +41,14 @@ def _loguniform(rng, lo, hi) -> float:
 SEEDS_PER_SETTING = 2
 
 
-def sample_spec(task: str, family: str, index: int, seed: int) -> dict:
+def sample_spec(task: str, family: str, index: int, seed: int, variant: dict | None = None) -> dict:
     """Hyperparameters of one model. Consecutive indices share a hyperparameter setting and differ
     in their training seed (``SEEDS_PER_SETTING`` each), so splits can hold out seeds or whole
-    settings; ``hparams_key`` names the setting."""
+    settings; ``hparams_key`` names the setting. ``variant``: see :data:`PRESETS`."""
+    variant = variant or {}
+    tag = variant.get("tag", "")
     setting, replica = divmod(index, SEEDS_PER_SETTING)
-    cell = zlib.crc32(f"{task}/{family}".encode())
+    cell = zlib.crc32(f"{task}/{family}{'/' + tag if tag else ''}".encode())
     rng = np.random.default_rng([seed, setting, cell])
     train_seed = int(np.random.default_rng([seed, setting, cell, replica]).integers(0, 2**31))
     spec = {"task": task, "family": family, "seed": train_seed,
@@ -71,9 +80,10 @@ def sample_spec(task: str, family: str, index: int, seed: int) -> dict:
                         "num_layers": int(rng.integers(1, 3))}
     else:
         raise KeyError(family)
+    spec.update({k: v for k, v in variant.items() if k != "tag"})
     spec["hparams_key"] = json.dumps({k: v for k, v in spec.items() if k not in ("seed", "image_index")},
                                      sort_keys=True)
-    spec["model_id"] = f"{task}-{family}-{index:05d}"
+    spec["model_id"] = f"{task}-{family}-{tag + '-' if tag else ''}{index:05d}"
     return spec
 
 
@@ -81,4 +91,5 @@ def zoo_specs(preset: str, seed: int = 0) -> list[dict]:
     """All model specs of a preset, in a fixed order."""
     if preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    return [sample_spec(task, family, i, seed) for task, family, n in PRESETS[preset] for i in range(n)]
+    return [sample_spec(task, family, i, seed, *variant) for task, family, n, *variant in PRESETS[preset]
+            for i in range(n)]
