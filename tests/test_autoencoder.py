@@ -132,3 +132,21 @@ def test_training_and_canonicalize_jobs_and_bad_input(indexed, tmp_path):
     for name, t in merged.tensors.items():
         np.testing.assert_allclose(t, np.mean([f[name] for f in forms], axis=0), rtol=1e-5, atol=1e-7)
     assert len(json.loads(merged.metadata["merged_from"])) == 3
+
+
+def test_evaluate_job_writes_the_report_and_the_issue_metrics(indexed, tmp_path):
+    """On the tiny zoo's INRs (its training split: the tiny zoo holds out too few), a 2-epoch
+    autoencoder: metrics.json with the issue's keys, the orbit collapsed, finite barriers, PNGs."""
+    report = load_job("train_autoencoder").main([
+        "--graphs", indexed["graphs"], "--catalog", indexed["catalog"], "--family", "inr", "--latent", "32",
+        "--epochs", "1", "--warmup-steps", "5", "--out", str(tmp_path / "runs")])
+    out = tmp_path / "report"
+    metrics = load_job("evaluate_autoencoder").main([
+        "--graphs", indexed["graphs"], "--catalog", indexed["catalog"], "--autoencoders", report["exported"],
+        "--out", str(out), "--split", "train", "--held-out", "4", "--orbit", "5", "--pairs", "2"])
+    assert {"inr_test_mse", "orbit_max_rel_diff", "inr_equiv_barrier_ae", "inr_equiv_barrier_rebasin",
+            "cnn_relu_l1_error", "merge8_acc_ae", "canonicalize_per_s"} <= set(metrics)
+    assert metrics["orbit_max_rel_diff"] < 1e-5 and np.isfinite(metrics["inr_test_mse"])
+    assert np.isfinite(metrics["inr_equiv_barrier_ae"]) and np.isfinite(metrics["inr_equiv_barrier_rebasin"])
+    assert json.loads((out / "metrics.json").read_text())["inr_test_mse"] == metrics["inr_test_mse"]
+    assert (out / "latents-inr_sine.png").read_bytes()[:4] == b"\x89PNG" and (out / "report.md").exists()

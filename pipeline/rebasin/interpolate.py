@@ -64,7 +64,13 @@ class ZooEvaluator:
         return float(self.data.loss(out, self.data.y_test)), self.data.metric(out, self.data.y_test)
 
     def path(self, tensors_a: dict, tensors_b: dict, alphas: np.ndarray = ALPHAS) -> Path:
-        values = np.array([self(interpolate(tensors_a, tensors_b, float(a))) for a in alphas])
+        """The straight path from A to B."""
+        return self.along([interpolate(tensors_a, tensors_b, float(a)) for a in alphas], alphas)
+
+    def along(self, models: list[dict], alphas: np.ndarray = ALPHAS) -> Path:
+        """The path through ``models`` (state dicts), one per point of ``alphas`` (e.g. networks
+        decoded along a line in latent space)."""
+        values = np.array([self(tensors) for tensors in models])
         return Path(np.asarray(alphas), values[:, 0], values[:, 1], self.metric_name)
 
 
