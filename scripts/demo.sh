@@ -6,7 +6,10 @@
 #   3. train a ScaleGMN encoder contrastively with Ray Train (a few epochs: a demo, not the
 #      default zoo's figures);
 #   4. embed_zoo: checkpoints -> (incremental ingest) -> embeddings table + faiss index;
-#   5. query: the nearest models to one model, and the near-duplicate groups.
+#   5. query: the nearest models to one model, and the near-duplicate groups;
+#   6. canonicalize: a small canonicalization autoencoder (ScaleGMN encoder, latent 32, 4 epochs on
+#      the tiny zoo's 10 SIRENs: a demo of the pipeline, not of its accuracy) turns two SIRENs into
+#      canonical networks and merges them by averaging their canonical forms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
@@ -38,3 +41,11 @@ $PY jobs/query.py --index "$INDEX" --graphs "$GRAPHS" --catalog "$ZOO/catalog.pa
     --report "$INDEX/near_duplicates.md" > /dev/null
 head -n 20 "$INDEX/near_duplicates.md"
 echo "... (the whole report: $INDEX/near_duplicates.md)"
+echo
+echo "== canonicalize two SIRENs and merge them in canonical space =="
+$PY jobs/train_autoencoder.py --graphs "$GRAPHS" --catalog "$ZOO/catalog.parquet" --family inr --latent 32 \
+    --epochs 4 --warmup-steps 10 --out "$RUNS" --run-name demo-ae 2>&1 | grep -aE '^\{' || true
+$PY jobs/canonicalize.py --autoencoder "$RUNS/autoencoders/demo-ae.pt" \
+    --input "$ZOO/models/inr_digits-inr-00000.safetensors" "$ZOO/models/inr_digits-inr-00001.safetensors" \
+    --out "$RUNS/canonical" --merge "$RUNS/canonical/merged.safetensors"
+ls "$RUNS/canonical"
