@@ -26,7 +26,7 @@ from pipeline.graph.rows import records_to_graphs
 from pipeline.rebasin.interpolate import plot_paths
 from pipeline.ray_utils import ensure_ray
 from pipeline.storage import join, write_file
-from pipeline.testing import random_transform
+from pipeline.symmetry import random_element, transformed
 from pipeline.training.dataset import labelled_models, labelled_table, split
 
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         pairs = []
         if target.family == "inr":  # functionally equivalent pairs: a model and a noisy group element of it
             for g, r in zip(graphs[:args.pairs], rows):
-                moved = random_transform(g, rng)
+                moved = transformed(g, random_element(g, rng))
                 noisy = {k: (v + 1e-3 * np.std(v) * rng.standard_normal(v.shape)).astype(v.dtype)
                          for k, v in moved.tensors.items()}
                 pairs.append((g, moved.with_tensors(noisy), r))

@@ -21,6 +21,8 @@ ALLOWED = {
     "search": BASE | {"checkpoint", "graph", "symmetry", "encoders", "ingest"},
     "evaluation": BASE | {"graph", "symmetry", "encoders", "ingest", "zoo"},
     "rebasin": BASE | {"checkpoint", "graph", "symmetry", "evaluation", "zoo"},
+    "autoencoder": BASE | {"checkpoint", "graph", "symmetry", "encoders", "ingest", "training", "evaluation",
+                           "rebasin", "zoo"},
 }
 
 

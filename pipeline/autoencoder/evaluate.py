@@ -24,7 +24,7 @@ from pipeline.encoders import prepare, probe_inputs_of
 from pipeline.graph.schema import WeightGraph
 from pipeline.rebasin import match
 from pipeline.rebasin.interpolate import ALPHAS, Path, ZooEvaluator, interpolate
-from pipeline.testing import random_transform, relative_difference
+from pipeline.symmetry import random_element, transformed
 
 
 def reconstruction(model: Autoencoder, graphs: list[WeightGraph], rows: list[dict]) -> dict:
@@ -51,10 +51,10 @@ def orbit_spread(model: Autoencoder, graph: WeightGraph, count: int, rng: np.ran
     """``(largest relative difference, latents [count + 1, d])``: of the latents and decoded weights of
     ``count`` random group elements of ``graph`` against the graph's own."""
     probes = probe_inputs_of(model.encoder)
-    members = [graph] + [random_transform(graph, rng) for _ in range(count)]
+    members = [graph] + [transformed(graph, random_element(graph, rng)) for _ in range(count)]
     z, decoded = model([prepare(g, probes=probes) for g in members])
-    spread = max(max(relative_difference(z[i], z[0]), relative_difference(decoded[i], decoded[0]))
-                 for i in range(1, len(members)))
+    spread = max((float((x[1:] - x[0]).abs().max() / x[0].abs().max().clamp_min(1e-12)) for x in (z, decoded)),
+                 default=0.0) if count else 0.0
     return spread, z.numpy()
 
 
