@@ -63,15 +63,31 @@ def of_target(models: pa.Table, target: TargetArchitecture) -> pa.Table:
     return models.filter(keep)
 
 
-def batch_loss(model: Autoencoder, graphs: list, x: torch.Tensor, device, forward=None
+def batch_inputs(model: Autoencoder, graphs: list, x: torch.Tensor, device, cache: dict | None = None
+                 ) -> tuple[list, torch.Tensor]:
+    """The prepared encoder inputs of a batch of graphs and their networks' outputs at ``x``
+    (``[B, N, out]``, the teacher), kept in ``cache`` by content id when given (they do not change
+    from epoch to epoch: no augmentation)."""
+    target, probes = model.target, probe_inputs_of(model.encoder)
+    missing = [g for g in graphs if cache is None or g.info["content_id"] not in cache]
+    if missing:
+        with torch.no_grad():
+            teacher = outputs(target, {k: v.to(device) for k, v in stack(target, [g.tensors for g in missing]).items()},
+                              x)
+        fresh = {g.info["content_id"]: (prepare(g, probes=probes).to(device), t) for g, t in zip(missing, teacher)}
+        if cache is None:
+            return [fresh[g.info["content_id"]][0] for g in graphs], teacher
+        cache.update(fresh)
+    return [cache[g.info["content_id"]][0] for g in graphs], torch.stack([cache[g.info["content_id"]][1] for g in graphs])
+
+
+def batch_loss(model: Autoencoder, graphs: list, x: torch.Tensor, device, forward=None, cache: dict | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(loss, decoded [B, P])`` of a batch of input graphs; ``forward``: the model as training
-    wraps it (distributed), default the model."""
+    wraps it (distributed), default the model; ``cache``: see :func:`batch_inputs`."""
     target = model.target
-    probes = probe_inputs_of(model.encoder)
-    _, decoded = (forward or model)([prepare(g, probes=probes).to(device) for g in graphs])
-    with torch.no_grad():
-        teacher = outputs(target, {k: v.to(device) for k, v in stack(target, [g.tensors for g in graphs]).items()}, x)
+    prepared, teacher = batch_inputs(model, graphs, x, device, cache)
+    _, decoded = (forward or model)(prepared)
     return functional_loss(target, outputs(target, target.unflatten(decoded), x), teacher), decoded
 
 
@@ -120,6 +136,7 @@ def train_loop(config_dict: dict) -> None:
         start_epoch = state["epoch"] + 1
 
     x_train = probe_inputs(target, config.probes)[0].to(device)
+    cache: dict = {}  # content id -> (prepared input, teacher outputs), built in the first epoch
     train_shard = ray.train.get_dataset_shard("train")
     val_graphs = [g for batch in ray.train.get_dataset_shard("val").iter_batches(batch_format="pyarrow", batch_size=None)
                   for g in records_to_graphs(batch)]
@@ -128,7 +145,7 @@ def train_loop(config_dict: dict) -> None:
         for table in train_shard.iter_batches(batch_size=config.batch_size, batch_format="pyarrow",
                                               local_shuffle_buffer_size=4 * config.batch_size,
                                               local_shuffle_seed=config.seed + epoch):
-            loss, _ = batch_loss(model, list(records_to_graphs(table)), x_train, device, wrapped)
+            loss, _ = batch_loss(model, list(records_to_graphs(table)), x_train, device, wrapped, cache)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
