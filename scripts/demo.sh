@@ -43,8 +43,10 @@ head -n 20 "$INDEX/near_duplicates.md"
 echo "... (the whole report: $INDEX/near_duplicates.md)"
 echo
 echo "== canonicalize two SIRENs and merge them in canonical space =="
+mkdir -p "$RUNS"
 $PY jobs/train_autoencoder.py --graphs "$GRAPHS" --catalog "$ZOO/catalog.parquet" --family inr --latent 32 \
-    --epochs 4 --warmup-steps 10 --out "$RUNS" --run-name demo-ae 2>&1 | grep -aE '^\{' || true
+    --epochs 4 --warmup-steps 10 --out "$RUNS" --run-name demo-ae > "$RUNS/demo-ae.log" 2>&1
+cat "$RUNS/demo-ae-report.json"; echo
 $PY jobs/canonicalize.py --autoencoder "$RUNS/autoencoders/demo-ae.pt" \
     --input "$ZOO/models/inr_digits-inr-00000.safetensors" "$ZOO/models/inr_digits-inr-00001.safetensors" \
     --out "$RUNS/canonical" --merge "$RUNS/canonical/merged.safetensors"
