@@ -61,12 +61,13 @@ def orbit_spread(model: Autoencoder, graph: WeightGraph, count: int, rng: np.ran
 def interpolation(models: dict[str, Autoencoder], graph_a: WeightGraph, graph_b: WeightGraph, row: dict,
                   alphas: np.ndarray = ALPHAS) -> dict[str, Path]:
     """Paths from A to B (``row``: A's catalog row, whose task and image evaluate them): ``naive``,
-    ``rebasin`` (B aligned to A, signs and scales included), per autoencoder ``name``: ``name``
+    ``rebasin`` (B aligned to A, signs and scales included; B keeps its own per-neuron ReLU scales, as
+    ``jobs/rebasin.py`` does by default), per autoencoder ``name``: ``name``
     (both decoded, their canonical weights interpolated) and ``name latent`` (networks decoded along
     the line between the two latents)."""
     evaluate = ZooEvaluator(row, graph_a.tensors)
     paths = {"naive": evaluate.path(graph_a.tensors, graph_b.tensors, alphas),
-             "rebasin": evaluate.path(graph_a.tensors, match(graph_a, graph_b).aligned, alphas)}
+             "rebasin": evaluate.path(graph_a.tensors, match(graph_a, graph_b, rescale=False).aligned, alphas)}
     for name, model in models.items():
         (form_a, form_b), _ = canonical_forms(model, [graph_a, graph_b])
         paths[name] = evaluate.path(form_a, form_b, alphas)
@@ -81,11 +82,12 @@ def interpolation(models: dict[str, Autoencoder], graph_a: WeightGraph, graph_b:
 
 def merged_accuracy(model: Autoencoder, graphs: list[WeightGraph], rows: list[dict]) -> dict:
     """Metric of the ``k = len(graphs)`` same-task models merged by averaging their canonical forms
-    (``ae``), by aligning all to the first with re-basin and averaging (``rebasin``), and the mean
+    (``ae``), by aligning all to the first with re-basin (each keeping its ReLU scales) and averaging
+    (``rebasin``), and the mean
     metric of the parents, on the task's test split."""
     evaluate = ZooEvaluator(rows[0], graphs[0].tensors)
     forms, _ = canonical_forms(model, graphs)
-    aligned = [graphs[0].tensors] + [match(graphs[0], g).aligned for g in graphs[1:]]
+    aligned = [graphs[0].tensors] + [match(graphs[0], g, rescale=False).aligned for g in graphs[1:]]
     average = aligned[0]
     for i, tensors in enumerate(aligned[1:], start=2):  # running mean: average of the first i models
         average = interpolate(average, tensors, 1.0 / i)
