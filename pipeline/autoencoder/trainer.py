@@ -10,8 +10,6 @@ for INRs, the pixel MSE on the 32x32 test grid.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -24,6 +22,7 @@ from pipeline.autoencoder.model import Autoencoder
 from pipeline.autoencoder.target import TargetArchitecture
 from pipeline.encoders import prepare, probe_inputs_of
 from pipeline.graph.rows import records_to_graphs
+from pipeline.training.ray_train import fit_on_splits, report_epoch, restored_state
 
 
 @dataclass
@@ -126,10 +125,8 @@ def train_loop(config_dict: dict) -> None:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / config.warmup_steps))
     device = ray.train.torch.get_device()
     start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(os.path.join(folder, "state.pt"), weights_only=True, map_location=device)
+    state = restored_state(device)
+    if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -154,14 +151,8 @@ def train_loop(config_dict: dict) -> None:
             losses.append(loss.item())
         metrics = {"epoch": epoch, "resumed_at_epoch": start_epoch,
                    "loss": float(np.mean(losses)) if losses else float("nan"), **evaluate(model, val_graphs)}
-        with tempfile.TemporaryDirectory() as folder:
-            checkpoint = None
-            if ray.train.get_context().get_world_rank() == 0:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "schedule": schedule.state_dict(), "epoch": epoch, "config": asdict(config)},
-                           os.path.join(folder, "state.pt"))
-                checkpoint = ray.train.Checkpoint.from_directory(folder)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        report_epoch(metrics, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "schedule": schedule.state_dict(), "epoch": epoch, "config": asdict(config)})
 
 
 def fit_autoencoder(graphs_dir: str, models: pa.Table, config: AutoencoderConfig, storage_path: str, run_name: str,
@@ -169,30 +160,15 @@ def fit_autoencoder(graphs_dir: str, models: pa.Table, config: AutoencoderConfig
     """Train on the ``train`` split of ``models`` of the target architecture, validating on ``val``.
     Returns the Ray Train result (the best checkpoint by validation loss is kept too:
     ``result.get_best_checkpoint("val_loss", "min")``)."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from pipeline.training.dataset import labelled_dataset, split
+    from pipeline.training.dataset import split
 
     target = config_target(config.target)
     models = of_target(models, target)
     train, val = split(models, "train"), split(models, "val")
     if not train.num_rows or not val.num_rows:
         raise ValueError(f"no {target.name} models in the train or val split ({train.num_rows}, {val.num_rows})")
-    trainer = TorchTrainer(
-        train_loop, train_loop_config=asdict(config),
-        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                               resources_per_worker={"CPU": cpus_per_worker}),
-        run_config=ray.train.RunConfig(name=run_name, storage_path=os.path.abspath(storage_path)
-                                       if "://" not in storage_path else storage_path,
-                                       checkpoint_config=ray.train.CheckpointConfig(
-                                           num_to_keep=3, checkpoint_score_attribute="val_loss",
-                                           checkpoint_score_order="min"),
-                                       failure_config=ray.train.FailureConfig(max_failures=2)),
-        datasets={"train": labelled_dataset(graphs_dir, train).random_shuffle(),
-                  "val": labelled_dataset(graphs_dir, val).materialize()},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]))
-    return trainer.fit()
+    return fit_on_splits(train_loop, asdict(config), graphs_dir, train, val, storage_path, run_name, ("val_loss", "min"),
+                         num_workers, use_gpu, cpus_per_worker)
 
 
 def load_autoencoder(path: str) -> tuple[Autoencoder, AutoencoderConfig]:

@@ -18,8 +18,6 @@ resumes from its last checkpoint.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -37,6 +35,7 @@ from pipeline.ingest.store import label_rows, labels
 from pipeline.symmetry import uncoupled_permutation
 from pipeline.training.augment import adversarial, augment, rebuildable
 from pipeline.training.loss import contrastive_loss
+from pipeline.training.ray_train import fit_on_splits, report_epoch, restored_state
 
 
 @dataclass
@@ -95,10 +94,8 @@ def train_loop(config_dict: dict) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     device = ray.train.torch.get_device()
     start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(os.path.join(folder, "state.pt"), weights_only=True, map_location=device)
+    state = restored_state(device)
+    if state:
         (model.module if hasattr(model, "module") else model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"] + 1
@@ -135,14 +132,8 @@ def train_loop(config_dict: dict) -> None:
         metrics = {"epoch": epoch, "resumed_at_epoch": start_epoch,
                    "loss": float(np.mean(losses)) if losses else float("nan"),
                    "val_p_at_1": val["p_at_1"], "val_map": val["map"]}
-        with tempfile.TemporaryDirectory() as folder:
-            checkpoint = None
-            if ray.train.get_context().get_world_rank() == 0:
-                torch.save({"model": (model.module if hasattr(model, "module") else model).state_dict(),
-                            "optimizer": optimizer.state_dict(), "epoch": epoch, "config": asdict(config)},
-                           os.path.join(folder, "state.pt"))
-                checkpoint = ray.train.Checkpoint.from_directory(folder)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        report_epoch(metrics, {"model": (model.module if hasattr(model, "module") else model).state_dict(),
+                               "optimizer": optimizer.state_dict(), "epoch": epoch, "config": asdict(config)})
 
 
 def label_statistics(train_models: pa.Table, percentile: float) -> tuple[dict, dict]:
@@ -163,29 +154,12 @@ def fit_encoder(graphs_dir: str, models: pa.Table, config: TrainConfig, storage_
     :func:`pipeline.training.dataset.labelled_models`), validating on ``val``. Returns the Ray Train result:
     its ``checkpoint`` is the latest (what a restart resumes from); the best by validation mAP is
     kept too (``result.get_best_checkpoint("val_map", "max")``)."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from pipeline.training.dataset import labelled_dataset, split
+    from pipeline.training.dataset import split
 
     train, val = split(models, "train"), split(models, "val")
     config.good_threshold, config.metric_stats = label_statistics(train, config.low_performer_percentile)
-    trainer = TorchTrainer(
-        train_loop, train_loop_config=asdict(config),
-        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                               resources_per_worker={"CPU": cpus_per_worker}),
-        run_config=ray.train.RunConfig(name=run_name, storage_path=os.path.abspath(storage_path)
-                                       if "://" not in storage_path else storage_path,
-                                       checkpoint_config=ray.train.CheckpointConfig(
-                                           num_to_keep=3, checkpoint_score_attribute="val_map",
-                                           checkpoint_score_order="max"),
-                                       failure_config=ray.train.FailureConfig(max_failures=2)),
-        # shards hold one task each (files are ingested in name order): a global shuffle, redone
-        # every epoch, gives each batch models of many tasks, i.e. negatives
-        datasets={"train": labelled_dataset(graphs_dir, train).random_shuffle(),
-                  "val": labelled_dataset(graphs_dir, val).materialize()},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]))
-    return trainer.fit()
+    return fit_on_splits(train_loop, asdict(config), graphs_dir, train, val, storage_path, run_name, ("val_map", "max"),
+                         num_workers, use_gpu, cpus_per_worker)
 
 
 def refit_metric_head(model: EncoderWithHead, train: pa.Table, val: pa.Table, config: TrainConfig,

@@ -197,6 +197,10 @@ class GraphAssembler:
         self.edge(src, g, kind, weight)
         return g
 
+    def hf_conv(self, name: str, src: int, layer: int, perm_group: str = "", **heads) -> int:
+        """:meth:`conv` with ``transformers``' CNN names: ``name.convolution`` and ``name.normalization``."""
+        return self.conv(f"{name}.convolution.weight", f"{name}.normalization", src, layer, perm_group, **heads)
+
     def squeeze_excite(self, reduce: str, expand: str, channels: int, layer: int, symmetry: str) -> int:
         """Squeeze-and-excitation of group ``channels``: the ``reduce`` 1x1 convolution (with bias)
         on the pooled channels (its units: ``symmetry``), ``expand`` back to one unit per channel (in
@@ -217,6 +221,41 @@ class GraphAssembler:
         self.edge(channels, gated, "residual", name=f"{expand}.channels")
         self.edge(e, gated, "gate", name=f"{expand}.gate")
         return gated
+
+
+@dataclass(frozen=True)
+class PreNormLayer:
+    """Where a pre-norm transformer layer (ViT, GPT-2) keeps its parameters, relative to the layer's
+    prefix: two norms, query/key/value, the attention output, the MLP's two dense layers."""
+    norm1: str
+    query: str
+    key: str
+    value: str
+    attention_out: str
+    norm2: str
+    fc1: str
+    fc2: str
+
+
+def pre_norm_layer(asm: GraphAssembler, L: str, names: PreNormLayer, stream: int, depth: int, hidden: int,
+                   heads: int, activation: str) -> int:
+    """Wire one pre-norm layer (prefix ``L``) on stream group ``stream`` at ``depth``: each norm a
+    group of the stream's permutation fed by a residual block; query, key and value groups of
+    ``heads`` heads (query and key units permute together); the attention output and the MLP
+    output are stream groups with a residual from the stream before them; the MLP's units follow
+    ``activation``. Returns the layer's output stream group (at ``depth + 6``)."""
+    before = asm.pre_norm(f"{L}{names.norm1}", stream, depth + 1)
+    qkv = [asm.dense(f"{L}{part}", before, hidden, kind, depth + 2, symmetry="perm", perm_group=f"{L}{perm}",
+                     heads=heads, head_group=f"{L}heads")
+           for part, kind, perm in ((names.query, "query", "qk"), (names.key, "key", "qk"), (names.value, "value", "v"))]
+    attn = asm.dense(f"{L}{names.attention_out}", qkv[2], hidden, "stream", depth + 3, symmetry="perm",
+                     perm_group="stream")
+    asm.edge(stream, attn, "residual", name=f"{L}attention.residual")
+    after = asm.pre_norm(f"{L}{names.norm2}", attn, depth + 4)
+    inter = asm.dense(f"{L}{names.fc1}", after, 0, "hidden", depth + 5, symmetry=hidden_symmetry(activation, False))
+    out = asm.dense(f"{L}{names.fc2}", inter, hidden, "stream", depth + 6, symmetry="perm", perm_group="stream")
+    asm.edge(attn, out, "residual", name=f"{L}output.residual")
+    return out
 
 
 def model_prefix(pattern: re.Pattern, names: list[str]) -> str | None:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import re
 
-from pipeline.graph.builders.common import (GraphAssembler, attention_heads, build_or_explain,
-                                            hidden_symmetry, layer_indices, model_prefix)
+from pipeline.graph.builders.common import (GraphAssembler, PreNormLayer, attention_heads, build_or_explain,
+                                            layer_indices, model_prefix, pre_norm_layer)
 
 _EMBEDDING = re.compile(r"^(.*?)wte\.weight$")
+_LAYER = PreNormLayer("ln_1", "attn.c_attn.q", "attn.c_attn.k", "attn.c_attn.v", "attn.c_proj", "ln_2", "mlp.c_fc",
+                      "mlp.c_proj")
 #: the causal mask buffers older checkpoints carry
 _BUFFERS = (".attn.bias", ".attn.masked_bias")
 
@@ -46,19 +48,8 @@ def _build(tensors, names, p, activation, num_heads):
 
     depth = 0
     for i in layer_indices(names, f"{p}h."):
-        L = f"{p}h.{i}."
-        before = asm.pre_norm(f"{L}ln_1", stream, depth + 1)
-        attention = dict(symmetry="perm", heads=heads, head_group=f"{L}heads")
-        asm.dense(f"{L}attn.c_attn.q", before, hidden, "query", depth + 2, perm_group=f"{L}qk", **attention)
-        asm.dense(f"{L}attn.c_attn.k", before, hidden, "key", depth + 2, perm_group=f"{L}qk", **attention)
-        values = asm.dense(f"{L}attn.c_attn.v", before, hidden, "value", depth + 2, perm_group=f"{L}v", **attention)
-        attn = asm.dense(f"{L}attn.c_proj", values, hidden, "stream", depth + 3, symmetry="perm", perm_group="stream")
-        asm.edge(stream, attn, "residual", name=f"{L}attn.residual")
-        after = asm.pre_norm(f"{L}ln_2", attn, depth + 4)
-        inner = asm.dense(f"{L}mlp.c_fc", after, 0, "hidden", depth + 5, symmetry=hidden_symmetry(activation, False))
-        out = asm.dense(f"{L}mlp.c_proj", inner, hidden, "stream", depth + 6, symmetry="perm", perm_group="stream")
-        asm.edge(attn, out, "residual", name=f"{L}mlp.residual")
-        stream, depth = out, depth + 6
+        stream = pre_norm_layer(asm, f"{p}h.{i}.", _LAYER, stream, depth, hidden, heads, activation)
+        depth += 6
     final = asm.pre_norm(f"{p}ln_f", stream, depth + 1)
     if "score.weight" in tensors:
         asm.dense("score", final, 0, "output", depth + 2)

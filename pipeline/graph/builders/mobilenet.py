@@ -45,18 +45,15 @@ def _build(tensors, names, output_stride: int):
     asm = GraphAssembler(tensors)
     streams = (f"stream{i}" for i in itertools.count(1))
 
-    def conv(name: str, src: int, layer: int, perm_group: str = "") -> int:
-        return asm.conv(f"{name}.convolution.weight", f"{name}.normalization", src, layer, perm_group)
-
     first = tensors[asm.need(f"{_PREFIX}conv_stem.first_conv.convolution.weight")]
     pixels = asm.group("pixels", first.shape[1] if first.ndim == 4 else 1, "input", 0)
     stem = f"{_PREFIX}conv_stem."
-    x = conv(f"{stem}first_conv", pixels, 1, "stem")
+    x = asm.hf_conv(f"{stem}first_conv", pixels, 1, "stem")
     depth = 1
     if f"{stem}expand_1x1.convolution.weight" in tensors:
-        x, depth = conv(f"{stem}expand_1x1", x, 2, "stem.expand"), 2
-    x = conv(f"{stem}conv_3x3", x, depth + 1)
-    x = conv(f"{stem}reduce_1x1", x, depth + 2, next(streams))
+        x, depth = asm.hf_conv(f"{stem}expand_1x1", x, 2, "stem.expand"), 2
+    x = asm.hf_conv(f"{stem}conv_3x3", x, depth + 1)
+    x = asm.hf_conv(f"{stem}reduce_1x1", x, depth + 2, next(streams))
     depth += 2
     current = 2
     blocks = sorted({int(n.split(".")[2]) for n in names if n.startswith(f"{_PREFIX}layer.")})
@@ -68,15 +65,16 @@ def _build(tensors, names, output_stride: int):
             stride = 1
         else:
             stride, current = STRIDES[i], current * STRIDES[i]
-        expanded = conv(f"{L}expand_1x1", x, depth + 1, f"{L}expanded")
-        filtered = conv(f"{L}conv_3x3", expanded, depth + 2)
+        expanded = asm.hf_conv(f"{L}expand_1x1", x, depth + 1, f"{L}expanded")
+        filtered = asm.hf_conv(f"{L}conv_3x3", expanded, depth + 2)
         out_width = tensors[asm.need(f"{L}reduce_1x1.convolution.weight")].shape[0]
         residual = stride == 1 and out_width == asm.groups[x].size
-        out = conv(f"{L}reduce_1x1", filtered, depth + 3, asm.groups[x].perm_group if residual else next(streams))
+        out = asm.hf_conv(f"{L}reduce_1x1", filtered, depth + 3,
+                          asm.groups[x].perm_group if residual else next(streams))
         if residual:
             asm.edge(x, out, "residual", name=f"{L}residual")
         x, depth = out, depth + 3
-    x = conv(f"{_PREFIX}conv_1x1", x, depth + 1, "head")
+    x = asm.hf_conv(f"{_PREFIX}conv_1x1", x, depth + 1, "head")
     if "classifier.weight" in tensors:
         asm.dense("classifier", x, 0, "output", depth + 2)
     asm.check_all_used(names, lambda n: n.endswith("num_batches_tracked"))

@@ -34,12 +34,9 @@ def _build(tensors, names, activation: str):
     asm = GraphAssembler(tensors)
     streams = (f"stream{i}" for i in itertools.count(1))
 
-    def conv(name: str, src: int, layer: int, perm_group: str = "", **heads) -> int:
-        return asm.conv(f"{name}.convolution.weight", f"{name}.normalization", src, layer, perm_group, **heads)
-
     stem = tensors[asm.need(f"{_PREFIX}embedder.embedder.convolution.weight")]
     pixels = asm.group("pixels", stem.shape[1] if stem.ndim == 4 else 1, "input", 0)
-    x = conv(f"{_PREFIX}embedder.embedder", pixels, 1, next(streams))
+    x = asm.hf_conv(f"{_PREFIX}embedder.embedder", pixels, 1, next(streams))
     depth = 1
     for s in layer_indices(names, f"{_PREFIX}encoder.stages."):
         for i in layer_indices(names, f"{_PREFIX}encoder.stages.{s}.layers."):
@@ -50,15 +47,15 @@ def _build(tensors, names, activation: str):
                 raise ValueError(f"{L}layer.1: shape {list(grouped.shape)} is no grouped convolution of {width}")
             groups = width // grouped.shape[1]
             heads = dict(heads=groups, head_group=f"{L}groups", head_dims="fixed") if groups > 1 else {}
-            h = conv(f"{L}layer.0", x, depth + 1, f"{L}in", **heads)
-            h = conv(f"{L}layer.1", h, depth + 2, f"{L}out")
+            h = asm.hf_conv(f"{L}layer.0", x, depth + 1, f"{L}in", **heads)
+            h = asm.hf_conv(f"{L}layer.1", h, depth + 2, f"{L}out")
             if f"{L}layer.2.attention.0.weight" in tensors:
                 h = asm.squeeze_excite(f"{L}layer.2.attention.0", f"{L}layer.2.attention.2", h, depth + 3,
                                        hidden_symmetry(activation, False))
             shortcut = f"{L}shortcut.convolution.weight" in tensors
             stream = next(streams) if shortcut else asm.groups[x].perm_group
-            out = conv(f"{L}layer.3", h, depth + 5, stream)
-            skip = conv(f"{L}shortcut", x, depth + 5, stream) if shortcut else x
+            out = asm.hf_conv(f"{L}layer.3", h, depth + 5, stream)
+            skip = asm.hf_conv(f"{L}shortcut", x, depth + 5, stream) if shortcut else x
             if not shortcut and asm.groups[out].size != asm.groups[x].size:
                 raise ValueError(f"{L}: no shortcut from {asm.groups[x].size} to {asm.groups[out].size} channels")
             y = asm.group(f"{L}output", asm.groups[out].size, "stream", depth + 6, symmetry="perm", perm_group=stream)

@@ -15,27 +15,16 @@ shares the permutation ``stream``; query, key and value groups are annotated as 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from pipeline.graph.builders.common import (GraphAssembler, LayoutMismatch, attention_heads, build_or_explain,
-                                            hidden_symmetry, layer_indices, model_prefix)
+from pipeline.graph.builders.common import (GraphAssembler, LayoutMismatch, PreNormLayer, attention_heads,
+                                            build_or_explain, layer_indices, model_prefix, pre_norm_layer)
 
-
-@dataclass(frozen=True)
-class Names:
-    layers: str
-    query: str
-    key: str
-    value: str
-    attention_out: str
-    fc1: str
-    fc2: str
-
-
-SPELLINGS = (Names("encoder.layer.", "attention.attention.query", "attention.attention.key",
-                   "attention.attention.value", "attention.output.dense", "intermediate.dense", "output.dense"),
-             Names("layers.", "attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj",
-                   "mlp.fc1", "mlp.fc2"))
+#: (the layers' prefix, where a layer keeps its parameters), per spelling
+SPELLINGS = (("encoder.layer.", PreNormLayer("layernorm_before", "attention.attention.query", "attention.attention.key",
+                                             "attention.attention.value", "attention.output.dense", "layernorm_after",
+                                             "intermediate.dense", "output.dense")),
+             ("layers.", PreNormLayer("layernorm_before", "attention.q_proj", "attention.k_proj", "attention.v_proj",
+                                      "attention.o_proj", "layernorm_after", "mlp.fc1", "mlp.fc2")))
 _PATCHES = re.compile(r"^(.*?)embeddings\.patch_embeddings\.projection\.weight$")
 
 
@@ -45,13 +34,13 @@ def build_vit(tensors, names: list[str], activation: str, num_heads: int | None)
     p = model_prefix(_PATCHES, names)
     if p is None:
         return None
-    scheme = next((s for s in SPELLINGS if any(n.startswith(f"{p}{s.layers}") for n in names)), None)
+    scheme = next((s for s in SPELLINGS if any(n.startswith(f"{p}{s[0]}") for n in names)), None)
     if scheme is None:
         raise LayoutMismatch("ViT: patch embeddings without encoder layers")
     return build_or_explain("ViT", _build, tensors, names, p, scheme, activation, num_heads), "transformer"
 
 
-def _build(tensors, names, p, scheme: Names, activation, num_heads):
+def _build(tensors, names, p, scheme: tuple[str, PreNormLayer], activation, num_heads):
     asm = GraphAssembler(tensors)
     emb = f"{p}embeddings."
     patches = tensors[asm.need(f"{emb}patch_embeddings.projection.weight")]
@@ -69,22 +58,10 @@ def _build(tensors, names, p, scheme: Names, activation, num_heads):
             raise ValueError(table)
         asm.edge(asm.group(f"{emb}{table}", t.size // hidden, "input", 0), stream, "embedding", f"{emb}{table}")
 
-    depth = 0
-    for i in layer_indices(names, p + scheme.layers):
-        L = f"{p}{scheme.layers}{i}."
-        before = asm.pre_norm(f"{L}layernorm_before", stream, depth + 1)
-        qkv = [asm.dense(f"{L}{part}", before, hidden, kind, depth + 2, symmetry="perm", perm_group=f"{L}{perm}",
-                         heads=heads, head_group=f"{L}heads")
-               for part, kind, perm in ((scheme.query, "query", "qk"), (scheme.key, "key", "qk"),
-                                        (scheme.value, "value", "v"))]
-        attn = asm.dense(f"{L}{scheme.attention_out}", qkv[2], hidden, "stream", depth + 3, symmetry="perm",
-                         perm_group="stream")
-        asm.edge(stream, attn, "residual", name=f"{L}attention.residual")
-        after = asm.pre_norm(f"{L}layernorm_after", attn, depth + 4)
-        inter = asm.dense(f"{L}{scheme.fc1}", after, 0, "hidden", depth + 5, symmetry=hidden_symmetry(activation, False))
-        out = asm.dense(f"{L}{scheme.fc2}", inter, hidden, "stream", depth + 6, symmetry="perm", perm_group="stream")
-        asm.edge(attn, out, "residual", name=f"{L}output.residual")
-        stream, depth = out, depth + 6
+    depth, (layers, layer_names) = 0, scheme
+    for i in layer_indices(names, p + layers):
+        stream = pre_norm_layer(asm, f"{p}{layers}{i}.", layer_names, stream, depth, hidden, heads, activation)
+        depth += 6
     if f"{p}layernorm.weight" in tensors:
         stream, depth = asm.pre_norm(f"{p}layernorm", stream, depth + 1), depth + 1
     if "classifier.weight" in tensors:
