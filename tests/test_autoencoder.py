@@ -16,7 +16,6 @@ from pipeline.autoencoder.canonical import canonical_forms
 from pipeline.autoencoder.trainer import batch_loss
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.checkpoint.reader import Checkpoint
-from pipeline.encoders import prepare
 from pipeline.graph import build_graph
 from pipeline.testing import random_transform, relative_difference
 from pipeline.zoo.models import Siren, SmallCNN
@@ -49,10 +48,10 @@ def test_an_orbit_collapses_to_one_latent_and_one_canonical_network(name):
     graph, model = _graph(name), _autoencoder(name)
     assert model.target.num_params == {"inr": 1185}.get(name, 4970)  # the seed's two target architectures
     with torch.no_grad():
-        z, decoded = model([prepare(graph)])
+        z, decoded = model([model.prepare(graph)])
         rng = np.random.default_rng(0)
         for _ in range(10):
-            z_moved, decoded_moved = model([prepare(random_transform(graph, rng))])
+            z_moved, decoded_moved = model([model.prepare(random_transform(graph, rng))])
             assert relative_difference(z_moved, z) < 1e-5
             assert relative_difference(decoded_moved, decoded) < 1e-5
 
@@ -60,12 +59,12 @@ def test_an_orbit_collapses_to_one_latent_and_one_canonical_network(name):
 def test_the_permutation_only_ablation_does_not_collapse_rescaled_copies():
     graph, model = _graph("cnn_relu"), _autoencoder("cnn_relu", "neural_graphs")
     with torch.no_grad():
-        z, _ = model([prepare(graph)])
+        z, _ = model([model.prepare(graph)])
         rng = np.random.default_rng(1)
         permuted = random_transform(graph, rng, scale=False)
-        assert relative_difference(model([prepare(permuted)])[0], z) < 1e-5
+        assert relative_difference(model([model.prepare(permuted)])[0], z) < 1e-5
         rescaled = random_transform(graph, rng, permute=False)
-        assert relative_difference(model([prepare(rescaled)])[0], z) > 1e-4  # float noise: 1e-6
+        assert relative_difference(model([model.prepare(rescaled)])[0], z) > 1e-4  # float noise: 1e-6
 
 
 def test_a_canonical_network_is_an_ordinary_checkpoint_of_the_target(tmp_path):

@@ -7,7 +7,6 @@ import torch
 
 from pipeline.autoencoder.functional import functional_loss, outputs, probe_inputs, stack
 from pipeline.autoencoder.model import Autoencoder
-from pipeline.encoders import prepare, probe_inputs_of
 from pipeline.graph.schema import WeightGraph
 
 
@@ -20,7 +19,7 @@ def canonical_forms(model: Autoencoder, graphs: list[WeightGraph]) -> tuple[list
     graph and any element of its orbit give the same canonical form."""
     target = model.target
     x_test = probe_inputs(target)[1]
-    _, decoded = model([prepare(g, probes=probe_inputs_of(model.encoder)) for g in graphs])
+    _, decoded = model([model.prepare(g) for g in graphs])
     teacher = outputs(target, stack(target, [g.tensors for g in graphs]), x_test)
     student = outputs(target, target.unflatten(decoded), x_test)
     errors = [float(functional_loss(target, s[None], t[None])) for s, t in zip(student, teacher)]

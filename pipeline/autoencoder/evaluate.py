@@ -20,7 +20,6 @@ from scipy.stats import kendalltau
 
 from pipeline.autoencoder.canonical import canonical_forms, merge
 from pipeline.autoencoder.model import Autoencoder
-from pipeline.encoders import prepare, probe_inputs_of
 from pipeline.graph.schema import WeightGraph
 from pipeline.rebasin import match
 from pipeline.rebasin.interpolate import ALPHAS, Path, ZooEvaluator, interpolate
@@ -42,7 +41,7 @@ def reconstruction(model: Autoencoder, graphs: list[WeightGraph], rows: list[dic
 @torch.no_grad()
 def latent_vectors(model: Autoencoder, graphs: list[WeightGraph]) -> np.ndarray:
     """``[len(graphs), d]`` latents."""
-    return model([prepare(g, probes=probe_inputs_of(model.encoder)) for g in graphs])[0].numpy()
+    return model([model.prepare(g) for g in graphs])[0].numpy()
 
 
 @torch.no_grad()
@@ -50,9 +49,8 @@ def orbit_spread(model: Autoencoder, graph: WeightGraph, count: int, rng: np.ran
                  ) -> tuple[float, np.ndarray]:
     """``(largest relative difference, latents [count + 1, d])``: of the latents and decoded weights of
     ``count`` random group elements of ``graph`` against the graph's own."""
-    probes = probe_inputs_of(model.encoder)
     members = [graph] + [transformed(graph, random_element(graph, rng)) for _ in range(count)]
-    z, decoded = model([prepare(g, probes=probes) for g in members])
+    z, decoded = model([model.prepare(g) for g in members])
     spread = max((float((x[1:] - x[0]).abs().max() / x[0].abs().max().clamp_min(1e-12)) for x in (z, decoded)),
                  default=0.0) if count else 0.0
     return spread, z.numpy()
@@ -72,7 +70,7 @@ def interpolation(models: dict[str, Autoencoder], graph_a: WeightGraph, graph_b:
         (form_a, form_b), _ = canonical_forms(model, [graph_a, graph_b])
         paths[name] = evaluate.path(form_a, form_b, alphas)
         with torch.no_grad():
-            z, _ = model([prepare(g, probes=probe_inputs_of(model.encoder)) for g in (graph_a, graph_b)])
+            z, _ = model([model.prepare(g) for g in (graph_a, graph_b)])
             line = torch.stack([(1 - a) * z[0] + a * z[1] for a in alphas]).float()
             decoded = model.decoder(line)
         paths[f"{name} latent"] = evaluate.along(

@@ -56,6 +56,22 @@ class TargetArchitecture:
             offset += size
         return out
 
+    def statistics(self, tensors: list[dict]) -> list[tuple[float, float]]:
+        """Per tensor of the target, in order, ``(mean, std)`` of its values over the networks
+        ``tensors`` (state dicts): what :class:`~pipeline.autoencoder.decoder.WeightDecoder` writes
+        standardized weights against."""
+        flat = np.stack([self.flatten(t) for t in tensors]).astype(np.float64)
+        stats, offset = [], 0
+        for _, shape in self.shapes:
+            block = flat[:, offset:offset + math.prod(shape)]
+            stats.append((float(block.mean()), float(max(block.std(), 1e-6))))
+            offset += math.prod(shape)
+        return stats
+
+    def per_parameter(self, per_tensor: list[float]) -> torch.Tensor:
+        """``[num_params]``: one value per tensor (in order) repeated over its parameters."""
+        return torch.cat([torch.full((math.prod(shape),), float(v)) for (_, shape), v in zip(self.shapes, per_tensor)])
+
     def check(self, tensors: dict, family: str, activation: str, where: str) -> None:
         """Raise :class:`UnsupportedArchitecture` naming ``where`` unless a model of this family,
         activation, parameter names and shapes, with finite weights."""

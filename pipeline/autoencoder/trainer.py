@@ -10,7 +10,7 @@ for INRs, the pixel MSE on the 32x32 test grid.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -20,9 +20,12 @@ import torch
 from pipeline.autoencoder.functional import functional_loss, outputs, probe_inputs, stack
 from pipeline.autoencoder.model import Autoencoder
 from pipeline.autoencoder.target import TargetArchitecture
-from pipeline.encoders import prepare, probe_inputs_of
 from pipeline.graph.rows import records_to_graphs
 from pipeline.training.ray_train import fit_on_splits, report_epoch, restored_state
+
+
+#: training networks the decoder's per-tensor weight statistics are estimated from
+STATISTICS_MODELS = 512
 
 
 @dataclass
@@ -38,6 +41,7 @@ class AutoencoderConfig:
     clip: float = 1.0
     probes: int = 256        # classifier probe inputs (training split)
     seed: int = 0
+    weight_stats: list = field(default_factory=list)  # per target tensor (mean, std) over training networks
 
 
 def target_config(target: TargetArchitecture) -> dict:
@@ -67,13 +71,13 @@ def batch_inputs(model: Autoencoder, graphs: list, x: torch.Tensor, device, cach
     """The prepared encoder inputs of a batch of graphs and their networks' outputs at ``x``
     (``[B, N, out]``, the teacher), kept in ``cache`` by content id when given (they do not change
     from epoch to epoch: no augmentation)."""
-    target, probes = model.target, probe_inputs_of(model.encoder)
+    target = model.target
     missing = [g for g in graphs if cache is None or g.info["content_id"] not in cache]
     if missing:
         with torch.no_grad():
             teacher = outputs(target, {k: v.to(device) for k, v in stack(target, [g.tensors for g in missing]).items()},
                               x)
-        fresh = {g.info["content_id"]: (prepare(g, probes=probes).to(device), t) for g, t in zip(missing, teacher)}
+        fresh = {g.info["content_id"]: (model.prepare(g).to(device), t) for g, t in zip(missing, teacher)}
         if cache is None:
             return [fresh[g.info["content_id"]][0] for g in graphs], teacher
         cache.update(fresh)
@@ -119,7 +123,7 @@ def train_loop(config_dict: dict) -> None:
     config = AutoencoderConfig(**config_dict)
     torch.manual_seed(config.seed)
     target = config_target(config.target)
-    model = Autoencoder(target, config.encoder, config.latent)
+    model = Autoencoder(target, config.encoder, config.latent, config.weight_stats)
     wrapped = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     optimizer = torch.optim.AdamW(wrapped.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / config.warmup_steps))
@@ -157,16 +161,18 @@ def train_loop(config_dict: dict) -> None:
 
 def fit_autoencoder(graphs_dir: str, models: pa.Table, config: AutoencoderConfig, storage_path: str, run_name: str,
                     num_workers: int = 1, use_gpu: bool = False, cpus_per_worker: float = 1.0):
-    """Train on the ``train`` split of ``models`` of the target architecture, validating on ``val``.
-    Returns the Ray Train result (the best checkpoint by validation loss is kept too:
+    """Train on the ``train`` split of ``models`` of the target architecture, validating on ``val``;
+    the decoder's weight statistics come from up to ``STATISTICS_MODELS`` training networks. Returns the Ray Train result (the best checkpoint by validation loss is kept too:
     ``result.get_best_checkpoint("val_loss", "min")``)."""
-    from pipeline.training.dataset import split
+    from pipeline.training.dataset import labelled_table, split
 
     target = config_target(config.target)
     models = of_target(models, target)
     train, val = split(models, "train"), split(models, "val")
     if not train.num_rows or not val.num_rows:
         raise ValueError(f"no {target.name} models in the train or val split ({train.num_rows}, {val.num_rows})")
+    sample = records_to_graphs(labelled_table(graphs_dir, train.slice(0, STATISTICS_MODELS)))
+    config = replace(config, weight_stats=target.statistics([g.tensors for g in sample]))
     return fit_on_splits(train_loop, asdict(config), graphs_dir, train, val, storage_path, run_name, ("val_loss", "min"),
                          num_workers, use_gpu, cpus_per_worker)
 
@@ -181,7 +187,7 @@ def load_autoencoder(path: str) -> tuple[Autoencoder, AutoencoderConfig]:
 
     state = torch.load(io.BytesIO(read_bytes(state_file(path))), weights_only=True, map_location="cpu")
     config = AutoencoderConfig(**state["config"])
-    model = Autoencoder(config_target(config.target), config.encoder, config.latent)
+    model = Autoencoder(config_target(config.target), config.encoder, config.latent, config.weight_stats)
     model.load_state_dict(state["model"])
     return model.eval(), config
 

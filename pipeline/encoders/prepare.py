@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from pipeline.checkpoint.dtypes import BF16
-from pipeline.encoders.executor import probe_outputs, probe_values
+from pipeline.encoders.executor import ACTIVATIONS, probe_outputs, probe_values
 from pipeline.encoders.graph_input import Block, GraphInput, Group
 from pipeline.encoders.probes import ProbeInputs
 from pipeline.encoders.statistics import weight_statistics
@@ -80,13 +80,14 @@ def attention_pairs(graph: WeightGraph) -> list[tuple[int, int, int | None]]:
 
 
 def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32, scaling: GroupElement | None = None,
-            probes: ProbeInputs | None = None) -> GraphInput:
+            probes: ProbeInputs | None = None, activations: dict = ACTIVATIONS) -> GraphInput:
     """:func:`graph_input` with the network's outputs at the probe inputs and its weight statistics.
     ``scaling``: the graph's :func:`~pipeline.symmetry.canonical_scaling` when the caller has it
     already; ``probes``: the encoder's own probe inputs
-    (:func:`~pipeline.encoders.probes.probe_inputs_of`), else the defaults."""
+    (:func:`~pipeline.encoders.probes.probe_inputs_of`), else the defaults; ``activations``: what
+    the probe pass may run (see :func:`~pipeline.encoders.executor.probe_values`)."""
     prepared = graph_input(graph, dtype)
-    values = probe_values(prepared, probes)
+    values = probe_values(prepared, probes, activations)
     factors = (canonical_scaling(graph) if scaling is None else scaling).factors
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     prepared.outputs_at_probes = cast(probe_outputs(prepared, values))
