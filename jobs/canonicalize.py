@@ -16,6 +16,8 @@ unsafe file, NaN weights); the rest go on.
 from __future__ import annotations
 
 import argparse
+import collections
+import itertools
 import json
 import posixpath
 
@@ -36,33 +38,50 @@ RESULT_SCHEMA = pa.schema([("source_path", pa.string()), ("canonical_path", pa.s
 
 def canonicalize_all(autoencoder: str, inputs: list[str], out: str, hints: dict | None = None,
                      batch_size: int = 64, merged: str = "") -> pa.Table:
-    """Canonicalize every checkpoint ``inputs`` name (paths, URIs, folders, globs) into ``out``;
-    the results table (see the module docstring). ``merged``: also write the mean of the canonical
-    forms there (metadata ``merged_from``: the sources, JSON)."""
+    """Canonicalize every checkpoint ``inputs`` name (paths, URIs, folders, globs) into ``out``,
+    ``batch_size`` at a time (memory stays bounded); the results table (see the module docstring).
+    ``merged``: also write the mean of the canonical forms there (metadata ``merged_from``: the
+    sources, JSON)."""
     model, _ = load_autoencoder(autoencoder)
-    target, rows, ready, done = model.target, [], [], []
-    for ref in discover(inputs):
-        try:
-            graph = build_graph(open_checkpoint(ref.uri), command_line=hints)
-            target.check(graph.tensors, graph.family, graph.activation, ref.uri)
-            ready.append((ref.uri, graph))
-        except CheckpointError as error:
-            rows.append({"source_path": ref.uri, "error_kind": type(error).__name__, "error": error.reason})
-    for start in range(0, len(ready), batch_size):
-        chunk = ready[start:start + batch_size]
-        forms, errors = canonical_forms(model, [g for _, g in chunk])
-        done += [(uri, tensors) for (uri, _), tensors in zip(chunk, forms)]
-        for (uri, _), tensors, error in zip(chunk, forms, errors):
-            name = posixpath.basename(uri.rstrip("/")).removesuffix(".safetensors")
-            path = join(out, f"{name}.canonical.safetensors")
-            save_checkpoint(tensors, path, {"canonical_of": uri, "reconstruction_error": repr(error),
-                                            "autoencoder": autoencoder, "family": target.family,
-                                            "activation": target.activation, "arch": dict(target.spec)["arch"]})
-            rows.append({"source_path": uri, "canonical_path": path, "reconstruction_error": error})
-    if merged and done:
-        save_checkpoint(merge([t for _, t in done]), merged,
-                        {"merged_from": json.dumps([u for u, _ in done]), "autoencoder": autoencoder,
-                         "family": target.family, "activation": target.activation, "arch": dict(target.spec)["arch"]})
+    target, rows = model.target, []
+    metadata = {"autoencoder": autoencoder, "family": target.family, "activation": target.activation,
+                "arch": dict(target.spec)["arch"]}
+
+    def batches():
+        batch = []
+        for ref in discover(inputs):
+            try:
+                graph = build_graph(open_checkpoint(ref.uri), command_line=hints)
+                target.check(graph.tensors, graph.family, graph.activation, ref.uri)
+                batch.append((ref.uri, graph))
+            except CheckpointError as error:
+                rows.append({"source_path": ref.uri, "error_kind": type(error).__name__, "error": error.reason})
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def written():
+        """Each canonical form, once written."""
+        for batch in batches():
+            forms, errors = canonical_forms(model, [g for _, g in batch])
+            for (uri, _), tensors, error in zip(batch, forms, errors):
+                name = posixpath.basename(uri.rstrip("/")).removesuffix(".safetensors")
+                path = join(out, f"{name}.canonical.safetensors")
+                save_checkpoint(tensors, path, {"canonical_of": uri, "reconstruction_error": repr(error), **metadata})
+                rows.append({"source_path": uri, "canonical_path": path, "reconstruction_error": error})
+                yield tensors
+
+    if merged:
+        forms = written()
+        first = next(forms, None)
+        if first is not None:
+            mean = merge(itertools.chain([first], forms))
+            sources = [r["source_path"] for r in rows if r.get("canonical_path")]
+            save_checkpoint(mean, merged, {"merged_from": json.dumps(sources), **metadata})
+    else:
+        collections.deque(written(), maxlen=0)
     table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["source_path"]), schema=RESULT_SCHEMA)
     fs, root = resolve(out)
     make_dirs(out)
@@ -76,9 +95,11 @@ def main(argv: list[str] | None = None) -> pa.Table:
     parser.add_argument("--input", required=True, nargs="+", help="checkpoints, folders or glob patterns")
     parser.add_argument("--out", required=True)
     parser.add_argument("--merge", default="", help="also write the mean of the canonical forms to this checkpoint")
+    parser.add_argument("--batch-size", type=int, default=64, help="checkpoints read and canonicalized at a time")
     add_hint_arguments(parser)
     args = parser.parse_args(argv)
-    table = canonicalize_all(args.autoencoder, args.input, args.out, hints_from_args(args, parser), merged=args.merge)
+    table = canonicalize_all(args.autoencoder, args.input, args.out, hints_from_args(args, parser), args.batch_size,
+                             args.merge)
     done = [r for r in table.to_pylist() if r["error"] is None]
     print(json.dumps({"canonicalized": len(done), "refused": table.num_rows - len(done),
                       "mean_reconstruction_error": sum(r["reconstruction_error"] for r in done) / max(len(done), 1)}))

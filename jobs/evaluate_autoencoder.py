@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
         latents = {}
         for name, model in aes:
             figures = reconstruction(model, graphs, rows)
+            if target.family == "inr":  # and on models it trained on: the seed's train MSE
+                trained = _held_out(args.graphs, models, target, args.held_out, "train")
+                figures["train_pixel_mse"] = reconstruction(model, *trained)["pixel_mse"]
             spread, orbit = orbit_spread(model, graphs[0], args.orbit, rng)
             latents[name] = (latent_vectors(model, graphs), orbit)
             key = f"{target_name} {name}"
@@ -146,7 +149,9 @@ def _summary(metrics: dict) -> dict:
         return metrics.get(key, {}).get(field)
 
     inr = "inr_sine scale_gmn AE"
-    out = {"inr_test_mse": get(inr, "pixel_mse"), "inr_floor_mse": get(inr, "floor_mse"),
+    out = {"inr_train_mse": get(inr, "train_pixel_mse"), "inr_test_mse": get(inr, "pixel_mse"),
+           "inr_test_mse_32": get(inr, "pixel_mse_32"), "inr_floor_mse_32": get(inr, "floor_mse_32"),
+           "inr_test_mse_neural_graphs": get("inr_sine neural_graphs AE", "pixel_mse"),
            "orbit_max_rel_diff": max((m["orbit_max_rel_diff"] for k, m in metrics.items()
                                       if k.endswith("scale_gmn AE")), default=None),
            "inr_equiv_barrier_ae": get("inr_sine barriers", "scale_gmn AE"),

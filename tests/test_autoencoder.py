@@ -98,8 +98,8 @@ def test_the_functional_loss_trains_the_autoencoder():
 
 def test_training_and_canonicalize_jobs_and_bad_input(indexed, tmp_path):
     """The training job under Ray Train on the tiny zoo's INRs, then the canonicalize job over a
-    folder of three INRs, a CNN, a truncated file and a NaN INR: three canonical networks, three
-    typed refusals."""
+    folder of three INRs, a CNN, a truncated file and a NaN INR, two at a time: three canonical
+    networks, three typed refusals, and their merge across batches."""
     zoo, rows = indexed["zoo"], indexed["rows"]
     report = load_job("train_autoencoder").main([
         "--graphs", indexed["graphs"], "--catalog", indexed["catalog"], "--family", "inr", "--latent", "32",
@@ -117,7 +117,8 @@ def test_training_and_canonicalize_jobs_and_bad_input(indexed, tmp_path):
     save_checkpoint(nan, str(folder / "nan.safetensors"), {"activation": "sine", "family": "inr"})
     table = load_job("canonicalize").main(["--autoencoder", report["exported"], "--input", str(folder),
                                            "--out", str(tmp_path / "canonical"),
-                                           "--merge", str(tmp_path / "merged.safetensors")]).to_pylist()
+                                           "--merge", str(tmp_path / "merged.safetensors"),
+                                           "--batch-size", "2"]).to_pylist()
     kinds = {r["source_path"].split("/")[-1]: r["error_kind"] for r in table}
     assert kinds[cnn["path"].split("/")[-1]] == "UnsupportedArchitecture"
     assert kinds["truncated.safetensors"] == "CorruptCheckpoint"
@@ -143,9 +144,10 @@ def test_evaluate_job_writes_the_report_and_the_issue_metrics(indexed, tmp_path)
     metrics = load_job("evaluate_autoencoder").main([
         "--graphs", indexed["graphs"], "--catalog", indexed["catalog"], "--autoencoders", report["exported"],
         "--out", str(out), "--split", "train", "--held-out", "4", "--orbit", "5", "--pairs", "2"])
-    assert {"inr_test_mse", "orbit_max_rel_diff", "inr_equiv_barrier_ae", "inr_equiv_barrier_rebasin",
+    assert {"inr_train_mse", "inr_test_mse", "orbit_max_rel_diff", "inr_equiv_barrier_ae", "inr_equiv_barrier_rebasin",
             "cnn_relu_l1_error", "merge8_acc_ae", "canonicalize_per_s"} <= set(metrics)
     assert metrics["orbit_max_rel_diff"] < 1e-5 and np.isfinite(metrics["inr_test_mse"])
+    assert metrics["inr_train_mse"] == metrics["inr_test_mse"]  # --split train: the same models
     assert np.isfinite(metrics["inr_equiv_barrier_ae"]) and np.isfinite(metrics["inr_equiv_barrier_rebasin"])
     assert json.loads((out / "metrics.json").read_text())["inr_test_mse"] == metrics["inr_test_mse"]
     assert (out / "latents-inr_sine.png").read_bytes()[:4] == b"\x89PNG" and (out / "report.md").exists()

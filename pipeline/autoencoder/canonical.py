@@ -2,6 +2,9 @@
 target architecture, with its reconstruction error."""
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 
@@ -27,9 +30,16 @@ def canonical_forms(model: Autoencoder, graphs: list[WeightGraph]) -> tuple[list
     return forms, errors
 
 
-def merge(forms: list[dict[str, np.ndarray]], weights: list[float] | None = None) -> dict[str, np.ndarray]:
+def merge(forms: Iterable[dict[str, np.ndarray]], weights: Iterable[float] | None = None) -> dict[str, np.ndarray]:
     """Models merged in canonical space: the weighted mean (default: equal weights) of their
-    canonical forms. No assignment problem is solved: canonical forms already share one basis."""
-    w = np.full(len(forms), 1.0 / len(forms)) if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
-    return {name: sum(wi * np.asarray(f[name], np.float64) for wi, f in zip(w, forms)).astype(np.float32)
-            for name in forms[0]}
+    canonical forms, accumulated one form at a time (``forms`` may be a stream). No assignment
+    problem is solved: canonical forms already share one basis."""
+    total: dict[str, np.ndarray] = {}
+    mass = 0.0
+    for form, w in zip(forms, itertools.repeat(1.0) if weights is None else weights):
+        for name, t in form.items():
+            total[name] = total.get(name, 0.0) + w * np.asarray(t, np.float64)
+        mass += w
+    if not mass:
+        raise ValueError("nothing to merge")
+    return {name: (t / mass).astype(np.float32) for name, t in total.items()}
