@@ -1,37 +1,8 @@
-"""Train the labelled model zoo as Ray tasks.
+"""Ray job entry point of ``weightzoo make-zoo`` (:mod:`pipeline.commands.make_zoo`):
 
-    python jobs/make_zoo.py --out data/zoo-tiny --preset tiny
-    ray job submit --working-dir . -- python jobs/make_zoo.py --out s3://bucket/zoo --preset default
+    ray job submit --working-dir . -- python jobs/make_zoo.py --help
 """
-from __future__ import annotations
-
-import argparse
-import time
-
-from pipeline.ray_utils import ensure_ray
-from pipeline.zoo.build import make_zoo
-from pipeline.zoo.presets import PRESETS
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="output folder or URI")
-    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--copies", type=int, default=None,
-                        help="near-duplicate copies to plant (default: the preset's, 60 for default)")
-    parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
-    args = parser.parse_args(argv)
-    ensure_ray(args.address)
-    started = time.perf_counter()
-    catalog = make_zoo(args.out, args.preset, args.seed, copies=args.copies)
-    by_cell = catalog.group_by(["task", "family"]).aggregate([("test_metric", "mean"), ("model_id", "count")])
-    planted = sum(1 for d in catalog.column("duplicate_of").to_pylist() if d)
-    print(f"\n{catalog.num_rows} models ({planted} planted near-duplicate copies) in {time.perf_counter() - started:.1f}s -> {args.out}")
-    print(f"{'task':<14}{'family':<13}{'models':>7}{'mean test metric':>18}")
-    for r in sorted(by_cell.to_pylist(), key=lambda r: (r["task"], r["family"])):
-        print(f"{r['task']:<14}{r['family']:<13}{r['model_id_count']:>7}{r['test_metric_mean']:>18.3f}")
-
+from pipeline.commands.make_zoo import main
 
 if __name__ == "__main__":
     main()

@@ -40,17 +40,6 @@ def tiny_zoo(ray_session, tmp_path_factory):
     return out, catalog
 
 
-def load_job(name: str):
-    """The module of ``jobs/<name>.py`` (jobs are scripts, not a package), to call its ``main(argv)``."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(f"{name}_job", Path(__file__).parents[1] / "jobs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 SMALL = {"dim": 32, "hidden": 32, "layers": 2}
 
 

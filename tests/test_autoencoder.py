@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_job
 from pipeline.autoencoder import Autoencoder, probe_inputs, target_of
 from pipeline.autoencoder.canonical import canonical_forms
 from pipeline.autoencoder.trainer import batch_loss
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.checkpoint.reader import Checkpoint
+from pipeline.commands import canonicalize, evaluate_autoencoder, train_autoencoder
 from pipeline.graph import build_graph
 from pipeline.testing import random_transform, relative_difference
 from pipeline.zoo.models import Siren, SmallCNN
@@ -101,7 +101,7 @@ def test_training_and_canonicalize_jobs_and_bad_input(indexed, tmp_path):
     folder of three INRs, a CNN, a truncated file and a NaN INR, two at a time: three canonical
     networks, three typed refusals, and their merge across batches."""
     zoo, rows = indexed["zoo"], indexed["rows"]
-    report = load_job("train_autoencoder").main([
+    report = train_autoencoder.main([
         "--graphs", indexed["graphs"], "--catalog", indexed["catalog"], "--family", "inr", "--latent", "32",
         "--epochs", "2", "--warmup-steps", "5", "--out", str(tmp_path / "runs")])
     assert report["target"] == "inr_sine" and np.isfinite(report["val_loss"])
@@ -115,7 +115,7 @@ def test_training_and_canonicalize_jobs_and_bad_input(indexed, tmp_path):
     nan = dict(open_checkpoint(str(zoo / inrs[0]["path"])).tensors)
     nan["layers.0.bias"] = np.full_like(nan["layers.0.bias"], np.nan)
     save_checkpoint(nan, str(folder / "nan.safetensors"), {"activation": "sine", "family": "inr"})
-    table = load_job("canonicalize").main(["--autoencoder", report["exported"], "--input", str(folder),
+    table = canonicalize.main(["--autoencoder", report["exported"], "--input", str(folder),
                                            "--out", str(tmp_path / "canonical"),
                                            "--merge", str(tmp_path / "merged.safetensors"),
                                            "--batch-size", "2"]).to_pylist()
@@ -137,11 +137,11 @@ def test_training_and_canonicalize_jobs_and_bad_input(indexed, tmp_path):
 def test_evaluate_job_writes_the_report_and_the_issue_metrics(indexed, tmp_path):
     """On the tiny zoo's INRs (its training split: the tiny zoo holds out too few), a 2-epoch
     autoencoder: metrics.json with the issue's keys, the orbit collapsed, finite barriers, PNGs."""
-    report = load_job("train_autoencoder").main([
+    report = train_autoencoder.main([
         "--graphs", indexed["graphs"], "--catalog", indexed["catalog"], "--family", "inr", "--latent", "32",
         "--epochs", "1", "--warmup-steps", "5", "--out", str(tmp_path / "runs")])
     out = tmp_path / "report"
-    metrics = load_job("evaluate_autoencoder").main([
+    metrics = evaluate_autoencoder.main([
         "--graphs", indexed["graphs"], "--catalog", indexed["catalog"], "--autoencoders", report["exported"],
         "--out", str(out), "--split", "train", "--held-out", "4", "--orbit", "5", "--pairs", "2"])
     assert {"inr_train_mse", "inr_test_mse", "orbit_max_rel_diff", "inr_equiv_barrier_ae", "inr_equiv_barrier_rebasin",

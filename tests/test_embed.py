@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import load_job, small_encoder_state
+from conftest import small_encoder_state
+from pipeline.commands import query
 
 
 def test_embed_tiny_zoo_is_incremental_and_self_retrieving(indexed):
@@ -81,9 +82,8 @@ def test_near_duplicates_are_the_planted_copies(indexed):
 
 
 def test_query_cli(indexed, capsys):
-    job = load_job("query")
     model = indexed["rows"][0]["model_id"]
-    results = job.main(["--index", indexed["out"], "--graphs", indexed["graphs"], "--catalog", indexed["catalog"],
+    results = query.main(["--index", indexed["out"], "--graphs", indexed["graphs"], "--catalog", indexed["catalog"],
                         "--id", model, "--k", "3", "--family", "mlp"])
     assert len(results) == 3 and all(r["family"] == "mlp" for r in results)
     printed = capsys.readouterr().out

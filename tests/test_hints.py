@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_job
 from pipeline.checkpoint import InvalidHints, open_checkpoint, save_checkpoint
 from pipeline.graph import build_graph
 from pipeline.graph.hints import SIDECAR, Sidecars, check_hints
 from pipeline.testing import random_transform
+from pipeline.commands import ingest_zoo
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_command_line_hints_are_checked():
     assert check_hints({"activation": "ReLU", "num_heads": "4", "family": None}, "x") == \
         {"activation": "relu", "num_heads": 4}
     with pytest.raises(SystemExit) as exit_:
-        load_job("ingest_zoo").main(["nothing", "--out", "nowhere", "--activation", "wobbly"])
+        ingest_zoo.main(["nothing", "--out", "nowhere", "--activation", "wobbly"])
     assert exit_.value.code == 2
 
 

@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import load_job
 from models import example_input, family_models
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.graph import build_graph
@@ -20,6 +19,7 @@ from pipeline.rebasin.interpolate import Path as InterpolationPath
 from pipeline.rebasin.interpolate import export_merged, interpolate, plot_paths
 from pipeline.symmetry import apply, compose, is_identity, random_element, uncoupled_permutation
 from pipeline.testing import assert_different_function, assert_same_function
+from pipeline.commands import rebasin
 
 FAMILIES = family_models()
 
@@ -216,7 +216,7 @@ def test_job_aligns_zoo_pairs_and_records_a_bad_pair(tiny_zoo, tmp_path):
     argv = ["--zoo", str(zoo), "--out", str(out), "--merge-alpha", "0.5", "--plots", "--save-aligned"]
     for a, b in good + [bad]:
         argv += ["--pair", a, b]
-    result = load_job("rebasin").main(argv)
+    result = rebasin.main(argv)
     table = pq.read_table(out / "results.parquet").to_pylist()
     assert len(table) == len(good) + 1
     failed = [r for r in table if r["error"]]
