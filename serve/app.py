@@ -1,7 +1,8 @@
-"""Ray Serve app: HTTP queries over an indexed zoo (the output of jobs/embed_zoo.py).
+"""Ray Serve app: HTTP queries over an indexed zoo (the output of weightzoo index).
 
-    python -m serve.app --index data/index --graphs data/graphs --catalog data/zoo/catalog.parquet \\
-        --encoder-state runs/encoders/scale_gmn.pt            # serves on 127.0.0.1:8000 until Ctrl-C
+    weightzoo serve --index my-index                      # after weightzoo index: on 127.0.0.1:8000 until Ctrl-C
+    weightzoo serve --index data/index --graphs data/graphs --catalog data/zoo/catalog.parquet \\
+        --encoder-state runs/encoders/scale_gmn.pt
 
 Endpoints (JSON out; checkpoints go in as the raw request body, e.g. ``curl --data-binary @m.safetensors``):
 
@@ -21,7 +22,7 @@ GET      /duplicates                        near-duplicate groups, each pair wit
 
 Bad input gets a 4xx with the reason: 400 (empty body), 404 (unknown model), 409 (encoder version
 mismatch), 413 (body over ``max_body_mib``), 422 (not a checkpoint, corrupt, unsafe or unsupported,
-invalid parameters). Uploads are parsed by our own validating readers (never unpickled).
+invalid parameters, a task or family filter no indexed model has: the reply lists those it has). Uploads are parsed by our own validating readers (never unpickled).
 """
 
 import argparse
@@ -31,6 +32,7 @@ import tempfile
 from fastapi import FastAPI, HTTPException, Query, Request
 from ray import serve
 
+from pipeline.encoders.state import DEFAULT_ENCODER
 from pipeline.search.duplicates import DuplicateThresholds
 
 api = FastAPI(title="weightzoo")
@@ -62,12 +64,14 @@ class ZooAPI:
     @api.get("/models/{model}/neighbors")
     def neighbors(self, model: str, k: int = Query(10, ge=1, le=1000), task: str | None = None,
                   family: str | None = None, min_params: int | None = None, max_params: int | None = None) -> dict:
-        from pipeline.search import Filters
+        from pipeline.search import Filters, UnknownFilterValue
 
         try:
             results = self.search.by_id(model, k, Filters(task, family, min_params, max_params))
         except KeyError as exc:
             raise HTTPException(404, str(exc.args[0])) from None
+        except UnknownFilterValue as exc:
+            raise HTTPException(422, str(exc)) from None
         return {"query": model, "results": results}
 
     @api.post("/search")
@@ -76,12 +80,16 @@ class ZooAPI:
                              max_params: int | None = None, filename: str = "upload",
                              activation: str | None = None, model_family: str | None = None,
                              num_heads: int | None = None) -> dict:
-        from pipeline.search import Filters
+        from pipeline.search import Filters, UnknownFilterValue
 
+        filters = Filters(task, family, min_params, max_params)
+        try:
+            self.search.check(filters)
+        except UnknownFilterValue as exc:
+            raise HTTPException(422, str(exc)) from None
         vector = await self._with_upload(request, filename, {"activation": activation, "family": model_family,
                                                              "num_heads": num_heads})
-        return {"query": _safe_name(filename),
-                "results": self.search.search_vector(vector, k, Filters(task, family, min_params, max_params))}
+        return {"query": _safe_name(filename), "results": self.search.search_vector(vector, k, filters)}
 
     @api.post("/embed")
     async def embed(self, request: Request, filename: str = "upload", activation: str | None = None,
@@ -143,15 +151,18 @@ def build_app(args: dict) -> serve.Application:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--index", required=True), parser.add_argument("--graphs", required=True)
-    parser.add_argument("--catalog"), parser.add_argument("--encoder-state")
+    parser.add_argument("--index", required=True, help="weightzoo index's output folder")
+    parser.add_argument("--graphs", help="ingestion output folder (default: <index>/graphs)")
+    parser.add_argument("--catalog", help="zoo catalog.parquet (task labels)")
+    parser.add_argument("--encoder-state", default=DEFAULT_ENCODER, help="the index's encoder (default: the shipped one)")
     parser.add_argument("--host", default="127.0.0.1"), parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     from pipeline.ray_utils import ensure_ray
 
     ensure_ray()
     serve.start(http_options={"host": args.host, "port": args.port})
-    serve.run(build_app({"index": os.path.abspath(args.index), "graphs": os.path.abspath(args.graphs),
+    serve.run(build_app({"index": os.path.abspath(args.index),
+                         "graphs": os.path.abspath(args.graphs or os.path.join(args.index, "graphs")),
                          "catalog": args.catalog and os.path.abspath(args.catalog),
                          "encoder_state": args.encoder_state and os.path.abspath(args.encoder_state)}),
               blocking=True)

@@ -88,6 +88,9 @@ def test_query_cli(indexed, capsys):
     assert len(results) == 3 and all(r["family"] == "mlp" for r in results)
     printed = capsys.readouterr().out
     assert "score" in printed and all(r["model_id"] in printed for r in results)
+    with pytest.raises(SystemExit):  # a filter value no model has: the error lists those that exist
+        query.main(["--index", indexed["out"], "--graphs", indexed["graphs"], "--id", model, "--family", "mpl"])
+    assert "unknown family 'mpl'" in capsys.readouterr().err
 
 
 

@@ -47,6 +47,10 @@ def test_neighbours_by_id_with_filters(server, indexed):
     status, body = _call(f"{server}/models/no-such-model/neighbors")
     assert status == 404 and "no-such-model" in body["detail"]
     assert _call(f"{server}/models/{model}/neighbors?k=0")[0] == 422
+    status, body = _call(f"{server}/models/{model}/neighbors?task=no-such-task")  # not an empty 200
+    assert status == 422 and "no-such-task" in body["detail"] and "moons" in body["detail"]
+    status, body = _call(f"{server}/search?family=transfomer", b"checked before the upload is read")
+    assert status == 422 and "transfomer" in body["detail"] and "mlp" in body["detail"]
 
 
 def test_search_by_uploaded_checkpoint(server, indexed):

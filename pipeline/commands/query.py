@@ -1,19 +1,24 @@
 """Query an indexed zoo: nearest models to an indexed model or to a checkpoint file, with metadata
 filters; or list near-duplicate groups.
 
-    weightzoo search --index data/index --graphs data/graphs --catalog data/zoo/catalog.parquet \\
-        --id moons-mlp-00003 --k 5 --family mlp
-    weightzoo search ... --file new_model.safetensors --encoder-state runs/encoders/scale_gmn.pt
-    weightzoo search ... --near-duplicates --report duplicates.md
+    weightzoo search new_model.safetensors --index my-index         # after: weightzoo index my-checkpoints/ --out my-index
+    weightzoo search moons-mlp-00003 --index data/index --graphs data/graphs --catalog data/zoo/catalog.parquet \\
+        --k 5 --family mlp
+    weightzoo duplicates --index my-index --report duplicates.md
+
+The query is an indexed model (content id, model id or file name) or a checkpoint file (embedded by
+``--encoder-state``, default the shipped encoder: the index's encoder must be the same). ``--graphs``
+defaults to ``<index>/graphs``, where ``weightzoo index`` puts them.
 """
 from __future__ import annotations
 
 import argparse
 import json
 
+from pipeline.encoders.state import DEFAULT_ENCODER
 from pipeline.graph.hints import add_hint_arguments, hints_from_args
-from pipeline.search import DuplicateThresholds, Filters, ZooSearch
-from pipeline.storage import write_file
+from pipeline.search import DuplicateThresholds, Filters, UnknownFilterValue, ZooSearch
+from pipeline.storage import exists, join, write_file
 
 
 def print_results(results: list[dict]) -> None:
@@ -39,11 +44,13 @@ def duplicates_report(groups: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> list:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--index", required=True, help="embed_zoo output folder")
-    parser.add_argument("--graphs", required=True, help="ingestion output folder")
-    parser.add_argument("--catalog", default=None, help="zoo catalog.parquet (task labels)")
-    parser.add_argument("--encoder-state", default=None, help="encoder state file (for --file)")
     what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("query", nargs="?", help="an indexed model (id or file name) or a checkpoint file")
+    parser.add_argument("--index", required=True, help="weightzoo index's output folder")
+    parser.add_argument("--graphs", default=None, help="ingestion output folder (default: <index>/graphs)")
+    parser.add_argument("--catalog", default=None, help="zoo catalog.parquet (task labels)")
+    parser.add_argument("--encoder-state", default=DEFAULT_ENCODER,
+                        help="encoder state file, for a checkpoint file (default: the shipped encoder)")
     what.add_argument("--id", help="content id, model id or file name of an indexed model")
     what.add_argument("--file", help="a checkpoint file")
     what.add_argument("--near-duplicates", action="store_true")
@@ -64,7 +71,9 @@ def main(argv: list[str] | None = None) -> list:
     args = parser.parse_args(argv)
     hints = hints_from_args(args, parser)
 
-    search = ZooSearch(args.index, args.graphs, args.catalog, args.encoder_state)
+    if args.query is not None:  # a checkpoint on disk (file or folder), else an indexed model's name
+        args.file, args.id = (args.query, None) if exists(args.query) else (None, args.query)
+    search = ZooSearch(args.index, args.graphs or join(args.index, "graphs"), args.catalog, args.encoder_state)
     if args.near_duplicates:
         groups = search.near_duplicates(DuplicateThresholds(args.min_cosine, args.max_distance,
                                                             args.max_wiring_distance, args.max_output_distance))
@@ -74,7 +83,11 @@ def main(argv: list[str] | None = None) -> list:
         print(json.dumps(groups, default=str) if args.json else text)
         return groups
     filters = Filters(args.task, args.family, args.min_params, args.max_params)
-    results = search.by_id(args.id, args.k, filters) if args.id else search.by_file(args.file, args.k, filters, hints)
+    try:
+        results = (search.by_id(args.id, args.k, filters) if args.id
+                   else search.by_file(args.file, args.k, filters, hints))
+    except (KeyError, UnknownFilterValue) as exc:  # an unknown model or filter value: say what exists
+        parser.error(exc.args[0])
     if args.json:
         print(json.dumps(results))
     else:

@@ -11,12 +11,17 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from pipeline.constants import EMBEDDING_DIM
 from pipeline.storage import is_dir, join, read_bytes, write_file
+
+#: the encoder that ships with the package (its model card: ``pretrained/MODEL_CARD.md``), used
+#: wherever no other encoder state is named
+DEFAULT_ENCODER = str(Path(__file__).with_name("pretrained") / "scale_gmn-default.pt")
 
 
 class EncoderWithHead(nn.Module):

@@ -4,7 +4,7 @@
 from pipeline.search.duplicates import DuplicateThresholds
 from pipeline.search.embed import read_embeddings, run_embed
 from pipeline.search.index import EncoderMismatch, ModelIndex
-from pipeline.search.query import Filters, ZooSearch
+from pipeline.search.query import Filters, UnknownFilterValue, ZooSearch
 
-__all__ = ["DuplicateThresholds", "EncoderMismatch", "Filters", "ModelIndex", "ZooSearch", "read_embeddings",
+__all__ = ["DuplicateThresholds", "EncoderMismatch", "Filters", "ModelIndex", "UnknownFilterValue", "ZooSearch", "read_embeddings",
            "run_embed"]

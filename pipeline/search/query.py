@@ -34,6 +34,10 @@ class Filters:
                 and (self.max_params is None or meta.get("num_params", 0) <= self.max_params))
 
 
+class UnknownFilterValue(ValueError):
+    """A filter naming a task or family that no indexed model has (the message lists those it has)."""
+
+
 class ZooSearch:
     """``out``: an embed_zoo output folder; ``graphs``: its ingestion folder; ``catalog``: the zoo's
     catalog.parquet (optional); ``encoder_state``: the encoder's state file (needed for queries by
@@ -105,9 +109,22 @@ class ZooSearch:
             self._encoder = trained.encoder
         return self._encoder
 
+    def known(self, field: str) -> list[str]:
+        """The values of a metadata ``field`` (``task``, ``family``) the indexed models have, sorted."""
+        return sorted({m[field] for m in self.meta.values() if m.get(field)})
+
+    def check(self, filters: Filters) -> None:
+        """Raise :class:`UnknownFilterValue` when ``filters`` name a task or family no model has."""
+        for field in ("task", "family"):
+            value = getattr(filters, field)
+            if value is not None and value not in self.known(field):
+                raise UnknownFilterValue(f"unknown {field} {value!r}; the index has: {', '.join(self.known(field))}")
+
     def search_vector(self, vector: np.ndarray, k: int, filters: Filters, exclude: str | None = None) -> list[dict]:
         """Top-``k`` indexed models nearest to ``vector [dim]`` that pass ``filters`` (fetching more
-        candidates from faiss until ``k`` pass or the index is exhausted), best first, with metadata."""
+        candidates from faiss until ``k`` pass or the index is exhausted), best first, with metadata.
+        Raises :class:`UnknownFilterValue` for a task or family no indexed model has."""
+        self.check(filters)
         fetch = k + 1
         while True:
             hits = self.index.search(vector[None], fetch, self.index.encoder_version)[0]
