@@ -1,15 +1,20 @@
-"""Ray Serve app: HTTP queries over an indexed zoo (the output of weightzoo index).
+"""Ray Serve app: HTTP queries over an indexed zoo (the output of weightzoo index), and
+canonicalization, alignment and merging of uploaded checkpoints.
 
     weightzoo serve --index my-index                      # after weightzoo index: on 127.0.0.1:8000 until Ctrl-C
     weightzoo serve --index data/index --graphs data/graphs --catalog data/zoo/catalog.parquet \\
-        --encoder-state runs/encoders/scale_gmn.pt
+        --encoder-state runs/encoders/scale_gmn.pt --autoencoder runs/autoencoders/ae-inr_sine-scale_gmn.pt
+    serve run serve.app:build_app index=data/index        # Serve's own runner (a config file: serve deploy)
 
-Endpoints (JSON out; checkpoints go in as the raw request body, e.g. ``curl --data-binary @m.safetensors``):
+Deployments, composed through handles and each sized on its own: ``Ingress`` (FastAPI, no CPU work),
+``Embedder`` (batched, off the event loop), ``Searcher`` (the index), ``Aligner``, and
+``Canonicalizer`` when autoencoders are given.
 
 =======  =================================  ==========================================================
+GET      /healthz, /readyz                  liveness; readiness (the index and encoder answer, else 503)
 GET      /health                            index size and encoder version
-GET      /models/{model}/neighbors          top-k by model (content id, model id or file name);
-                                            query: k, task, family, min_params, max_params
+GET      /models/{model}                    an indexed model's metadata (content id, model id or file name)
+GET      /models/{model}/neighbors          top-k by model; query: k, task, family, min_params, max_params
 POST     /search                            top-k by an uploaded checkpoint; same query parameters
                                             plus ``filename`` (names the upload in errors) and the
                                             upload's hints ``activation``, ``model_family``,
@@ -18,135 +23,52 @@ POST     /embed                             the uploaded checkpoint's embedding;
 GET      /duplicates                        near-duplicate groups, each pair with its evidence;
                                             query: min_cosine, max_distance, max_wiring_distance,
                                             max_output_distance
+GET      /models/{model}/duplicates         the model's near-duplicate group
+POST     /canonicalize                      the upload's canonical network (safetensors download)
+POST     /align                             multipart files ``a``, ``b``: B aligned to A, or with
+                                            ``alpha`` the merged model (safetensors download)
+GET      /docs                              the OpenAPI page
 =======  =================================  ==========================================================
 
 Bad input gets a 4xx with the reason: 400 (empty body), 404 (unknown model), 409 (encoder version
 mismatch), 413 (body over ``max_body_mib``), 422 (not a checkpoint, corrupt, unsafe or unsupported,
-invalid parameters, a task or family filter no indexed model has: the reply lists those it has). Uploads are parsed by our own validating readers (never unpickled).
+invalid parameters, a task or family filter no indexed model has: the reply lists those it has;
+architectures that do not match). Uploads are parsed by our own validating readers (never unpickled).
 """
+from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from pydantic import BaseModel, Field
 from ray import serve
 
 from pipeline.encoders.state import DEFAULT_ENCODER
-from pipeline.search.duplicates import DuplicateThresholds
-
-api = FastAPI(title="weightzoo")
-DUPLICATES = DuplicateThresholds()
-
-
-def _safe_name(filename: str) -> str:
-    name = os.path.basename(filename.replace("\\", "/")).strip() or "upload"
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:128]
+from serve.aligner import Aligner
+from serve.canonicalizer import Canonicalizer
+from serve.embedder import Embedder
+from serve.ingress import Ingress
+from serve.searcher import Searcher
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16)
-@serve.ingress(api)
-class ZooAPI:
-    def __init__(self, index: str, graphs: str, catalog: str | None = None, encoder_state: str | None = None,
-                 max_body_mib: float = 256.0):
-        import torch
-
-        from pipeline.search import ZooSearch
-
-        torch.set_num_threads(1)
-        self.search = ZooSearch(index, graphs, catalog, encoder_state)
-        self.max_body = int(max_body_mib * 2**20)
-
-    @api.get("/health")
-    def health(self) -> dict:
-        return {"models": len(self.search.index), "encoder_version": self.search.index.encoder_version}
-
-    @api.get("/models/{model}/neighbors")
-    def neighbors(self, model: str, k: int = Query(10, ge=1, le=1000), task: str | None = None,
-                  family: str | None = None, min_params: int | None = None, max_params: int | None = None) -> dict:
-        from pipeline.search import Filters, UnknownFilterValue
-
-        try:
-            results = self.search.by_id(model, k, Filters(task, family, min_params, max_params))
-        except KeyError as exc:
-            raise HTTPException(404, str(exc.args[0])) from None
-        except UnknownFilterValue as exc:
-            raise HTTPException(422, str(exc)) from None
-        return {"query": model, "results": results}
-
-    @api.post("/search")
-    async def search_by_file(self, request: Request, k: int = Query(10, ge=1, le=1000), task: str | None = None,
-                             family: str | None = None, min_params: int | None = None,
-                             max_params: int | None = None, filename: str = "upload",
-                             activation: str | None = None, model_family: str | None = None,
-                             num_heads: int | None = None) -> dict:
-        from pipeline.search import Filters, UnknownFilterValue
-
-        filters = Filters(task, family, min_params, max_params)
-        try:
-            self.search.check(filters)
-        except UnknownFilterValue as exc:
-            raise HTTPException(422, str(exc)) from None
-        vector = await self._with_upload(request, filename, {"activation": activation, "family": model_family,
-                                                             "num_heads": num_heads})
-        return {"query": _safe_name(filename), "results": self.search.search_vector(vector, k, filters)}
-
-    @api.post("/embed")
-    async def embed(self, request: Request, filename: str = "upload", activation: str | None = None,
-                    family: str | None = None, num_heads: int | None = None) -> dict:
-        vector = await self._with_upload(request, filename, {"activation": activation, "family": family,
-                                                             "num_heads": num_heads})
-        return {"encoder_version": self.search.index.encoder_version, "vector": vector.tolist()}
-
-    @api.get("/duplicates")
-    def duplicates(self, min_cosine: float = Query(DUPLICATES.min_cosine, ge=-1, le=1),
-                   max_distance: float = Query(DUPLICATES.max_distance, ge=0),
-                   max_wiring_distance: float = Query(DUPLICATES.max_wiring_distance, ge=0),
-                   max_output_distance: float = Query(DUPLICATES.max_output_distance, ge=0)) -> dict:
-        groups = self.search.near_duplicates(DuplicateThresholds(min_cosine, max_distance, max_wiring_distance,
-                                                                 max_output_distance))
-        return {"groups": [{"models": g["models"], "pairs": g["pairs"]} for g in groups]}
-
-    async def _with_upload(self, request: Request, filename: str, hints: dict):
-        """The uploaded checkpoint's embedding (built with ``hints``, see pipeline.graph.hints); 4xx
-        on bad input."""
-        from pipeline.checkpoint import CheckpointError
-        from pipeline.graph.hints import check_hints
-        from pipeline.search import EncoderMismatch
-
-        try:
-            hints = check_hints(hints, "query parameters")
-        except CheckpointError as exc:
-            raise HTTPException(422, exc.reason) from None
-
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise HTTPException(413, f"checkpoint of {declared} bytes is over the {self.max_body}-byte limit")
-        with tempfile.TemporaryDirectory() as folder:
-            path = os.path.join(folder, _safe_name(filename))
-            size = 0
-            with open(path, "wb") as f:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > self.max_body:
-                        raise HTTPException(413, f"checkpoint is over the {self.max_body}-byte limit")
-                    f.write(chunk)
-            if size == 0:
-                raise HTTPException(400, "empty request body: send the checkpoint's bytes")
-            try:
-                return self.search.embed_file(path, hints, sidecar=False)
-            except CheckpointError as exc:
-                raise HTTPException(422, f"{_safe_name(filename)}: {exc.kind}: {exc.reason}") from None
-            except EncoderMismatch as exc:
-                raise HTTPException(409, str(exc)) from None
-            except ValueError as exc:  # e.g. no encoder state configured
-                raise HTTPException(422, str(exc)) from None
+class AppArgs(BaseModel):
+    """The app builder's arguments (``serve run serve.app:build_app key=value ...`` or a Serve
+    config file's ``args``). Paths or URIs."""
+    index: str = Field(description="weightzoo index's output folder")
+    graphs: str | None = Field(None, description="its ingestion folder (default: <index>/graphs)")
+    catalog: str | None = Field(None, description="the zoo's catalog.parquet (task labels)")
+    encoder_state: str = Field(DEFAULT_ENCODER, description="the index's encoder (default: the shipped one)")
+    autoencoders: list[str] = Field(default_factory=list, description="autoencoders for /canonicalize")
+    max_body_mib: float = Field(256.0, gt=0, description="the largest checkpoint accepted")
 
 
-def build_app(args: dict) -> serve.Application:
-    """``serve run serve.app:build_app index=... graphs=... [catalog=...] [encoder_state=...]``."""
-    return ZooAPI.bind(args["index"], args["graphs"], args.get("catalog"), args.get("encoder_state"),
-                       float(args.get("max_body_mib", 256.0)))
+def build_app(args: AppArgs | dict) -> serve.Application:
+    """The composed app (Serve validates ``args`` against :class:`AppArgs`)."""
+    config = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
+    graphs = config.graphs or os.path.join(config.index, "graphs")
+    canonicalizer = Canonicalizer.bind(config.autoencoders) if config.autoencoders else None
+    return Ingress.bind(Embedder.bind(config.encoder_state), Searcher.bind(config.index, graphs, config.catalog),
+                        Aligner.bind(), canonicalizer, config.max_body_mib)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -155,16 +77,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--graphs", help="ingestion output folder (default: <index>/graphs)")
     parser.add_argument("--catalog", help="zoo catalog.parquet (task labels)")
     parser.add_argument("--encoder-state", default=DEFAULT_ENCODER, help="the index's encoder (default: the shipped one)")
+    parser.add_argument("--autoencoder", action="append", default=[], help="an autoencoder for /canonicalize (repeat)")
+    parser.add_argument("--max-body-mib", type=float, default=256.0)
     parser.add_argument("--host", default="127.0.0.1"), parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     from pipeline.ray_utils import ensure_ray
 
+    absolute = lambda p: p and (p if "://" in p else os.path.abspath(p))  # noqa: E731 -- replicas run elsewhere
     ensure_ray()
     serve.start(http_options={"host": args.host, "port": args.port})
-    serve.run(build_app({"index": os.path.abspath(args.index),
-                         "graphs": os.path.abspath(args.graphs or os.path.join(args.index, "graphs")),
-                         "catalog": args.catalog and os.path.abspath(args.catalog),
-                         "encoder_state": args.encoder_state and os.path.abspath(args.encoder_state)}),
+    serve.run(build_app(AppArgs(index=absolute(args.index), graphs=absolute(args.graphs), catalog=absolute(args.catalog),
+                                encoder_state=absolute(args.encoder_state),
+                                autoencoders=[absolute(a) for a in args.autoencoder], max_body_mib=args.max_body_mib)),
               blocking=True)
 
 

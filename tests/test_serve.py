@@ -15,6 +15,22 @@ import torch
 PORT = 8431
 
 
+def _autoencoder(indexed) -> str:
+    """An untrained SIREN autoencoder (its canonical forms are exactly invariant all the same)."""
+    from pipeline.autoencoder import Autoencoder, target_of
+    from pipeline.autoencoder.trainer import AutoencoderConfig, save_autoencoder, target_config
+    from pipeline.checkpoint import open_checkpoint
+
+    rows = [r for r in indexed["rows"] if r["family"] == "inr"]
+    target = target_of(rows[0])
+    stats = target.statistics([open_checkpoint(str(indexed["zoo"] / r["path"])).tensors for r in rows])
+    torch.manual_seed(0)
+    model = Autoencoder(target, latent=32, weight_stats=stats)
+    path = str(indexed["tmp"] / "served-ae.pt")
+    save_autoencoder(model, AutoencoderConfig(target=target_config(target), latent=32, weight_stats=stats), path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def server(ray_session, indexed):
     from ray import serve
@@ -23,18 +39,53 @@ def server(ray_session, indexed):
 
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(build_app({"index": indexed["out"], "graphs": indexed["graphs"], "catalog": indexed["catalog"],
-                         "encoder_state": indexed["state"], "max_body_mib": 1}), name="zoo", route_prefix="/")
+                         "encoder_state": indexed["state"], "autoencoders": [_autoencoder(indexed)],
+                         "max_body_mib": 1}), name="zoo", route_prefix="/")
     yield f"http://127.0.0.1:{PORT}"
     serve.delete("zoo")
 
 
-def _call(url: str, body: bytes | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+def _call(url: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    status, _, data = _raw(url, body, headers)
+    return status, json.loads(data)
+
+
+def _raw(url: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    """``(status, headers (lower-case names), body)`` of a GET, or a POST of ``body``."""
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET",
+                                     headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def _multipart(files: dict[str, tuple[str, bytes]]) -> tuple[bytes, dict]:
+    """A multipart/form-data body of ``field -> (file name, bytes)`` and its content type header."""
+    boundary = "weightzoo-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+             f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
+             for field, (name, data) in files.items()]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), {
+        "Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def _tensors(data: bytes) -> dict:
+    from safetensors.numpy import load
+
+    return load(data)
+
+
+def _moved(indexed, row, seed: int) -> bytes:
+    """A random group element of a zoo model (the same function), as safetensors bytes."""
+    from pipeline.checkpoint import open_checkpoint
+    from pipeline.checkpoint.writer import checkpoint_bytes
+    from pipeline.graph import build_graph
+    from pipeline.testing import random_transform
+
+    ckpt = open_checkpoint(str(indexed["zoo"] / row["path"]))
+    return checkpoint_bytes(random_transform(build_graph(ckpt), np.random.default_rng(seed)).tensors, ckpt.metadata)
 
 
 def test_neighbours_by_id_with_filters(server, indexed):
@@ -101,3 +152,64 @@ def test_duplicates_endpoint(server, indexed):
     found = sorted(tuple(sorted(m["model_id"] for m in g["models"])) for g in body["groups"])
     assert found == sorted(tuple(sorted((r["model_id"], r["duplicate_of"]))) for r in indexed["rows"]
                            if r["duplicate_of"])
+
+
+def test_model_metadata_liveness_and_readiness(server, indexed):
+    row = indexed["rows"][3]
+    status, body = _call(f"{server}/models/{row['model_id']}")
+    assert status == 200 and body["model_id"] == row["model_id"] and body["task"] == row["task"]
+    assert _call(f"{server}/models/nope")[0] == 404
+    assert _call(f"{server}/healthz") == (200, {"status": "ok"})
+    status, body = _call(f"{server}/readyz")
+    assert status == 200 and body["ready"] and body["models"] == len(indexed["rows"])
+    assert body["embedder_version"] == body["encoder_version"]
+
+
+def test_a_models_duplicates(server, indexed):
+    copy = next(r for r in indexed["rows"] if r["duplicate_of"])
+    status, body = _call(f"{server}/models/{copy['duplicate_of']}/duplicates")
+    assert status == 200 and len(body["groups"]) == 1
+    assert {copy["model_id"], copy["duplicate_of"]} <= {m["model_id"] for m in body["groups"][0]["models"]}
+    loner = next(r for r in indexed["rows"] if not r["duplicate_of"]
+                 and r["model_id"] not in {x["duplicate_of"] for x in indexed["rows"]})
+    assert _call(f"{server}/models/{loner['model_id']}/duplicates") == (200, {"query": loner["model_id"], "groups": []})
+
+
+def test_canonicalize_gives_one_network_per_orbit(server, indexed):
+    inr = next(r for r in indexed["rows"] if r["family"] == "inr" and not r["duplicate_of"])
+    forms = []
+    for seed in (1, 2):
+        status, headers, data = _raw(f"{server}/canonicalize?filename=mine.safetensors", _moved(indexed, inr, seed))
+        assert status == 200 and headers["content-type"] == "application/octet-stream"
+        assert "mine.canonical.safetensors" in headers["content-disposition"]
+        assert json.loads(headers["x-weightzoo-figures"])["reconstruction_error"] >= 0
+        forms.append(_tensors(data))
+    assert forms[0].keys() == {"layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias",
+                               "layers.2.weight", "layers.2.bias"}
+    for name, t in forms[0].items():
+        np.testing.assert_allclose(forms[1][name], t, rtol=1e-5, atol=1e-6)
+    cnn = next(r for r in indexed["rows"] if r["family"] == "cnn")
+    status, body = _call(f"{server}/canonicalize?filename=cnn.safetensors", (indexed["zoo"] / cnn["path"]).read_bytes())
+    assert status == 422 and "UnsupportedArchitecture" in body["detail"] and "inr_sine" in body["detail"]
+
+
+def test_align_recovers_a_planted_element_and_merges(server, indexed):
+    row = next(r for r in indexed["rows"] if r["family"] == "mlp" and not r["duplicate_of"])
+    original = (indexed["zoo"] / row["path"]).read_bytes()
+    body, headers = _multipart({"a": ("a.safetensors", original), "b": ("b.safetensors", _moved(indexed, row, 4))})
+    status, answer_headers, data = _raw(f"{server}/align", body, headers)
+    assert status == 200 and "b.aligned.safetensors" in answer_headers["content-disposition"]
+    assert json.loads(answer_headers["x-weightzoo-figures"])["similarity"] > 1 - 1e-6
+    for name, t in _tensors(original).items():
+        np.testing.assert_allclose(_tensors(data)[name], t, rtol=1e-4, atol=1e-5)
+    status, _, data = _raw(f"{server}/align?alpha=0.5", body, headers)
+    assert status == 200 and _tensors(data).keys() == _tensors(original).keys()
+    other = next(r for r in indexed["rows"] if r["family"] == "cnn")
+    body, headers = _multipart({"a": ("a.safetensors", original),
+                                "b": ("cnn.safetensors", (indexed["zoo"] / other["path"]).read_bytes())})
+    status, _, data = _raw(f"{server}/align", body, headers)
+    assert status == 422 and "cannot be aligned" in json.loads(data)["detail"]
+    body, headers = _multipart({"a": ("a.safetensors", original)})
+    status, _, data = _raw(f"{server}/align", body, headers)
+    assert status == 422 and "'b'" in json.loads(data)["detail"]
+    assert _call(f"{server}/healthz")[0] == 200

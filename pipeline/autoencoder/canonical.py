@@ -30,6 +30,14 @@ def canonical_forms(model: Autoencoder, graphs: list[WeightGraph]) -> tuple[list
     return forms, errors
 
 
+def target_metadata(model: Autoencoder, autoencoder: str) -> dict[str, str]:
+    """The safetensors metadata every checkpoint the autoencoder writes carries: what rebuilds its
+    target architecture (``family``, ``activation``, ``arch``) and the ``autoencoder`` (its file)."""
+    target = model.target
+    return {"autoencoder": autoencoder, "family": target.family, "activation": target.activation,
+            "arch": dict(target.spec)["arch"]}
+
+
 def merge(forms: Iterable[dict[str, np.ndarray]], weights: Iterable[float] | None = None) -> dict[str, np.ndarray]:
     """Models merged in canonical space: the weighted mean (default: equal weights) of their
     canonical forms, accumulated one form at a time (``forms`` may be a stream). No assignment

@@ -31,8 +31,12 @@ def save_checkpoint(tensors: dict, path: str, metadata: dict[str, str] | None = 
 
     ``metadata`` values must be strings (safetensors ``__metadata__``).
     """
-    arrays = {name: to_numpy(t) for name, t in tensors.items()}
-    data = _save_bytes(arrays, metadata=metadata)
+    data = checkpoint_bytes(tensors, metadata)
     fs, target = resolve(path)
     fs.create_dir(posixpath.dirname(target), recursive=True)
     write_bytes_atomic(fs, target, lambda stream: stream.write(data))
+
+
+def checkpoint_bytes(tensors: dict, metadata: dict[str, str] | None = None) -> bytes:
+    """What :func:`save_checkpoint` writes, as bytes (e.g. an HTTP download)."""
+    return _save_bytes({name: to_numpy(t) for name, t in tensors.items()}, metadata=metadata)

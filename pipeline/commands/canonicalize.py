@@ -23,7 +23,7 @@ import posixpath
 
 import pyarrow as pa
 
-from pipeline.autoencoder.canonical import canonical_forms, merge
+from pipeline.autoencoder.canonical import canonical_forms, merge, target_metadata
 from pipeline.autoencoder.trainer import load_autoencoder
 from pipeline.checkpoint import CheckpointError, open_checkpoint, save_checkpoint
 from pipeline.checkpoint.discover import discover
@@ -44,8 +44,7 @@ def canonicalize_all(autoencoder: str, inputs: list[str], out: str, hints: dict 
     sources, JSON)."""
     model, _ = load_autoencoder(autoencoder)
     target, rows = model.target, []
-    metadata = {"autoencoder": autoencoder, "family": target.family, "activation": target.activation,
-                "arch": dict(target.spec)["arch"]}
+    metadata = target_metadata(model, autoencoder)
 
     def batches():
         batch = []
