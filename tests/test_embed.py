@@ -117,3 +117,51 @@ def test_embeddings_written_before_the_wiring_came_in_parts_still_read(tmp_path)
     (prints,) = table_prints(table)
     assert [p.tolist() for p in prints.wiring] == [[0.5, 0.25]] and prints.candidates == {}
     assert wiring_distance(prints.wiring, [np.array([0.5, 0.25]), np.array([1.0])]) == float("inf")
+
+
+def _sklearn_mlp_state(seed: int) -> dict:
+    """A ReLU MLP trained by scikit-learn on its bundled digits, as a bare state dict (``0.weight``,
+    ``0.bias``, ``2.weight``, ...) with no record of its activation."""
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = load_digits(return_X_y=True)
+    model = MLPClassifier((32, 16), max_iter=40, random_state=seed).fit(x / 16, y)
+    return {f"{2 * k}.{kind}": torch.from_numpy(np.ascontiguousarray(t.T if kind == "weight" else t))
+            for k, (w, b) in enumerate(zip(model.coefs_, model.intercepts_)) for kind, t in (("weight", w), ("bias", b))}
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_any_folder_is_indexed_and_searched_with_the_shipped_encoder(tiny_zoo, tmp_path, capsys):
+    """No training, no labels: ``weightzoo index <folder>`` on models nobody here made (scikit-learn
+    MLPs as bare state dicts) beside a few zoo models, then ``weightzoo search <file>``: a permuted
+    and rescaled copy of one MLP finds that MLP first, at cosine 1."""
+    import shutil
+
+    import torch
+
+    from pipeline.checkpoint import open_checkpoint, save_checkpoint
+    from pipeline.commands import embed_zoo
+    from pipeline.encoders.state import DEFAULT_ENCODER, encoder_version
+    from pipeline.graph import build_graph
+    from pipeline.testing import random_transform
+
+    zoo, catalog = tiny_zoo
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for row in [r for r in catalog.to_pylist() if not r["duplicate_of"]][::6]:
+        shutil.copy(zoo / row["path"], mine)
+    for seed in range(3):
+        torch.save(_sklearn_mlp_state(seed), mine / f"sklearn-{seed}.pt")
+    out = str(tmp_path / "index")
+    summary = embed_zoo.main([str(mine), "--out", out, "--activation", "relu"])
+    assert summary["encoder_version"] == encoder_version(DEFAULT_ENCODER, "scale_gmn")
+    graph = build_graph(open_checkpoint(str(mine / "sklearn-1.pt")), command_line={"activation": "relu"})
+    save_checkpoint(random_transform(graph, np.random.default_rng(3)).tensors, str(tmp_path / "copy.safetensors"),
+                    {"activation": "relu"})
+    capsys.readouterr()
+    results = query.main([str(tmp_path / "copy.safetensors"), "--index", out, "--k", "3"])
+    assert results[0]["file"] == "sklearn-1.pt" and results[0]["score"] > 1 - 1e-5
+    assert all(r["score"] < 1 - 1e-4 for r in results[1:])
+    assert "sklearn-1" in capsys.readouterr().out
