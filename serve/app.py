@@ -40,7 +40,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from pipeline.encoders.state import DEFAULT_ENCODER
@@ -53,7 +53,8 @@ from serve.searcher import Searcher
 
 class AppArgs(BaseModel):
     """The app builder's arguments (``serve run serve.app:build_app key=value ...`` or a Serve
-    config file's ``args``). Paths or URIs."""
+    config file's ``args``; an unknown key is refused). Paths or URIs."""
+    model_config = ConfigDict(extra="forbid")
     index: str = Field(description="weightzoo index's output folder")
     graphs: str | None = Field(None, description="its ingestion folder (default: <index>/graphs)")
     catalog: str | None = Field(None, description="the zoo's catalog.parquet (task labels)")
