@@ -28,7 +28,8 @@ from pipeline.symmetry import random_element, transformed
 
 
 def reconstruction(model: Autoencoder, graphs: list[WeightGraph], rows: list[dict]) -> dict:
-    """Reconstruction figures of held-out models (``rows``: their catalog rows). INRs: ``pixel_mse``
+    """Reconstruction figures of held-out models (``rows``: their catalog rows; classifiers' given
+    and decoded accuracies are both measured here, on the task's test split). INRs: ``pixel_mse``
     on the pixel grid of their images (16x16, which they fit: the seed's measure), ``pixel_mse_32``
     between the pixels too (the 32x32 grid) and ``floor_mse_32``, each INR's own error there against
     its image upsampled."""
@@ -41,7 +42,7 @@ def reconstruction(model: Autoencoder, graphs: list[WeightGraph], rows: list[dic
         floor = [4.0 / 10 ** (r["test_metric"] / 10) for r in rows]
         return {"pixel_mse": float(((given - decoded) ** 2).mean()), "pixel_mse_32": float(np.mean(errors)),
                 "floor_mse_32": float(np.mean(floor)), "models": len(graphs)}
-    given = np.array([r["test_metric"] for r in rows])
+    given = np.array([ZooEvaluator(r, g.tensors)(g.tensors)[1] for r, g in zip(rows, graphs)])
     decoded = np.array([ZooEvaluator(r, f)(f)[1] for r, f in zip(rows, forms)])
     return {"l1_error": float(np.mean(np.abs(given - decoded))), "kendall_tau": float(kendalltau(given, decoded)[0]),
             "distillation_loss": float(np.mean(errors)), "models": len(graphs)}
@@ -99,7 +100,7 @@ def merged_accuracy(model: Autoencoder, graphs: list[WeightGraph], rows: list[di
     for i, tensors in enumerate(aligned[1:], start=2):  # running mean: average of the first i models
         average = interpolate(average, tensors, 1.0 / i)
     return {"ae": evaluate(merge(forms))[1], "rebasin": evaluate(average)[1],
-            "parents": float(np.mean([r["test_metric"] for r in rows]))}
+            "parents": float(np.mean([evaluate(g.tensors)[1] for g in graphs]))}
 
 
 def rates(model: Autoencoder, graphs: list[WeightGraph]) -> dict:

@@ -33,7 +33,10 @@ class TaskData:
 def _split(name, dataset, kind, x, y, num_outputs, seed=0) -> TaskData:
     stratify = y if kind == "classification" else None
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=seed, stratify=stratify)
-    mean, std = x_tr.mean(0), x_tr.std(0) + 1e-6
+    # standardized by the training split; a feature constant there (a digits pixel always blank) is
+    # only centred: divided by its zero spread, a test value there would become enormous
+    mean, std = x_tr.mean(0), x_tr.std(0)
+    std = np.where(std > 1e-6, std, 1.0)
     x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
     if kind == "regression":
         y_mean, y_std = y_tr.mean(), y_tr.std() + 1e-6
