@@ -22,6 +22,7 @@ import json
 import posixpath
 
 import pyarrow as pa
+from tqdm import tqdm
 
 from pipeline.autoencoder.canonical import canonical_forms, merge, target_metadata
 from pipeline.autoencoder.trainer import load_autoencoder
@@ -63,7 +64,7 @@ def canonicalize_all(autoencoder: str, inputs: list[str], out: str, hints: dict 
 
     def written():
         """Each canonical form, once written."""
-        for batch in batches():
+        for batch in tqdm(batches(), desc="canonicalizing", unit="batch"):
             forms, errors = canonical_forms(model, [g for _, g in batch])
             for (uri, _), tensors, error in zip(batch, forms, errors):
                 name = posixpath.basename(uri.rstrip("/")).removesuffix(".safetensors")
