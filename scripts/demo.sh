@@ -9,7 +9,8 @@
 #   5. query: the nearest models to one model, and the near-duplicate groups;
 #   6. canonicalize: a small canonicalization autoencoder (ScaleGMN encoder, latent 32, 4 epochs on
 #      the tiny zoo's 10 SIRENs: a demo of the pipeline, not of its accuracy) turns two SIRENs into
-#      canonical networks and merges them by averaging their canonical forms.
+#      canonical networks and merges them by averaging their canonical forms;
+#   7. weightzoo index / search with the encoder that ships with the package: no training, no labels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
@@ -51,3 +52,7 @@ $PY jobs/canonicalize.py --autoencoder "$RUNS/autoencoders/demo-ae.pt" \
     --input "$ZOO/models/inr_digits-inr-00000.safetensors" "$ZOO/models/inr_digits-inr-00001.safetensors" \
     --out "$RUNS/canonical" --merge "$RUNS/canonical/merged.safetensors"
 ls "$RUNS/canonical"
+echo
+echo "== any folder, no training: the encoder that ships with the package indexes the checkpoints =="
+.venv/bin/weightzoo index "$ZOO/models" --out "$INDEX-shipped" 2>/dev/null | tail -n 1
+.venv/bin/weightzoo search "$ZOO/models/moons-mlp-00000.safetensors" --index "$INDEX-shipped" --k 3 2>/dev/null
