@@ -51,18 +51,21 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None):
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; its exit status (0: done; argparse exits 2 on bad arguments). What the
+    command's ``main`` returns is for callers of :mod:`pipeline.commands`, not the shell."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
-        return None
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"weightzoo: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
     name, fixed = COMMANDS[command]
     sys.argv[0] = f"weightzoo {command}"  # argparse's prog, in usage lines and errors
-    return importlib.import_module(name).main([*fixed, *rest])
+    importlib.import_module(name).main([*fixed, *rest])
+    return 0
 
 
 if __name__ == "__main__":

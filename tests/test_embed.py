@@ -3,6 +3,10 @@ finds each model first by its own vector, re-running embeds nothing; queries by 
 honour filters and the encoder version; near-duplicate groups are exactly the planted copies."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -88,6 +92,9 @@ def test_query_cli(indexed, capsys):
     assert len(results) == 3 and all(r["family"] == "mlp" for r in results)
     printed = capsys.readouterr().out
     assert "score" in printed and all(r["model_id"] in printed for r in results)
+    shell = subprocess.run([str(Path(sys.executable).with_name("weightzoo")), "search", model, "--index", indexed["out"],
+                            "--graphs", indexed["graphs"], "--k", "3"], capture_output=True, text=True, timeout=120)
+    assert shell.returncode == 0 and results[0]["model_id"] in shell.stdout  # the installed command, exit 0
     with pytest.raises(SystemExit):  # a filter value no model has: the error lists those that exist
         query.main(["--index", indexed["out"], "--graphs", indexed["graphs"], "--id", model, "--family", "mpl"])
     assert "unknown family 'mpl'" in capsys.readouterr().err
