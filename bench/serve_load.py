@@ -88,10 +88,11 @@ def _post(path: str, body: bytes):
 
 
 def _replica_pids(deployment: str) -> list[int]:
-    from ray.util.state import list_actors
+    """The processes of the app's replicas of ``deployment`` (Ray titles them ``ray::ServeReplica:<app>:<name>``)."""
+    import psutil
 
-    return [a.pid for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
-            if a.class_name.startswith("ServeReplica") and f":{deployment}" in (a.name or "")]
+    title = f"ServeReplica:zoo:{deployment}"
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if any(title in part for part in p.info["cmdline"] or ())]
 
 
 def _rss(pids: list[int]) -> int:
@@ -127,11 +128,11 @@ def main(argv: list[str] | None = None) -> dict:
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     trivial = FastAPI()
 
-    @serve.deployment(ray_actor_options={"num_cpus": 0.1})
+    @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)  # as the app's ingress
     @serve.ingress(trivial)
     class Trivial:
         @trivial.get("/")
-        def ok(self) -> dict:
+        async def ok(self) -> dict:
             return {"ok": True}
 
     serve.run(Trivial.bind(), name="trivial", route_prefix="/trivial")
