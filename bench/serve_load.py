@@ -2,15 +2,15 @@
 on this machine) against the app's ``GET /models/{id}/neighbors`` and ``POST /search`` (an uploaded
 checkpoint) at concurrency 1, 16 and 64; then a replica of the search deployment killed during load.
 
-    python bench/serve_load.py --index data/index-shipped --catalog data/zoo/catalog.parquet
+    python bench/serve_load.py --index data/index-shipped --checkpoints data/zoo/models --catalog data/zoo/catalog.parquet
     python bench/serve_load.py ... --seconds 5 --levels 1 16     # quicker
 
 The index is ``weightzoo index``'s output (its graphs in ``<index>/graphs``; built here from
 ``--checkpoints`` with the shipped encoder when missing). Clients are threads, each with one
 keep-alive connection, for ``--seconds`` per level; they share the machine's cores with the server.
 Reported: requests per second, p50 and p99 latency, 5xx and failed requests; for the kill, the
-5xx outside the kill window, the time from the kill to the first of ``RECOVERED_RUN`` successes in
-a row, and the replicas' RSS growth over the run. Prints a table, then one JSON line.
+5xx outside the kill window, the time from the kill until the first of ``RECOVERED_RUN`` successes in
+a row (by completion, among requests sent after it), and the replicas' RSS growth over the run. Prints a table, then one JSON line.
 """
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ import numpy as np
 PORT = 8477
 #: a run of this many successful requests in a row after the kill counts as recovered
 RECOVERED_RUN = 20
+#: the kill comes this long into its load phase, which lasts at least KILL_PHASE_S
+KILL_AFTER_S = 2.0
+KILL_PHASE_S = 30.0
 
 
 @dataclass
@@ -159,24 +162,27 @@ def main(argv: list[str] | None = None) -> dict:
     kill_at = {}
 
     def killer():
-        time.sleep(args.seconds / 3)
+        time.sleep(KILL_AFTER_S)
         pid = _replica_pids("Searcher")[0]
         kill_at["t"] = time.perf_counter()
         os.kill(pid, 9)
 
     thread = threading.Thread(target=killer)
     thread.start()
-    load = run_load(targets["neighbors"], 16, args.seconds * 2)
+    load = run_load(targets["neighbors"], 16, max(KILL_PHASE_S, 3 * args.seconds))
     thread.join()
     ordered = sorted(load.requests)
-    recovered = None
-    streak = 0
-    for started, seconds, status in ordered:
-        if started < kill_at["t"]:
+    # recovered: when the first of RECOVERED_RUN successes in a row (by completion) among the
+    # requests sent after the kill completed
+    recovered, run_start, streak = None, None, 0
+    for done, status in sorted((s + d, c) for s, d, c in ordered if s >= kill_at["t"]):
+        if status != 200:
+            run_start, streak = None, 0
             continue
-        streak = streak + 1 if status == 200 else 0
+        run_start = done if streak == 0 else run_start
+        streak += 1
         if streak == RECOVERED_RUN:
-            recovered = started + seconds - kill_at["t"]
+            recovered = run_start - kill_at["t"]
             break
     window_end = kill_at["t"] + (recovered if recovered is not None else float("inf"))
     outside = sum(1 for s, d, c in ordered if c >= 500 and not (kill_at["t"] <= s + d and s <= window_end))
