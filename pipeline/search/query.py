@@ -34,6 +34,10 @@ class Filters:
                 and (self.max_params is None or meta.get("num_params", 0) <= self.max_params))
 
 
+#: the metadata fields whose filter values must exist among the indexed models
+FILTERED = ("task", "family")
+
+
 class UnknownFilterValue(ValueError):
     """A filter naming a task or family that no indexed model has (the message lists those it has)."""
 
@@ -61,6 +65,7 @@ class ZooSearch:
                 "duplicate_of": c.get("duplicate_of") or None}
         self._by_name = {m["model_id"]: cid for cid, m in self.meta.items()}
         self._by_name.update({m["file"]: cid for cid, m in self.meta.items()})
+        self._known = {field: sorted({m[field] for m in self.meta.values() if m.get(field)}) for field in FILTERED}
 
     def resolve_id(self, model: str) -> str:
         """A content id from a content id, a model id or a checkpoint file name."""
@@ -109,16 +114,12 @@ class ZooSearch:
             self._encoder = trained.encoder
         return self._encoder
 
-    def known(self, field: str) -> list[str]:
-        """The values of a metadata ``field`` (``task``, ``family``) the indexed models have, sorted."""
-        return sorted({m[field] for m in self.meta.values() if m.get(field)})
-
     def check(self, filters: Filters) -> None:
         """Raise :class:`UnknownFilterValue` when ``filters`` name a task or family no model has."""
-        for field in ("task", "family"):
+        for field in FILTERED:
             value = getattr(filters, field)
-            if value is not None and value not in self.known(field):
-                raise UnknownFilterValue(f"unknown {field} {value!r}; the index has: {', '.join(self.known(field))}")
+            if value is not None and value not in self._known[field]:
+                raise UnknownFilterValue(f"unknown {field} {value!r}; the index has: {', '.join(self._known[field])}")
 
     def search_vector(self, vector: np.ndarray, k: int, filters: Filters, exclude: str | None = None) -> list[dict]:
         """Top-``k`` indexed models nearest to ``vector [dim]`` that pass ``filters`` (fetching more
