@@ -63,10 +63,14 @@ def _load(data: bytes) -> tuple[EncoderWithHead, dict]:
     return model.eval(), config
 
 
-def save_state(model: EncoderWithHead, config: dict, path: str) -> None:
-    """Write what :func:`load_state` reads (path or URI)."""
+def save_state(model: EncoderWithHead, config: dict, path: str, half: bool = False) -> None:
+    """Write what :func:`load_state` reads (path or URI). ``half``: store the parameters in float16
+    (half the file; they load into the float32 model, its invariances exact as ever), the buffers
+    (probe inputs) as they are."""
+    parameters = {name for name, _ in model.named_parameters()}
+    state = {name: t.half() if half and name in parameters else t for name, t in model.state_dict().items()}
     buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "config": config}, buffer)
+    torch.save({"model": state, "config": config}, buffer)
     write_file(path, buffer.getvalue())
 
 
