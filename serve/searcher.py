@@ -12,6 +12,10 @@ from pipeline.search import DuplicateThresholds, Filters, UnknownFilterValue
 from serve.uploads import Refusal
 
 
+#: near-duplicate groupings kept, one per set of thresholds asked for (the oldest goes first)
+CACHED_THRESHOLDS = 8
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 class Searcher:
     """``index``: weightzoo index's output folder; ``graphs``: its ingestion folder; ``catalog``: the
@@ -21,6 +25,7 @@ class Searcher:
         from pipeline.search import ZooSearch
 
         self.search = ZooSearch(index, graphs, catalog)
+        self.groups: dict[DuplicateThresholds, list[dict]] = {}  # near-duplicate groups by thresholds
 
     def status(self) -> dict:
         return {"models": len(self.search.index), "encoder_version": self.search.index.encoder_version}
@@ -63,7 +68,12 @@ class Searcher:
             found = self.model(model)
             if isinstance(found, Refusal):
                 return found
-        groups = [{"models": g["models"], "pairs": g["pairs"]} for g in self.search.near_duplicates(thresholds)]
+        if thresholds not in self.groups:  # the index does not change under a replica: group it once
+            if len(self.groups) >= CACHED_THRESHOLDS:
+                self.groups.pop(next(iter(self.groups)))
+            self.groups[thresholds] = [{"models": g["models"], "pairs": g["pairs"]}
+                                       for g in self.search.near_duplicates(thresholds)]
+        groups = self.groups[thresholds]
         if model is None:
             return groups
         return [g for g in groups if any(m["content_id"] == found["content_id"] for m in g["models"])]
