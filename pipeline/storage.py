@@ -49,6 +49,13 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def stamp(uri: str) -> tuple[int, int] | None:
+    """``(mtime_ns, size)`` of a file, which changes when it is rewritten; ``None`` if it is missing."""
+    fs, path = resolve(uri)
+    info = fs.get_file_info(path)
+    return None if info.type == pafs.FileType.NotFound else (info.mtime_ns or 0, info.size or 0)
+
+
 def is_dir(uri: str) -> bool:
     fs, path = resolve(uri)
     return fs.get_file_info(path).type == pafs.FileType.Directory

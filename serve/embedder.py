@@ -1,4 +1,5 @@
-"""The embedder deployment: uploaded checkpoints -> embeddings by the index's encoder.
+"""The embedder deployment: uploaded checkpoints -> embeddings by the index's encoder (or everything
+near-duplicate detection reads of them).
 
 Requests are batched (``@serve.batch``: up to ``MAX_BATCH`` uploads, or what arrived within
 ``BATCH_WAIT_S``) and each batch's CPU work (parsing, graph building, the encoder's forward) runs on
@@ -35,11 +36,29 @@ class Embedder:
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
     async def embed(self, uploads: list[Upload]) -> list[np.ndarray | Refusal]:
         """Per upload, its ``[dim]`` embedding or the refusal of it."""
-        return await asyncio.to_thread(self._embed, uploads)
+        return await asyncio.to_thread(self._each, uploads, self._vectors)
 
-    def _embed(self, uploads: list[Upload]) -> list[np.ndarray | Refusal]:
-        from pipeline.checkpoint import CheckpointError
+    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
+    async def prints(self, uploads: list[Upload]) -> list:
+        """Per upload, what near-duplicate detection reads of it
+        (:class:`~pipeline.search.duplicates.Prints`, its embedding included) or the refusal of it."""
+        return await asyncio.to_thread(self._each, uploads, self._prints)
+
+    def _vectors(self, graphs: list) -> list[np.ndarray]:
         from pipeline.encoders import embed
+
+        return list(embed(self.trained.encoder, graphs).numpy())
+
+    def _prints(self, graphs: list) -> list:
+        from pipeline.encoders import probe_inputs_of
+        from pipeline.search.duplicates import model_prints
+
+        return model_prints(graphs, self.trained.encoder, probe_inputs_of(self.trained.encoder))
+
+    @staticmethod
+    def _each(uploads: list[Upload], compute) -> list:
+        """``compute(graphs)`` over the uploads that parse, as one batch; a refusal for each other."""
+        from pipeline.checkpoint import CheckpointError
 
         out: list = [None] * len(uploads)
         graphs = {}
@@ -49,6 +68,6 @@ class Embedder:
             except CheckpointError as error:
                 out[i] = refusal(upload, error)
         if graphs:
-            for i, vector in zip(graphs, embed(self.trained.encoder, list(graphs.values())).numpy()):
-                out[i] = vector
+            for i, result in zip(graphs, compute(list(graphs.values()))):
+                out[i] = result
         return out

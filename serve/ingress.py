@@ -3,21 +3,34 @@ through their handles, and answers. It does no CPU work of its own, so its event
 
 Checkpoints go in as the raw request body (``curl --data-binary @m.safetensors``), or for ``/align``
 as the multipart fields ``a`` and ``b``. Bodies over ``max_body_mib`` are refused with 413 while
-they stream in. Every refusal is a 4xx with the reason.
+they stream in. Every refusal is a 4xx with the reason. Bearer tokens: :mod:`serve.auth`.
 """
 
 import json
+import pathlib
 
-from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import HTMLResponse
 from ray import serve
 
 from pipeline.search import DuplicateThresholds, Filters
+from serve import auth
 from serve.uploads import Refusal, Upload, safe_name
 
+
+def _reads(request: Request) -> None:
+    auth.GUARD.check(False, request.url.path, request.headers.get("authorization"))
+
+
+def _writes(request: Request) -> None:
+    auth.GUARD.check(True, request.url.path, request.headers.get("authorization"))
+
+
 api = FastAPI(title="weightzoo", description="Search a model zoo by what the models compute; canonicalize, "
-                                             "align and merge checkpoints.")
+                                             "align and merge checkpoints.", dependencies=[Depends(_reads)])
 DUPLICATES = DuplicateThresholds()
 SAFETENSORS = "application/octet-stream"
+PAGE = pathlib.Path(__file__).with_name("page.html")
 
 
 def _answer(result):
@@ -50,10 +63,19 @@ class Ingress:
     """The handles of the other deployments (``canonicalizer``: ``None`` when no autoencoder is
     loaded) and the largest checkpoint accepted, in MiB."""
 
-    def __init__(self, embedder, searcher, aligner, canonicalizer=None, max_body_mib: float = 256.0):
+    def __init__(self, embedder, searcher, aligner, registrar, canonicalizer=None, max_body_mib: float = 256.0,
+                 token_env: str | None = None, token_file: str | None = None, protect_reads: bool = False):
         self.embedder, self.searcher, self.aligner, self.canonicalizer = embedder, searcher, aligner, canonicalizer
+        self.registrar = registrar
         self.max_body = int(max_body_mib * 2**20)
         self.encoder_version: str | None = None
+        auth.GUARD.configure(auth.read_token(token_env, token_file), protect_reads)
+        self.page = PAGE.read_text(encoding="utf-8")
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page(self) -> HTMLResponse:
+        """The search page: drop a checkpoint, see its nearest models, near-duplicates and place on the map."""
+        return HTMLResponse(self.page)
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -94,15 +116,45 @@ class Ingress:
     async def search(self, request: Request, k: int = Query(10, ge=1, le=1000), task: str | None = None,
                      family: str | None = None, min_params: int | None = None, max_params: int | None = None,
                      filename: str = "upload", activation: str | None = None, model_family: str | None = None,
-                     num_heads: int | None = None) -> dict:
+                     num_heads: int | None = None, duplicates: bool = False, position: bool = False) -> dict:
         """The ``k`` indexed models nearest to the uploaded checkpoint, filtered; ``filename`` names
-        the upload in errors, ``activation``, ``model_family``, ``num_heads`` are its hints."""
+        the upload in errors, ``activation``, ``model_family``, ``num_heads`` are its hints. With
+        ``duplicates``, also the indexed models that are near-duplicates of it (with the evidence);
+        with ``position``, where it falls on the zoo's map (``GET /map``)."""
         filters = Filters(task, family, min_params, max_params)
         _answer(await self.searcher.check.remote(filters))
         upload = await self._upload(request, filename, _hints(activation, model_family, num_heads))
-        vector = _answer(await self.embedder.embed.remote(upload))
+        if duplicates:
+            prints = _answer(await self.embedder.prints.remote(upload))
+            vector = prints.vector
+        else:
+            vector = _answer(await self.embedder.embed.remote(upload))
         results = await self.searcher.nearest.remote(vector, await self._version(), k, filters)
-        return {"query": safe_name(filename), "results": _answer(results)}
+        answer = {"query": safe_name(filename), "results": _answer(results)}
+        if duplicates:
+            answer["duplicates"] = await self.searcher.duplicates_of.remote(prints)
+        if position:
+            answer["position"] = await self.searcher.position.remote(vector)
+        return answer
+
+    @api.post("/models", dependencies=[Depends(_writes)], status_code=201,
+              responses={200: {"description": "the model was indexed already"}})
+    async def add_model(self, request: Request, response: Response, filename: str = "upload",
+                        activation: str | None = None, model_family: str | None = None,
+                        num_heads: int | None = None) -> dict:
+        """Add the uploaded checkpoint to the index (bearer token required): converted, embedded
+        and stored; found by the next query. Idempotent by content id: 201 when added, 200 when it
+        was indexed already. Returns ``added`` and the model's metadata."""
+        upload = await self._upload(request, filename, _hints(activation, model_family, num_heads))
+        added = _answer(await self.registrar.add.remote(upload))
+        response.status_code = 201 if added["added"] else 200
+        return {"added": added["added"], "model": _answer(await self.searcher.model.remote(added["content_id"]))}
+
+    @api.get("/map")
+    async def map(self) -> dict:
+        """The zoo on a 2-D map (the embeddings' first two principal axes): each model's content
+        id, model id, task, family, ``x`` and ``y``."""
+        return await self.searcher.map.remote()
 
     @api.post("/embed")
     async def embed(self, request: Request, filename: str = "upload", activation: str | None = None,
@@ -144,11 +196,13 @@ class Ingress:
         with ``alpha`` the model at ``alpha`` on the path from A to aligned B (safetensors
         download); the matching's objective and similarity in ``X-Weightzoo-Figures``."""
         hints = _hints(activation, family, None)
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > 2 * self.max_body:
-            raise HTTPException(413, f"request of {declared} bytes is over the {2 * self.max_body}-byte limit")
+        body = await self._body(request, 2 * self.max_body, "request")
+
+        async def replay() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
         try:
-            form = await request.form(max_files=2, max_fields=2)
+            form = await Request(request.scope, replay).form(max_files=2, max_fields=2)
         except Exception as exc:  # noqa: BLE001 -- a malformed form is the client's
             raise HTTPException(400, f"expected multipart/form-data with files a and b: {exc}") from None
         uploads = []
@@ -174,15 +228,22 @@ class Ingress:
 
     async def _upload(self, request: Request, filename: str, hints: dict) -> Upload:
         """The request body as an upload; 413 as soon as it is over the limit, 400 when empty."""
+        data = await self._body(request, self.max_body, "checkpoint")
+        if not data:
+            raise HTTPException(400, "empty request body: send the checkpoint's bytes")
+        return Upload(data, filename, hints)
+
+    @staticmethod
+    async def _body(request: Request, limit: int, what: str) -> bytes:
+        """The request body, read as it streams in (chunked or not); 413 as soon as it is over
+        ``limit`` bytes, or at once when its declared length is."""
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise HTTPException(413, f"checkpoint of {declared} bytes is over the {self.max_body}-byte limit")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HTTPException(413, f"{what} of {declared} bytes is over the {limit}-byte limit")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > self.max_body:
-                raise HTTPException(413, f"checkpoint is over the {self.max_body}-byte limit")
+            if size > limit:
+                raise HTTPException(413, f"{what} is over the {limit}-byte limit")
             chunks.append(chunk)
-        if size == 0:
-            raise HTTPException(400, "empty request body: send the checkpoint's bytes")
-        return Upload(b"".join(chunks), filename, hints)
+        return b"".join(chunks)

@@ -2,8 +2,16 @@
 
 Each call is a quick lookup (no encoder here: vectors of uploads come from the embedder). Unknown
 models are refused with 404, filter values no indexed model has with 422 listing those it has.
+
+Every replica follows the index folder: before answering, it checks whether the index was saved
+since it read it (a model added by ``POST /models`` or a ``weightzoo index`` run) and reads it again,
+so an added model is found by the next query on any replica. Local folders are checked on every
+call (a ``stat``), remote ones at most every ``REMOTE_CHECK_S``.
 """
 from __future__ import annotations
+
+import logging
+import time
 
 import numpy as np
 from ray import serve
@@ -11,9 +19,12 @@ from ray import serve
 from pipeline.search import DuplicateThresholds, Filters, UnknownFilterValue
 from serve.uploads import Refusal
 
+logger = logging.getLogger("ray.serve")
 
 #: near-duplicate groupings kept, one per set of thresholds asked for (the oldest goes first)
 CACHED_THRESHOLDS = 8
+#: how often a replica checks a remote index folder for changes, in seconds
+REMOTE_CHECK_S = 1.0
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
@@ -22,30 +33,51 @@ class Searcher:
     zoo's catalog.parquet (optional). Paths or URIs."""
 
     def __init__(self, index: str, graphs: str, catalog: str | None = None):
+        self.where = (index, graphs, catalog)
+        self.check_every = 0.0 if "://" not in index else REMOTE_CHECK_S
+        self.checked = 0.0
+        self._read()
+
+    def _read(self) -> None:
         from pipeline.search import ZooSearch
 
-        self.search = ZooSearch(index, graphs, catalog)
+        self.search = ZooSearch(*self.where)
         self.groups: dict[DuplicateThresholds, list[dict]] = {}  # near-duplicate groups by thresholds
 
+    def _current(self):
+        """The index as it is now (read again when it was saved since; a half-written save keeps
+        the snapshot held until the next call)."""
+        now = time.monotonic()
+        if now - self.checked >= self.check_every:
+            self.checked = now
+            if self.search.changed():
+                try:
+                    self._read()
+                except Exception as exc:  # noqa: BLE001 -- a save in progress: answer from the snapshot held
+                    logger.warning("index %s not read again yet: %s: %s", self.where[0], type(exc).__name__, exc)
+        return self.search
+
     def status(self) -> dict:
-        return {"models": len(self.search.index), "encoder_version": self.search.index.encoder_version}
+        search = self._current()
+        return {"models": len(search.index), "encoder_version": search.index.encoder_version}
 
     def check(self, filters: Filters) -> Refusal | None:
         try:
-            self.search.check(filters)
+            self._current().check(filters)
         except UnknownFilterValue as exc:
             return Refusal(422, str(exc))
         return None
 
     def model(self, model: str) -> dict | Refusal:
+        search = self._current()
         try:
-            return self.search.meta[self.search.resolve_id(model)]
+            return search.meta[search.resolve_id(model)]
         except KeyError as exc:
             return Refusal(404, exc.args[0])
 
     def neighbors(self, model: str, k: int, filters: Filters) -> list[dict] | Refusal:
         try:
-            return self.search.by_id(model, k, filters)
+            return self._current().by_id(model, k, filters)
         except KeyError as exc:
             return Refusal(404, exc.args[0])
         except UnknownFilterValue as exc:
@@ -54,13 +86,27 @@ class Searcher:
     def nearest(self, vector: np.ndarray, version: str, k: int, filters: Filters) -> list[dict] | Refusal:
         """The ``k`` models nearest to ``vector`` (embedded by encoder ``version``, which must be the
         index's: 409 otherwise)."""
-        if version != self.search.index.encoder_version:
-            return Refusal(409, f"the index holds {self.search.index.encoder_version!r} embeddings; the "
+        search = self._current()
+        if version != search.index.encoder_version:
+            return Refusal(409, f"the index holds {search.index.encoder_version!r} embeddings; the "
                                 f"upload was embedded by {version!r}")
         try:
-            return self.search.search_vector(vector, k, filters)
+            return search.search_vector(vector, k, filters)
         except UnknownFilterValue as exc:
             return Refusal(422, str(exc))
+
+    def duplicates_of(self, prints) -> list[dict]:
+        """The indexed near-duplicates of an upload, given by its
+        :class:`~pipeline.search.duplicates.Prints` (the embedder's, so the index's encoder)."""
+        return self._current().duplicates_of(prints)
+
+    def map(self) -> dict:
+        """The zoo's 2-D map: each model's point (content id, model id, task, family, x, y)."""
+        return {"points": self._current().atlas()[1]}
+
+    def position(self, vector: np.ndarray) -> list[float]:
+        """Where ``vector [dim]`` falls on the zoo's map: ``[x, y]``."""
+        return [round(float(v), 5) for v in self._current().atlas()[0].project(vector[None])[0]]
 
     def duplicates(self, thresholds: DuplicateThresholds, model: str | None = None) -> list[dict] | Refusal:
         """Near-duplicate groups (each with its models and pairs); with ``model``, only its group."""
@@ -68,11 +114,12 @@ class Searcher:
             found = self.model(model)
             if isinstance(found, Refusal):
                 return found
-        if thresholds not in self.groups:  # the index does not change under a replica: group it once
+        search = self._current()
+        if thresholds not in self.groups:  # per snapshot of the index: grouped once per thresholds
             if len(self.groups) >= CACHED_THRESHOLDS:
                 self.groups.pop(next(iter(self.groups)))
             self.groups[thresholds] = [{"models": g["models"], "pairs": g["pairs"]}
-                                       for g in self.search.near_duplicates(thresholds)]
+                                       for g in search.near_duplicates(thresholds)]
         groups = self.groups[thresholds]
         if model is None:
             return groups

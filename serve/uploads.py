@@ -8,8 +8,10 @@ only itself.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pipeline.graph.schema import WeightGraph
@@ -34,16 +36,24 @@ def safe_name(filename: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:128]
 
 
+@contextlib.contextmanager
+def upload_file(upload: Upload) -> Iterator[str]:
+    """The upload written to a temporary file (named as the client named it), for the readers that
+    take paths; removed on exit."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, safe_name(upload.name))
+        with open(path, "wb") as f:
+            f.write(upload.data)
+        yield path
+
+
 def read_upload(upload: Upload) -> WeightGraph:
     """The upload's weight graph. Raises :class:`~pipeline.checkpoint.CheckpointError` naming the
     upload on bad input."""
     from pipeline.checkpoint import open_checkpoint
     from pipeline.graph import build_graph
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, safe_name(upload.name))
-        with open(path, "wb") as f:
-            f.write(upload.data)
+    with upload_file(upload) as path:
         graph = build_graph(open_checkpoint(path), command_line=upload.hints)
         return graph.with_tensors({name: t.copy() for name, t in graph.tensors.items()})  # off the file
 

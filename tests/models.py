@@ -1,6 +1,7 @@
 """Small models of every family the graph builders recognize, for tests."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -120,3 +121,19 @@ def example_input(name: str, model: nn.Module) -> torch.Tensor:
     if name == "siren":
         return torch.rand(16, 2, generator=gen) * 2 - 1
     return torch.randn(4, 5, generator=gen)
+
+
+def sklearn_mlp(seed: int = 0, max_iter: int = 60):
+    """A ReLU MLP trained by scikit-learn on its bundled digits (a model nobody here wrote): the
+    classifier, its weights as a bare ``nn.Sequential``-style state dict (``0.weight``, ``0.bias``,
+    ``2.weight``, ...; no record of its activation) and 64 of its inputs."""
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = load_digits(return_X_y=True)
+    model = MLPClassifier((32, 16), activation="relu", max_iter=max_iter, random_state=seed).fit(x / 16, y)
+    state = {}
+    for k, (w, b) in enumerate(zip(model.coefs_, model.intercepts_)):
+        state[f"{2 * k}.weight"] = torch.from_numpy(np.ascontiguousarray(w.T))
+        state[f"{2 * k}.bias"] = torch.from_numpy(b.copy())
+    return model, state, x[:64] / 16

@@ -17,11 +17,13 @@ def test_the_serve_config_is_valid_offline_and_names_the_apps_deployments():
     deployment it sizes exists in the app."""
     from ray.serve.schema import ServeDeploySchema
 
-    from serve.app import Aligner, AppArgs, Canonicalizer, Embedder, Ingress, Searcher
+    from serve.app import Aligner, AppArgs, Canonicalizer, Embedder, Ingress, Registrar, Searcher
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "serve" / "config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(config)
     (app,) = schema.applications
     args = AppArgs.model_validate(app.args)
-    assert args.autoencoders and args.index == "/data/index"
-    assert {d.name for d in app.deployments} == {d.name for d in (Ingress, Embedder, Searcher, Aligner, Canonicalizer)}
+    assert args.autoencoders and args.index == "/data/index" and args.token_file
+    assert {d.name for d in app.deployments} == {d.name for d in (Ingress, Embedder, Searcher, Aligner, Canonicalizer,
+                                                                    Registrar)}
+    assert next(d for d in app.deployments if d.name == "Registrar").num_replicas == 1  # the one writer

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import small_encoder_state
+from models import sklearn_mlp
 from pipeline.commands import query
 
 
@@ -126,19 +127,6 @@ def test_embeddings_written_before_the_wiring_came_in_parts_still_read(tmp_path)
     assert wiring_distance(prints.wiring, [np.array([0.5, 0.25]), np.array([1.0])]) == float("inf")
 
 
-def _sklearn_mlp_state(seed: int) -> dict:
-    """A ReLU MLP trained by scikit-learn on its bundled digits, as a bare state dict (``0.weight``,
-    ``0.bias``, ``2.weight``, ...) with no record of its activation."""
-    import torch
-    from sklearn.datasets import load_digits
-    from sklearn.neural_network import MLPClassifier
-
-    x, y = load_digits(return_X_y=True)
-    model = MLPClassifier((32, 16), max_iter=40, random_state=seed).fit(x / 16, y)
-    return {f"{2 * k}.{kind}": torch.from_numpy(np.ascontiguousarray(t.T if kind == "weight" else t))
-            for k, (w, b) in enumerate(zip(model.coefs_, model.intercepts_)) for kind, t in (("weight", w), ("bias", b))}
-
-
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_any_folder_is_indexed_and_searched_with_the_shipped_encoder(tiny_zoo, tmp_path, capsys):
     """No training, no labels: ``weightzoo index <folder>`` on models nobody here made (scikit-learn
@@ -160,7 +148,7 @@ def test_any_folder_is_indexed_and_searched_with_the_shipped_encoder(tiny_zoo, t
     for row in [r for r in catalog.to_pylist() if not r["duplicate_of"]][::6]:
         shutil.copy(zoo / row["path"], mine)
     for seed in range(3):
-        torch.save(_sklearn_mlp_state(seed), mine / f"sklearn-{seed}.pt")
+        torch.save(sklearn_mlp(seed, max_iter=40)[1], mine / f"sklearn-{seed}.pt")
     out = str(tmp_path / "index")
     summary = embed_zoo.main([str(mine), "--out", out, "--activation", "relu"])
     assert summary["encoder_version"] == encoder_version(DEFAULT_ENCODER, "scale_gmn")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import models
 from pipeline.checkpoint import InvalidHints, open_checkpoint, save_checkpoint
 from pipeline.graph import build_graph
 from pipeline.graph.hints import SIDECAR, Sidecars, check_hints
@@ -19,18 +20,7 @@ from pipeline.commands import ingest_zoo
 
 @pytest.fixture(scope="module")
 def sklearn_mlp():
-    """A ReLU MLP trained by scikit-learn on its bundled digits, as a bare ``nn.Sequential``-style
-    state dict (``0.weight``, ``0.bias``, ``2.weight``, ...) with no record of its activation."""
-    from sklearn.datasets import load_digits
-    from sklearn.neural_network import MLPClassifier
-
-    x, y = load_digits(return_X_y=True)
-    model = MLPClassifier((32, 16), activation="relu", max_iter=60, random_state=0).fit(x / 16, y)
-    state = {}
-    for k, (w, b) in enumerate(zip(model.coefs_, model.intercepts_)):
-        state[f"{2 * k}.weight"] = torch.from_numpy(w.T.copy())
-        state[f"{2 * k}.bias"] = torch.from_numpy(b.copy())
-    return model, state, x[:64] / 16
+    return models.sklearn_mlp()
 
 
 def _sklearn_outputs(model, tensors, x):

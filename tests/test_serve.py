@@ -31,16 +31,31 @@ def _autoencoder(indexed) -> str:
     return path
 
 
+TOKEN = "t0ken-for-writes-" + "x" * 16
+
+
 @pytest.fixture(scope="module")
-def server(ray_session, indexed):
+def served(ray_session, indexed, tmp_path_factory):
+    """The app's arguments: a copy of the indexed tiny zoo (models are added to it), its encoder, an
+    autoencoder, a 1 MiB body limit and a token file."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("served")
+    shutil.copytree(indexed["out"], folder / "index")
+    shutil.copytree(indexed["graphs"], folder / "index" / "graphs")
+    (folder / "token").write_text(TOKEN + "\n")
+    return {"index": str(folder / "index"), "catalog": indexed["catalog"], "encoder_state": indexed["state"],
+            "autoencoders": [_autoencoder(indexed)], "max_body_mib": 1, "token_file": str(folder / "token")}
+
+
+@pytest.fixture(scope="module")
+def server(served):
     from ray import serve
 
     from serve.app import build_app
 
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    serve.run(build_app({"index": indexed["out"], "graphs": indexed["graphs"], "catalog": indexed["catalog"],
-                         "encoder_state": indexed["state"], "autoencoders": [_autoencoder(indexed)],
-                         "max_body_mib": 1}), name="zoo", route_prefix="/")
+    serve.run(build_app(served), name="zoo", route_prefix="/")
     yield f"http://127.0.0.1:{PORT}"
     serve.delete("zoo")
 
@@ -213,3 +228,143 @@ def test_align_recovers_a_planted_element_and_merges(server, indexed):
     status, _, data = _raw(f"{server}/align", body, headers)
     assert status == 422 and "'b'" in json.loads(data)["detail"]
     assert _call(f"{server}/healthz")[0] == 200
+
+
+def test_map_and_an_uploads_duplicates_and_place(server, indexed):
+    status, body = _call(f"{server}/map")
+    assert status == 200 and len(body["points"]) == len(indexed["rows"])
+    assert all(np.isfinite([p["x"], p["y"]]).all() and p["task"] for p in body["points"])
+    row = next(r for r in indexed["rows"] if r["family"] == "mlp" and not r["duplicate_of"])
+    point = next(p for p in body["points"] if p["model_id"] == row["model_id"])
+    status, found = _call(f"{server}/search?k=3&duplicates=true&position=true", _moved(indexed, row, 7))
+    assert status == 200
+    assert row["model_id"] in {d["model_id"] for d in found["duplicates"]}  # a moved copy duplicates its parent
+    assert all(d["cosine"] > 0.99 and d["distance"] < 1e-3 for d in found["duplicates"])
+    np.testing.assert_allclose(found["position"], [point["x"], point["y"]], atol=1e-3)  # the same function, the same place
+    status, other = _call(f"{server}/search?k=3&duplicates=true", (indexed["zoo"] / row["path"]).read_bytes())
+    independent = next(r for r in indexed["rows"] if r["family"] == "mlp" and r["model_id"] != row["model_id"]
+                       and row["model_id"] not in (r["duplicate_of"], None) and not r["duplicate_of"])
+    assert independent["model_id"] not in {d["model_id"] for d in other["duplicates"]}
+
+
+def _browser(tmp_path):
+    """Debian's Chromium, headless, driven by its ChromeDriver (nothing downloaded)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1200,900", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromedriver"), reason="Debian's chromium-driver is not installed "
+                                                                        "(scripts/setup.sh installs it)")
+def test_search_page_in_a_real_browser(server, indexed, tmp_path):
+    """The page at / in headless Chromium: choosing a checkpoint shows its nearest models (its
+    parent first), its near-duplicates and its place on the map; a screenshot is kept."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    row = next(r for r in indexed["rows"] if r["family"] == "cnn" and not r["duplicate_of"])
+    upload = tmp_path / "dropped.safetensors"
+    upload.write_bytes(_moved(indexed, row, 11))
+    browser = _browser(tmp_path)
+    try:
+        browser.get(f"{server}/")
+        WebDriverWait(browser, 30).until(lambda b: "models indexed" in b.find_element(By.ID, "size").text)
+        before = browser.find_element(By.ID, "map").screenshot_as_png
+        browser.execute_script("document.getElementById('file').hidden = false")
+        browser.find_element(By.ID, "file").send_keys(str(upload))
+        WebDriverWait(browser, 60).until(lambda b: "nearest models" in b.find_element(By.ID, "status").text)
+        cells = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                 for tr in browser.find_elements(By.CSS_SELECTOR, "#results tbody tr")]
+        assert len(cells) == 10 and cells[0][1] == row["model_id"] and float(cells[0][5]) > 0.999
+        assert row["model_id"] in browser.find_element(By.ID, "duplicates").text
+        assert browser.find_element(By.ID, "map").screenshot_as_png != before  # the upload's mark drawn
+        shot = tmp_path / "search-page.png"
+        browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+    finally:
+        browser.quit()
+
+
+def _post_model(server, data: bytes, filename: str, token: str | None = TOKEN, **query) -> tuple[int, dict]:
+    params = "&".join(f"{k}={v}" for k, v in {"filename": filename, **query}.items())
+    return _call(f"{server}/models?{params}", data, {"Authorization": f"Bearer {token}"} if token else {})
+
+
+def _index_files(served) -> dict[str, bytes]:
+    folder = os.path.join(served["index"], "index")
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
+def test_writes_need_the_token_and_bad_uploads_change_nothing(server, served):
+    import models
+
+    state = models.sklearn_mlp(seed=3, max_iter=20)[1]
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    before = _index_files(served)
+    status, body = _post_model(server, buffer.getvalue(), "mine.pt", token=None)
+    assert status == 401 and "bearer" in body["detail"]
+    assert _raw(f"{server}/models?filename=mine.pt", buffer.getvalue())[1]["www-authenticate"] == "Bearer"
+    status, body = _post_model(server, buffer.getvalue(), "mine.pt", token="not-the-token")
+    assert status == 403 and TOKEN not in json.dumps(body)
+    evil = io.BytesIO()
+    torch.save({"w": torch.ones(2), "evil": _RunsCode()}, evil)
+    status, body = _post_model(server, evil.getvalue(), "evil.pt")
+    assert status == 422 and "UnsafeCheckpoint" in body["detail"] and not os.path.exists("/tmp/weightzoo-served-pwned")
+    status, body = _post_model(server, b"\x10\x00\x00\x00\x00\x00\x00\x00{oops", "bad.safetensors")
+    assert status == 422 and "CorruptCheckpoint" in body["detail"]
+    assert _post_model(server, b"\0" * (2 * 2**20), "big.safetensors")[0] == 413
+    assert _index_files(served) == before  # nothing written
+    assert _call(f"{server}/healthz")[0] == 200
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_an_added_model_is_found_next_and_survives_a_restart(server, served, indexed):
+    """``POST /models`` with a scikit-learn MLP (a bare state dict): 201, found by the next queries
+    by id and by upload, 200 when added again; after the app restarts (now with reads protected)
+    it is still there; the token is in no log."""
+    from ray import serve
+
+    import models
+    from serve.app import build_app
+
+    buffer = io.BytesIO()
+    torch.save(models.sklearn_mlp(seed=5, max_iter=20)[1], buffer)
+    data = buffer.getvalue()
+    count = _call(f"{server}/health")[1]["models"]
+    status, body = _post_model(server, data, "sk-digits.pt", activation="relu")
+    assert status == 201 and body["added"] and body["model"]["file"] == "sk-digits.pt", body
+    cid = body["model"]["content_id"]
+    assert _call(f"{server}/health")[1]["models"] == count + 1
+    status, found = _call(f"{server}/search?k=1&activation=relu", data)
+    assert status == 200 and found["results"][0]["content_id"] == cid and found["results"][0]["score"] > 1 - 1e-5
+    assert _call(f"{server}/models/sk-digits.pt/neighbors?k=2")[0] == 200
+    status, again = _post_model(server, data, "another-name.pt", activation="relu")
+    assert status == 200 and not again["added"] and again["model"]["content_id"] == cid
+    assert _call(f"{server}/health")[1]["models"] == count + 1
+
+    serve.delete("zoo")
+    serve.run(build_app({**served, "protect_reads": True}), name="zoo", route_prefix="/")
+    assert _call(f"{server}/health")[0] == 401 and _call(f"{server}/healthz")[0] == 200
+    authorized = {"Authorization": f"Bearer {TOKEN}"}
+    status, health = _call(f"{server}/health", headers=authorized)
+    assert status == 200 and health["models"] == count + 1
+    status, model = _call(f"{server}/models/{cid}", headers=authorized)
+    assert status == 200 and model["file"] == "sk-digits.pt"
+    logs = ray_logs()
+    assert logs and not any(TOKEN in open(p, errors="ignore").read() for p in logs)
+
+
+def ray_logs() -> list[str]:
+    """This Ray session's log files."""
+    import ray
+
+    folder = os.path.join(ray._private.worker._global_node.get_session_dir_path(), "logs")
+    return [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files]

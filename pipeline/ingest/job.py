@@ -125,21 +125,31 @@ class GraphConverter:
                 pending, pending_bytes, shard_index = [], 0, shard_index + 1
         if pending:
             self._flush(pending, f"part-{batch_id}-{shard_index}", records)
-        table = pa.Table.from_pylist([records[r.uri] for r in refs], schema=RECORD_SCHEMA)
-        write_parquet(self.fs, f"{self.root}/records/part-{batch_id}.parquet", table)
-        return table
+        return commit_records(self.fs, self.root, batch_id, [records[r.uri] for r in refs])
 
     def _flush(self, pending, shard: str, records: dict) -> None:
-        graphs = [g for _, g, _ in pending]
-        write_shard(self.fs, f"{self.root}/shards/{shard}", graphs, self.precision)
-        stored = dtype_name(STORED_PRECISIONS[self.precision])
-        for ref, graph, started in pending:
-            records[ref.uri] = _record(ref, "converted", started, content_id=graph.info["content_id"],
-                                       family=graph.family, graph_mode=graph.mode, num_params=graph.num_params,
-                                       source_dtype=graph.info["source_dtype"], shard=shard, stored_dtype=stored,
-                                       activation=graph.activation, hints=graph.info["hints"],
-                                       fallback=graph.info["fallback"])
+        records.update(store_converted(self.fs, self.root, shard, pending, self.precision))
         pending.clear()
+
+
+def store_converted(fs: pafs.FileSystem, root: str, shard: str, pending: list, precision: str) -> dict[str, dict]:
+    """Write the graphs of ``pending`` (``(ref, graph, started)``, each checked by
+    :func:`check_storable`) as shard ``shard``; returns their ``converted`` records by source path
+    (a records part holding them commits the shard)."""
+    write_shard(fs, f"{root}/shards/{shard}", [g for _, g, _ in pending], precision)
+    stored = dtype_name(STORED_PRECISIONS[precision])
+    return {ref.uri: _record(ref, "converted", started, content_id=graph.info["content_id"], family=graph.family,
+                             graph_mode=graph.mode, num_params=graph.num_params,
+                             source_dtype=graph.info["source_dtype"], shard=shard, stored_dtype=stored,
+                             activation=graph.activation, hints=graph.info["hints"], fallback=graph.info["fallback"])
+            for ref, graph, started in pending}
+
+
+def commit_records(fs: pafs.FileSystem, root: str, batch_id: str, records: list[dict]) -> pa.Table:
+    """Write a batch's records part: the commit of the shards its records point at."""
+    table = pa.Table.from_pylist(records, schema=RECORD_SCHEMA)
+    write_parquet(fs, f"{root}/records/part-{batch_id}.parquet", table)
+    return table
 
 
 def _record(ref: CheckpointRef, status: str, started: float, **fields) -> dict:

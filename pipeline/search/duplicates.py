@@ -271,3 +271,28 @@ def near_duplicate_groups(ids: list[str], prints: list[Prints], thresholds: Dupl
         group["pairs"].append({"a": ids[i], "b": ids[j], **evidence})
     out = [{"members": sorted(g["members"]), "pairs": g["pairs"]} for g in groups.values()]
     return sorted(out, key=lambda g: (-len(g["members"]), g["members"]))
+
+
+def duplicates_of(query: Prints, ids: list[str], prints: list[Prints],
+                  thresholds: DuplicateThresholds = DuplicateThresholds(), k: int = 10) -> list[dict]:
+    """The models among ``ids`` (``prints``: each one's :class:`Prints`) that are near-duplicates of
+    a model not among them, given by its ``query`` prints: under each candidate group in turn, its
+    ``k`` nearest neighbours by fingerprint among models of its architecture, accepted as
+    :func:`near_duplicate_groups` accepts a pair. Returns ``[{"content_id", **pair_evidence}]``,
+    nearest fingerprint first."""
+    found: dict[int, dict] = {}
+    for group in CANDIDATE_SYMMETRIES:
+        view = query.view(group)
+        if view is None or not view[1].size:
+            continue
+        members = [i for i, p in enumerate(prints)
+                   if i not in found and p.view(group) is not None and p.view(group)[1].shape == view[1].shape]
+        if not members:
+            continue
+        matrix = np.stack([prints[i].view(group)[1] for i in members]).astype(np.float64)
+        distances = np.square(matrix - view[1].astype(np.float64)).sum(1)
+        for row in np.argsort(distances)[:k]:
+            evidence = pair_evidence(query, prints[members[row]], group)
+            if thresholds.accept(evidence):
+                found[members[row]] = evidence
+    return sorted(({"content_id": ids[i], **e} for i, e in found.items()), key=lambda hit: hit["distance"])

@@ -47,22 +47,27 @@ class Embedder:
         self.trained = load_trained(state_path)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from pipeline.encoders import probe_inputs_of
         from pipeline.graph.rows import records_to_graphs
         from pipeline.ingest.store import without_labels
-        from pipeline.search.duplicates import model_prints
 
-        graphs = list(records_to_graphs(without_labels(batch)))
-        probes = probe_inputs_of(self.trained.encoder)
-        prints = model_prints(graphs, self.trained.encoder, probes)
-        n = len(prints)
-        return pa.table({"content_id": [g.info["content_id"] for g in graphs], "vector": [p.vector for p in prints],
-                         "encoder": [self.trained.name] * n, "encoder_version": [self.trained.version] * n,
-                         "fingerprint": [p.fingerprint for p in prints], "wiring": [p.wiring for p in prints],
-                         "outputs": [p.outputs for p in prints], "symmetry": [p.symmetry for p in prints],
-                         "candidates": [[{"symmetry": group, "vector": vector, "fingerprint": print_}
-                                         for group, (vector, print_) in p.candidates.items()] or None for p in prints]},
-                        schema=EMBEDDING_SCHEMA)
+        return embedding_rows(self.trained, list(records_to_graphs(without_labels(batch))))
+
+
+def embedding_rows(trained, graphs: list) -> pa.Table:
+    """:data:`EMBEDDING_SCHEMA` rows of ``graphs`` (each with ``info["content_id"]``) by a trained
+    encoder (:class:`pipeline.encoders.state.TrainedEncoder`), embedded as one batch."""
+    from pipeline.encoders import probe_inputs_of
+    from pipeline.search.duplicates import model_prints
+
+    prints = model_prints(graphs, trained.encoder, probe_inputs_of(trained.encoder))
+    n = len(prints)
+    return pa.table({"content_id": [g.info["content_id"] for g in graphs], "vector": [p.vector for p in prints],
+                     "encoder": [trained.name] * n, "encoder_version": [trained.version] * n,
+                     "fingerprint": [p.fingerprint for p in prints], "wiring": [p.wiring for p in prints],
+                     "outputs": [p.outputs for p in prints], "symmetry": [p.symmetry for p in prints],
+                     "candidates": [[{"symmetry": group, "vector": vector, "fingerprint": print_}
+                                     for group, (vector, print_) in p.candidates.items()] or None for p in prints]},
+                    schema=EMBEDDING_SCHEMA)
 
 
 def read_embeddings(out: str, version: str | None = None) -> pa.Table:

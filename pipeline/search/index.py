@@ -31,6 +31,9 @@ class ModelIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __contains__(self, content_id: str) -> bool:
+        return content_id in self._rows
+
     def _check(self, vectors: np.ndarray, encoder_version: str) -> np.ndarray:
         if encoder_version != self.encoder_version:
             raise EncoderMismatch(f"index holds {self.encoder_version!r} embeddings; got {encoder_version!r}")
@@ -60,12 +63,22 @@ class ModelIndex:
         return [[(self.ids[r], float(s)) for r, s in zip(rr, ss) if r >= 0] for rr, ss in zip(rows, scores)]
 
     def vector(self, content_id: str) -> np.ndarray:
+        """``[dim]`` unit vector of an indexed model."""
         if content_id not in self._rows:
             raise KeyError(f"model {content_id!r} is not in the index")
+        self._direct_map()
+        return self.index.reconstruct(self._rows[content_id])
+
+    def vectors(self) -> np.ndarray:
+        """``[len(self), dim]`` unit vectors, in the order of :attr:`ids`."""
+        self._direct_map()
+        return self.index.reconstruct_n(0, len(self.ids)) if self.ids else np.zeros((0, self.dim), np.float32)
+
+    def _direct_map(self) -> None:
+        """Let an IVF index reconstruct vectors by row."""
         ivf = faiss.try_extract_index_ivf(self.index)
         if ivf is not None and not ivf.direct_map.type:
             ivf.make_direct_map()
-        return self.index.reconstruct(self._rows[content_id])
 
     def save(self, folder: str) -> None:
         """Write the index into ``folder`` (path or URI); ``index.json`` last, so a folder with one

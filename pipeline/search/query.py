@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.ingest.store import read_manifest
-from pipeline.search.duplicates import DuplicateThresholds, near_duplicate_groups
+from pipeline.search.atlas import Atlas
+from pipeline.search.duplicates import DuplicateThresholds, Prints, duplicates_of, near_duplicate_groups
 from pipeline.search.embed import read_embeddings, table_prints
 from pipeline.search.index import EncoderMismatch, ModelIndex
-from pipeline.storage import join, read_parquet
+from pipeline.storage import join, read_parquet, stamp
 
 
 @dataclass
@@ -45,11 +46,17 @@ class UnknownFilterValue(ValueError):
 class ZooSearch:
     """``out``: an embed_zoo output folder; ``graphs``: its ingestion folder; ``catalog``: the zoo's
     catalog.parquet (optional); ``encoder_state``: the encoder's state file (needed for queries by
-    file; must be the version the index was built with). Paths or URIs."""
+    file; must be the version the index was built with). Paths or URIs.
+
+    A snapshot of the folder as it was when made: :meth:`changed` tells when the index was saved
+    since (a new model added), and a new ``ZooSearch`` reads it."""
 
     def __init__(self, out: str, graphs: str, catalog: str | None = None, encoder_state: str | None = None):
+        self.stamp = stamp(join(out, "index", "index.json"))
         self.index = ModelIndex.load(join(out, "index"))
         self.out, self.encoder_state, self._encoder = out, encoder_state, None
+        self._prints: tuple[list[str], list[Prints]] | None = None
+        self._atlas: tuple[Atlas, list[dict]] | None = None
         manifest = read_manifest(graphs).to_pylist()
         by_name = {posixpath.basename(r["path"]): r for r in read_parquet(catalog).to_pylist()} if catalog else {}
         self.meta: dict[str, dict] = {}
@@ -66,6 +73,10 @@ class ZooSearch:
         self._by_name = {m["model_id"]: cid for cid, m in self.meta.items()}
         self._by_name.update({m["file"]: cid for cid, m in self.meta.items()})
         self._known = {field: sorted({m[field] for m in self.meta.values() if m.get(field)}) for field in FILTERED}
+
+    def changed(self) -> bool:
+        """Whether the index was saved since this snapshot was read."""
+        return stamp(join(self.out, "index", "index.json")) != self.stamp
 
     def resolve_id(self, model: str) -> str:
         """A content id from a content id, a model id or a checkpoint file name."""
@@ -135,9 +146,34 @@ class ZooSearch:
                 return results[:k]
             fetch = min(4 * fetch, len(self.index))
 
+    def prints(self) -> tuple[list[str], list[Prints]]:
+        """Content ids and :class:`~pipeline.search.duplicates.Prints` of the indexed models (read
+        once)."""
+        if self._prints is None:
+            table = read_embeddings(self.out, self.index.encoder_version)
+            self._prints = table.column("content_id").to_pylist(), table_prints(table)
+        return self._prints
+
     def near_duplicates(self, thresholds: DuplicateThresholds = DuplicateThresholds()) -> list[dict]:
         """Near-duplicate groups among the indexed models (see :mod:`pipeline.search.duplicates`),
         each with its members' metadata."""
-        table = read_embeddings(self.out, self.index.encoder_version)
-        groups = near_duplicate_groups(table.column("content_id").to_pylist(), table_prints(table), thresholds)
+        groups = near_duplicate_groups(*self.prints(), thresholds)
         return [{**g, "models": [self.meta.get(cid, {"content_id": cid}) for cid in g["members"]]} for g in groups]
+
+    def duplicates_of(self, prints: Prints, thresholds: DuplicateThresholds = DuplicateThresholds()) -> list[dict]:
+        """The indexed models that are near-duplicates of a model given by its ``prints`` (one not
+        necessarily indexed), each with its metadata and the pair's evidence, nearest first."""
+        return [{**self.meta.get(hit["content_id"], {}), **hit} for hit in duplicates_of(prints, *self.prints(), thresholds)]
+
+    def atlas(self) -> tuple[Atlas, list[dict]]:
+        """The zoo's 2-D map (:mod:`pipeline.search.atlas`) and each model's point on it: content
+        id, model id, task, family and ``x``, ``y`` (computed once)."""
+        if self._atlas is None:
+            vectors = self.index.vectors()
+            atlas = Atlas.fit(vectors)
+            meta = lambda cid: self.meta.get(cid, {})  # noqa: E731
+            points = [{"content_id": cid, "model_id": meta(cid).get("model_id"), "task": meta(cid).get("task"),
+                       "family": meta(cid).get("family"), "x": round(float(x), 5), "y": round(float(y), 5)}
+                      for cid, (x, y) in zip(self.index.ids, atlas.project(vectors))]
+            self._atlas = atlas, points
+        return self._atlas
