@@ -115,19 +115,20 @@ def main(argv: list[str] | None = None) -> dict:
 
     import os
 
+    from serve.app import build_app  # first: the app's package sets Ray Serve's throughput mode
+
     import ray
     from fastapi import FastAPI
     from ray import serve
 
     from pipeline.search import ZooSearch
     from pipeline.storage import exists, join
-    from serve.app import build_app
 
     if not exists(join(args.index, "index")):
         from pipeline.commands import embed_zoo
 
         embed_zoo.main([args.checkpoints, "--out", args.index])
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, ignore_reinit_error=True)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     trivial = FastAPI()
 

@@ -1,7 +1,9 @@
 """The search deployment: the faiss index and the models' metadata (:class:`pipeline.search.ZooSearch`).
 
-Each call is a quick lookup (no encoder here: vectors of uploads come from the embedder). Unknown
-models are refused with 404, filter values no indexed model has with 422 listing those it has.
+Lookups are quick (no encoder here: vectors of uploads come from the embedder) and run on the
+replica's event loop (``async``); what takes longer (near-duplicate groups, the map, an upload's
+duplicates) runs on Serve's thread pool. Unknown models are refused with 404, filter values no
+indexed model has with 422 listing those it has.
 
 Every replica follows the index folder: before answering, it checks whether the index was saved
 since it read it (a model added by ``POST /models`` or a ``weightzoo index`` run) and reads it again,
@@ -42,7 +44,7 @@ class Searcher:
         from pipeline.search import ZooSearch
 
         self.search = ZooSearch(*self.where)
-        self.groups: dict[DuplicateThresholds, list[dict]] = {}  # near-duplicate groups by thresholds
+        self.groups: dict[tuple, list[dict]] = {}  # near-duplicate groups by (snapshot, thresholds)
 
     def _current(self):
         """The index as it is now (read again when it was saved since; a half-written save keeps
@@ -57,25 +59,28 @@ class Searcher:
                     logger.warning("index %s not read again yet: %s: %s", self.where[0], type(exc).__name__, exc)
         return self.search
 
-    def status(self) -> dict:
+    async def status(self) -> dict:
         search = self._current()
         return {"models": len(search.index), "encoder_version": search.index.encoder_version}
 
-    def check(self, filters: Filters) -> Refusal | None:
+    async def check(self, filters: Filters) -> Refusal | None:
         try:
             self._current().check(filters)
         except UnknownFilterValue as exc:
             return Refusal(422, str(exc))
         return None
 
-    def model(self, model: str) -> dict | Refusal:
+    async def model(self, model: str) -> dict | Refusal:
+        return self._model(model)
+
+    def _model(self, model: str) -> dict | Refusal:
         search = self._current()
         try:
             return search.meta[search.resolve_id(model)]
         except KeyError as exc:
             return Refusal(404, exc.args[0])
 
-    def neighbors(self, model: str, k: int, filters: Filters) -> list[dict] | Refusal:
+    async def neighbors(self, model: str, k: int, filters: Filters) -> list[dict] | Refusal:
         try:
             return self._current().by_id(model, k, filters)
         except KeyError as exc:
@@ -83,7 +88,7 @@ class Searcher:
         except UnknownFilterValue as exc:
             return Refusal(422, str(exc))
 
-    def nearest(self, vector: np.ndarray, version: str, k: int, filters: Filters) -> list[dict] | Refusal:
+    async def nearest(self, vector: np.ndarray, version: str, k: int, filters: Filters) -> list[dict] | Refusal:
         """The ``k`` models nearest to ``vector`` (embedded by encoder ``version``, which must be the
         index's: 409 otherwise)."""
         search = self._current()
@@ -104,23 +109,23 @@ class Searcher:
         """The zoo's 2-D map: each model's point (content id, model id, task, family, x, y)."""
         return {"points": self._current().atlas()[1]}
 
-    def position(self, vector: np.ndarray) -> list[float]:
+    async def position(self, vector: np.ndarray) -> list[float]:
         """Where ``vector [dim]`` falls on the zoo's map: ``[x, y]``."""
         return [round(float(v), 5) for v in self._current().atlas()[0].project(vector[None])[0]]
 
     def duplicates(self, thresholds: DuplicateThresholds, model: str | None = None) -> list[dict] | Refusal:
         """Near-duplicate groups (each with its models and pairs); with ``model``, only its group."""
         if model is not None:
-            found = self.model(model)
+            found = self._model(model)
             if isinstance(found, Refusal):
                 return found
         search = self._current()
-        if thresholds not in self.groups:  # per snapshot of the index: grouped once per thresholds
+        key = (search.stamp, thresholds)  # grouped once per snapshot of the index and thresholds
+        if key not in self.groups:
             if len(self.groups) >= CACHED_THRESHOLDS:
                 self.groups.pop(next(iter(self.groups)))
-            self.groups[thresholds] = [{"models": g["models"], "pairs": g["pairs"]}
-                                       for g in search.near_duplicates(thresholds)]
-        groups = self.groups[thresholds]
+            self.groups[key] = [{"models": g["models"], "pairs": g["pairs"]} for g in search.near_duplicates(thresholds)]
+        groups = self.groups[key]
         if model is None:
             return groups
         return [g for g in groups if any(m["content_id"] == found["content_id"] for m in g["models"])]

@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+import serve  # noqa: F401 -- Ray Serve's throughput mode, as weightzoo serve runs it (see serve/__init__.py)
+
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
@@ -24,9 +26,9 @@ def ray_session():
 
     ray.init(num_cpus=2, object_store_memory=400 * 1024**2, include_dashboard=False)
     yield ray
-    from ray import serve
+    from ray import serve as ray_serve
 
-    serve.shutdown()
+    ray_serve.shutdown()
     ray.shutdown()
 
 
