@@ -56,3 +56,17 @@ echo
 echo "== any folder, no training: the encoder that ships with the package indexes the checkpoints =="
 .venv/bin/weightzoo index "$ZOO/models" --out "$INDEX-shipped" 2>/dev/null | tail -n 1
 .venv/bin/weightzoo search "$ZOO/models/moons-mlp-00000.safetensors" --index "$INDEX-shipped" --k 3 2>/dev/null
+echo
+echo "== the HTTP app on that index: a neighbour lookup, a model added with the bearer token, then found =="
+export WEIGHTZOO_TOKEN="demo-$RANDOM$RANDOM"
+.venv/bin/weightzoo serve --index "$INDEX-shipped" --catalog "$ZOO/catalog.parquet" --port 8765 > "$RUNS/serve.log" 2>&1 &
+SERVER=$!
+for _ in $(seq 90); do curl -sf 127.0.0.1:8765/readyz > /dev/null && break; sleep 2; done
+curl -s '127.0.0.1:8765/models/moons-mlp-00000/neighbors?k=2'; echo
+curl -s -o /dev/null -w "POST /models without the token: %{http_code}\n" --data-binary @"$RUNS/canonical/merged.safetensors" \
+    '127.0.0.1:8765/models?filename=merged-siren.safetensors'
+curl -s -H "Authorization: Bearer $WEIGHTZOO_TOKEN" --data-binary @"$RUNS/canonical/merged.safetensors" \
+    '127.0.0.1:8765/models?filename=merged-siren.safetensors'; echo
+curl -s '127.0.0.1:8765/models/merged-siren/neighbors?k=2'; echo
+echo "(the search page: http://127.0.0.1:8765/ while weightzoo serve runs)"
+kill -INT "$SERVER"; wait "$SERVER" 2> /dev/null || true

@@ -3,6 +3,7 @@ finds each model first by its own vector, re-running embeds nothing; queries by 
 honour filters and the encoder version; near-duplicate groups are exactly the planted copies."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,59 @@ def test_any_folder_is_indexed_and_searched_with_the_shipped_encoder(tiny_zoo, t
     assert results[0]["file"] == "sklearn-1.pt" and results[0]["score"] > 1 - 1e-5
     assert all(r["score"] < 1 - 1e-4 for r in results[1:])
     assert "sklearn-1" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_checkpoint_added_in_place_is_indexed_once(tiny_zoo, tmp_path):
+    """``add_checkpoint`` (what ``POST /models`` runs): a scikit-learn MLP is found first by itself;
+    adding it again, or under another name, changes nothing; a model already ingested but not
+    embedded (a crash between the steps) is embedded without being stored again; ``weightzoo index``
+    run afterwards has nothing left to do; a corrupt file or another encoder writes nothing."""
+    import shutil
+
+    import torch
+
+    from pipeline.checkpoint import CheckpointError
+    from pipeline.commands import embed_zoo
+    from pipeline.encoders.state import DEFAULT_ENCODER, load_trained
+    from pipeline.ingest import IngestConfig, run_ingest
+    from pipeline.search import EncoderMismatch, ZooSearch, add_checkpoint, read_embeddings
+
+    zoo, catalog = tiny_zoo
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for row in [r for r in catalog.to_pylist() if not r["duplicate_of"]][::8]:
+        shutil.copy(zoo / row["path"], mine)
+    out, graphs = str(tmp_path / "index"), str(tmp_path / "index" / "graphs")
+    first = embed_zoo.main([str(mine), "--out", out])
+    trained = load_trained(DEFAULT_ENCODER)
+    torch.save(sklearn_mlp(7, max_iter=20)[1], tmp_path / "sk.pt")
+
+    added = add_checkpoint(str(tmp_path / "sk.pt"), out, graphs, trained, hints={"activation": "relu"})
+    assert added["added"] and added["family"] == "mlp"
+    search = ZooSearch(out, graphs, encoder_state=DEFAULT_ENCODER)
+    assert search.meta[added["content_id"]]["file"] == "sk.pt" and len(search.index) == first["indexed"] + 1
+    best = search.by_file(str(tmp_path / "sk.pt"), 1, hints={"activation": "relu"}, sidecar=False)[0]
+    assert best["content_id"] == added["content_id"] and best["score"] > 1 - 1e-5
+    shutil.copy(tmp_path / "sk.pt", tmp_path / "again.pt")
+    assert not add_checkpoint(str(tmp_path / "again.pt"), out, graphs, trained, hints={"activation": "relu"})["added"]
+    table = read_embeddings(out, trained.version)
+    assert table.column("content_id").to_pylist().count(added["content_id"]) == 1
+
+    torch.save(sklearn_mlp(8, max_iter=20)[1], mine / "ingested-only.pt")  # stored, never embedded
+    run_ingest(IngestConfig([str(mine)], graphs))
+    shards = sorted(os.listdir(os.path.join(graphs, "shards")))
+    resumed = add_checkpoint(str(mine / "ingested-only.pt"), out, graphs, trained)
+    assert resumed["added"] and sorted(os.listdir(os.path.join(graphs, "shards"))) == shards
+    assert embed_zoo.main(["--out", out])["embedded_now"] == 0
+    assert len(ZooSearch(out, graphs).index) == first["indexed"] + 2
+
+    before = {name: (tmp_path / "index" / "index" / name).read_bytes() for name in os.listdir(os.path.join(out, "index"))}
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{oops")
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        add_checkpoint(str(tmp_path / "bad.safetensors"), out, graphs, trained)
+    other = load_trained(small_encoder_state(tmp_path / "other.pt", 1))
+    torch.save(sklearn_mlp(9, max_iter=20)[1], tmp_path / "sk9.pt")
+    with pytest.raises(EncoderMismatch):
+        add_checkpoint(str(tmp_path / "sk9.pt"), out, graphs, other)
+    assert {name: (tmp_path / "index" / "index" / name).read_bytes() for name in os.listdir(os.path.join(out, "index"))} == before

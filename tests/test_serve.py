@@ -227,6 +227,10 @@ def test_align_recovers_a_planted_element_and_merges(server, indexed):
     body, headers = _multipart({"a": ("a.safetensors", original)})
     status, _, data = _raw(f"{server}/align", body, headers)
     assert status == 422 and "'b'" in json.loads(data)["detail"]
+    big, headers = _multipart({"a": ("a.safetensors", original), "b": ("b.safetensors", b"\0" * (3 * 2**20))})
+    chunked = (big[i:i + 2**16] for i in range(0, len(big), 2**16))  # no Content-Length: capped as it streams
+    status, _, data = _raw(f"{server}/align", chunked, headers)
+    assert status == 413 and "limit" in json.loads(data)["detail"]
     assert _call(f"{server}/healthz")[0] == 200
 
 
