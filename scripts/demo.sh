@@ -69,4 +69,4 @@ curl -s -H "Authorization: Bearer $WEIGHTZOO_TOKEN" --data-binary @"$RUNS/canoni
     '127.0.0.1:8765/models?filename=merged-siren.safetensors'; echo
 curl -s '127.0.0.1:8765/models/merged-siren/neighbors?k=2'; echo
 echo "(the search page: http://127.0.0.1:8765/ while weightzoo serve runs)"
-kill -INT "$SERVER"; wait "$SERVER" 2> /dev/null || true
+kill "$SERVER"; wait "$SERVER" 2> /dev/null || true

@@ -89,15 +89,19 @@ class Ingress:
 
     @api.get("/readyz")
     async def readyz(self) -> Response:
-        """Readiness: the index and the encoder answer (503 otherwise)."""
+        """Readiness: the index and the encoder answer, and the encoder is the index's (503 otherwise,
+        with the reason)."""
         try:
             status = await self.searcher.status.remote()
             version = await self.embedder.version.remote()
         except Exception as exc:  # noqa: BLE001 -- any failure of a deployment means not ready
             return Response(json.dumps({"ready": False, "reason": f"{type(exc).__name__}: {exc}"}), 503,
                             media_type="application/json")
-        return Response(json.dumps({"ready": True, **status, "embedder_version": version}),
-                        media_type="application/json")
+        ready = version == status["encoder_version"]
+        reason = {} if ready else {"reason": f"the index holds {status['encoder_version']!r} embeddings; the "
+                                             f"server's encoder is {version!r}"}
+        return Response(json.dumps({"ready": ready, **reason, **status, "embedder_version": version}),
+                        200 if ready else 503, media_type="application/json")
 
     @api.get("/health")
     async def health(self) -> dict:

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import small_encoder_state
+
 PORT = 8431
 
 
@@ -333,7 +335,8 @@ def test_writes_need_the_token_and_bad_uploads_change_nothing(server, served):
 def test_an_added_model_is_found_next_and_survives_a_restart(server, served, indexed):
     """``POST /models`` with a scikit-learn MLP (a bare state dict): 201, found by the next queries
     by id and by upload, 200 when added again; after the app restarts (now with reads protected)
-    it is still there; the token is in no log."""
+    it is still there; restarted with another encoder than the index's, it is not ready and
+    refuses uploads with 409, writing nothing; the token is in no log."""
     from ray import serve
 
     import models
@@ -362,6 +365,18 @@ def test_an_added_model_is_found_next_and_survives_a_restart(server, served, ind
     assert status == 200 and health["models"] == count + 1
     status, model = _call(f"{server}/models/{cid}", headers=authorized)
     assert status == 200 and model["file"] == "sk-digits.pt"
+
+    other = small_encoder_state(os.path.join(os.path.dirname(served["index"]), "other.pt"), 1)
+    before = _index_files(served)
+    serve.delete("zoo")
+    serve.run(build_app({**served, "encoder_state": other}), name="zoo", route_prefix="/")
+    status, ready = _call(f"{server}/readyz")
+    assert status == 503 and "embeddings" in ready["reason"]
+    status, body = _call(f"{server}/search?activation=relu", data)
+    assert status == 409 and "embedded by" in body["detail"]
+    status, body = _post_model(server, data, "sk-digits.pt")
+    assert status == 409 and "the encoder is" in body["detail"]
+    assert _index_files(served) == before and _call(f"{server}/models/{cid}")[0] == 200
     logs = ray_logs()
     assert logs and not any(TOKEN in open(p, errors="ignore").read() for p in logs)
 
