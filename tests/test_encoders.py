@@ -11,6 +11,7 @@ from models import family_models
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
 from pipeline.constants import NUM_PROBES
 from pipeline.encoders import ENCODERS, WIRING_AWARE, build_encoder, embed, prepare
+from pipeline.encoders.graph_input import stack
 from pipeline.encoders.output_profile import NUM_PROFILE, output_profile
 from pipeline.encoders.probes import ProbeInputs, load_probe_inputs, probe_images, probe_inputs, probe_inputs_of
 from pipeline.graph import build_graph
@@ -90,16 +91,16 @@ def test_scale_gmn_node_states_are_equivariant(graphs, family):
     encoder = _encoder("scale_gmn", graphs).eval()
     element = random_element(graph, np.random.default_rng(4))
     with torch.no_grad():
-        states, _ = encoder.node_states(prepare(graph))
-        moved, _ = encoder.node_states(prepare(transformed(graph, element)))
+        states, _ = encoder.node_states(stack([prepare(graph)]))
+        moved, _ = encoder.node_states(stack([prepare(transformed(graph, element))]))
     for i, group in enumerate(graph.node_groups):
-        expected = states[i]
+        expected = states[i][0]
         if group.symmetry != "none":
             perm = torch.from_numpy(element.perms[perm_key(graph, i)])
             expected = expected[perm]
             if i in element.factors:
                 expected = expected * torch.from_numpy(element.factors[i])[:, None].float()
-        assert relative_difference(moved[i], expected) < 1e-5, group.name
+        assert relative_difference(moved[i][0], expected) < 1e-5, group.name
 
 
 def test_invariance_on_real_zoo_members(tiny_zoo):
@@ -238,3 +239,17 @@ def test_weights_stored_at_16_bits_embed_as_their_float32_values(graphs, encoder
     assert {b.weight.dtype for b in graph_input(low).blocks if b.weight is not None} == {torch.bfloat16}
     encoder = _encoder(encoder_name, graphs)
     torch.testing.assert_close(embed(encoder, [low]), embed(encoder, [wide]), rtol=0, atol=0)
+
+
+def test_models_of_one_architecture_embed_together_as_alone(tiny_zoo):
+    """The graph encoders stack models of one architecture into one tensor program: each model's
+    embedding is the one it gets alone (to 1e-5), whatever else shares its batch, in order."""
+    folder, catalog = tiny_zoo
+    rows = [r for r in catalog.to_pylist() if r["family"] in ("mlp", "cnn", "inr", "transformer")]
+    graphs = [build_graph(open_checkpoint(str(folder / r["path"]))) for r in rows[:24]]
+    assert len({(g.family, g.num_params) for g in graphs}) < len(graphs)  # some share an architecture
+    for name in ("scale_gmn", "neural_graphs"):
+        encoder = _encoder(name, {g.info["content_id"]: g for g in graphs})
+        together = embed(encoder, graphs)
+        alone = torch.cat([embed(encoder, [g]) for g in graphs])
+        assert relative_difference(together, alone) < 1e-5, name

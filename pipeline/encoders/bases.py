@@ -1,4 +1,5 @@
-"""Edge bases: elementwise functions of a block's weights ``[dst, src, F]`` that condition messages."""
+"""Edge bases: elementwise functions of a block's weights ``[*, dst, src, F]`` (``*``: models of one
+architecture batched) that condition messages."""
 from __future__ import annotations
 
 import torch
@@ -7,7 +8,7 @@ from pipeline.numerics import TINY
 
 
 def _rel_abs(w: torch.Tensor) -> torch.Tensor:
-    return w.abs() / w.norm().clamp_min(TINY)
+    return w.abs() / torch.linalg.vector_norm(w, dim=(-3, -2, -1), keepdim=True).clamp_min(TINY)  # per model
 
 
 EDGE_BASES = {

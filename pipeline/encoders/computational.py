@@ -12,7 +12,7 @@ from pipeline.constants import EMBEDDING_DIM, NUM_PROBES
 from pipeline.encoders.bases import edge_bases
 from pipeline.encoders.conv import EdgeMessage, SymmetricUpdate
 from pipeline.encoders.conv.symmetric_update import canonicalize
-from pipeline.encoders.graph_input import GraphInput
+from pipeline.encoders.graph_input import GraphInput, stack, structure
 from pipeline.encoders.output_profile import NUM_PROFILE, output_profile
 from pipeline.encoders.probes import ProbeInputs
 from pipeline.encoders.statistics import NUM_PROBE_STATISTICS, NUM_STATISTICS
@@ -22,6 +22,8 @@ from pipeline.numerics import TINY
 _SCALED = ("perm_scale", "perm_sign")
 _POSITIONAL = (NODE_KINDS.index("input"), NODE_KINDS.index("output"))
 _INPUT, _OUTPUT = NODE_KINDS.index("input"), NODE_KINDS.index("output")
+#: models of one architecture are embedded together up to this many weights at a time
+STACKED_PARAMS = 1 << 24
 
 
 def positional_features(count: int, dim: int, dtype=torch.float32) -> torch.Tensor:
@@ -92,8 +94,9 @@ class ComputationalGraphEncoder(nn.Module):
         return s if self.scale_aware else ("perm" if s in _SCALED else s)
 
     def node_states(self, graph: GraphInput) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Final node states per group ``[size, hidden]`` (equivariant: permuted and multiplied by
-        ``q`` like the nodes) and the invariant per-group context vectors."""
+        """Final node states per group ``[count, size, hidden]`` for a :func:`stacked <.graph_input.stack>`
+        input (equivariant: permuted and multiplied by ``q`` like the nodes) and the invariant
+        per-group context vectors ``[hidden]``."""
         dtype, device = self.bias_in.dtype, self.bias_in.device
         context = [self.kind.weight[g.kind]
                    + self.depth(torch.tensor([g.depth, math.log(g.size)], dtype=dtype, device=device))
@@ -124,12 +127,12 @@ class ComputationalGraphEncoder(nn.Module):
                 m = None
                 for k in incoming[i]:
                     block, block_bases = graph.blocks[k], bases(k)
-                    source = states[block.src] if block.sources is None else states[block.src][block.sources]
+                    source = states[block.src] if block.sources is None else states[block.src][:, block.sources]
                     term = skip(source) if block_bases is None else message(block_bases, source)
                     m = term if m is None else m + term
                 states[i] = update(states[i], m, self.symmetry(graph, i), context[i])
             for i in inputs:  # input neurons learn how the network reads them (invariant messages)
-                terms = [input_message([x.transpose(0, 1) for x in bases(k)],
+                terms = [input_message([x.transpose(-3, -2) for x in bases(k)],
                                        self._invariant_source(states[graph.blocks[k].dst],
                                                               self.symmetry(graph, graph.blocks[k].dst)))
                          for k in outgoing[i]]
@@ -147,10 +150,11 @@ class ComputationalGraphEncoder(nn.Module):
         return x
 
     def _initial(self, graph: GraphInput, i: int, context: torch.Tensor) -> torch.Tensor:
+        """``[count, size, hidden]`` initial states of group ``i``."""
         g = graph.groups[i]
         dtype, device = self.bias_in.dtype, self.bias_in.device
-        x = (g.bias[:, None] * self.bias_in if g.bias is not None
-             else torch.zeros(g.size, self.hidden, dtype=dtype, device=device))
+        x = (g.bias[..., None] * self.bias_in if g.bias is not None
+             else torch.zeros(graph.count, g.size, self.hidden, dtype=dtype, device=device))
         if self.symmetry(graph, i) in _SCALED:
             return x  # scales with q: nothing invariant may be added
         if g.norm is not None:
@@ -161,35 +165,37 @@ class ComputationalGraphEncoder(nn.Module):
             x = x + self.probe_in(graph.outputs_at_probes)
         return x + context
 
-    def embed_one(self, graph: GraphInput) -> torch.Tensor:
+    def embed_stacked(self, graph: GraphInput) -> torch.Tensor:
+        """``[count, dim]`` embeddings of a :func:`stacked <.graph_input.stack>` input."""
         states, context = self.node_states(graph)
         summaries = torch.stack([
-            self.readout(torch.cat([self.node_readout(canonicalize(x, self.symmetry(graph, i))).mean(0), context[i]]))
-            for i, x in enumerate(states)])
+            self.readout(torch.cat([self.node_readout(canonicalize(x, self.symmetry(graph, i))).mean(-2),
+                                    context[i].expand(graph.count, -1)], -1))
+            for i, x in enumerate(states)])                                     # [groups, count, hidden]
         weights = torch.softmax(self.attention(summaries), dim=0)
         return self.out((weights * summaries).sum(0) + self.signature(self._signature(graph))
                         + self._function(graph) + self._statistics(graph))
 
     def _function(self, graph: GraphInput) -> torch.Tensor | float:
-        """``[hidden]`` summary of the outputs at the probe inputs (each output neuron's values with
-        its position, mean over outputs, plus their profile across outputs); ``0`` when the network
-        has none."""
+        """``[count, hidden]`` summary of the outputs at the probe inputs (each output neuron's values
+        with its position, mean over outputs, plus their profile across outputs); ``0`` when the
+        network has none."""
         if self.probe_summary is None or graph.outputs_at_probes is None:
             return 0.0
-        values = graph.outputs_at_probes
-        position = positional_features(len(values), self.hidden, values.dtype).to(values.device)
-        return (self.probe_summary(torch.cat([values, position], -1)).mean(0)
-                + self.profile_summary(output_profile(values)))
+        values = graph.outputs_at_probes                                        # [count, n_out, probes]
+        position = positional_features(values.shape[-2], self.hidden, values.dtype).to(values.device)
+        return (self.probe_summary(torch.cat([values, position.expand(len(values), -1, -1)], -1)).mean(-2)
+                + self.profile_summary(torch.stack([output_profile(v) for v in values])))
 
     def _statistics(self, graph: GraphInput) -> torch.Tensor | float:
-        """``[hidden]`` mean over weight blocks of their summarized statistics; ``0`` without any."""
+        """``[count, hidden]`` mean over weight blocks of their summarized statistics; ``0`` without any."""
         if self.statistics_summary is None or graph.statistics is None:
             return 0.0
-        statistics = graph.statistics
+        statistics = graph.statistics                                           # [count, blocks, S]
         if self.probe_summary is None:  # without probes: nothing computed from the probe inputs
-            statistics = torch.cat([statistics[:, :-NUM_PROBE_STATISTICS],
-                                    torch.zeros_like(statistics[:, -NUM_PROBE_STATISTICS:])], 1)
-        return self.statistics_summary(statistics).mean(0)
+            statistics = torch.cat([statistics[..., :-NUM_PROBE_STATISTICS],
+                                    torch.zeros_like(statistics[..., -NUM_PROBE_STATISTICS:])], -1)
+        return self.statistics_summary(statistics).mean(-2)
 
     def _signature(self, graph: GraphInput) -> torch.Tensor:
         """``[3]`` invariant interface of the network: log widths of its input and output layers, log
@@ -199,4 +205,16 @@ class ComputationalGraphEncoder(nn.Module):
         return torch.tensor(values, dtype=self.bias_in.dtype, device=self.bias_in.device)
 
     def forward(self, graphs: list[GraphInput]) -> torch.Tensor:
-        return torch.stack([self.embed_one(g) for g in graphs])
+        """``[len(graphs), dim]``: models of one structure embedded together as one stacked input
+        (at most :data:`STACKED_PARAMS` weights at a time), in the order given."""
+        by_structure: dict[tuple, list[int]] = {}
+        for i, graph in enumerate(graphs):
+            by_structure.setdefault(structure(graph), []).append(i)
+        out: list[torch.Tensor | None] = [None] * len(graphs)
+        for members in by_structure.values():
+            step = max(1, STACKED_PARAMS // max(1, graphs[members[0]].num_params))
+            for start in range(0, len(members), step):
+                chunk = members[start:start + step]
+                for i, vector in zip(chunk, self.embed_stacked(stack([graphs[i] for i in chunk]))):
+                    out[i] = vector
+        return torch.stack(out)

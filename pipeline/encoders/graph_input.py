@@ -40,8 +40,10 @@ class Block:
 
 @dataclass
 class GraphInput:
-    """One model, prepared. ``order`` is a topological order of the groups (sources first);
-    ``activation`` the network's elementwise activation (``unknown`` if not recorded)."""
+    """One model, prepared, or with ``count`` set, that many models of one structure (:func:`stack`:
+    every tensor but ``sources`` has a leading model dimension). ``order`` is a topological order of
+    the groups (sources first); ``activation`` the network's elementwise activation (``unknown`` if
+    not recorded)."""
     groups: list[Group]
     blocks: list[Block]
     order: list[int]
@@ -56,6 +58,7 @@ class GraphInput:
     gates: list[tuple[int, int]] = field(default_factory=list)
     outputs_at_probes: torch.Tensor | None = None  # [n_out, NUM_PROBES], see pipeline.encoders.executor
     statistics: torch.Tensor | None = None  # [weighted blocks, NUM_STATISTICS], see pipeline.encoders.statistics
+    count: int | None = None  # models stacked (see stack); None: one model, no model dimension
 
     def to(self, device) -> "GraphInput":
         """A copy with every tensor on ``device``."""
@@ -63,3 +66,32 @@ class GraphInput:
         return replace(self, groups=[replace(g, bias=move(g.bias), norm=move(g.norm)) for g in self.groups],
                        blocks=[replace(b, weight=move(b.weight), sources=move(b.sources)) for b in self.blocks],
                        outputs_at_probes=move(self.outputs_at_probes), statistics=move(self.statistics))
+
+
+def structure(graph: GraphInput) -> tuple:
+    """What models must share to be stacked into one input (:func:`stack`): their groups, blocks,
+    order, and the shapes and dtypes of every tensor (the same architecture, prepared alike)."""
+    shape = lambda t: None if t is None else (tuple(t.shape), t.dtype)  # noqa: E731
+    return (tuple((g.size, g.kind, g.symmetry, g.depth, g.heads, shape(g.bias), shape(g.norm)) for g in graph.groups),
+            tuple((b.src, b.dst, b.kind, shape(b.weight), b.kernel,
+                   None if b.sources is None else b.sources.cpu().numpy().tobytes()) for b in graph.blocks),
+            tuple(graph.order), shape(graph.outputs_at_probes), shape(graph.statistics))
+
+
+def stack(graphs: list[GraphInput]) -> GraphInput:
+    """Models of one :func:`structure` as one input with ``count = len(graphs)``: each tensor
+    ``[...]`` becomes ``[count, ...]`` (a view for a single model), as PyTorch Geometric batches graphs
+    into one, here with the batch as a tensor dimension since the graphs are alike."""
+    first = graphs[0]
+
+    def stacked(get):
+        tensors = [get(g) for g in graphs]
+        if tensors[0] is None:
+            return None
+        return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+
+    groups = [replace(group, bias=stacked(lambda g, i=i: g.groups[i].bias), norm=stacked(lambda g, i=i: g.groups[i].norm))
+              for i, group in enumerate(first.groups)]
+    blocks = [replace(block, weight=stacked(lambda g, k=k: g.blocks[k].weight)) for k, block in enumerate(first.blocks)]
+    return replace(first, groups=groups, blocks=blocks, outputs_at_probes=stacked(lambda g: g.outputs_at_probes),
+                   statistics=stacked(lambda g: g.statistics), count=len(graphs))

@@ -26,9 +26,10 @@ class EdgeMessage(nn.Module):
         d_in, d_out: source state and message widths.
         max_kernel: feature positions with a matrix of their own.
 
-    Shapes: bases ``[n_dst, n_src, F]`` each, ``x [n_src, d_in]`` -> ``[n_dst, d_out]``; for a block in
-    ``g`` channel groups (grouped and depthwise convolutions: destination ``j`` reads the ``n_src / g``
-    sources of its group) bases ``[n_dst, n_src / g, F]``.
+    Shapes: bases ``[*, n_dst, n_src, F]`` each, ``x [*, n_src, d_in]`` -> ``[*, n_dst, d_out]``
+    (``*``: leading batch dimensions, e.g. models of one architecture); for a block in ``g`` channel
+    groups (grouped and depthwise convolutions: destination ``j`` reads the ``n_src / g`` sources of
+    its group) bases ``[*, n_dst, n_src / g, F]``.
     Equivariant to permutations of source and destination nodes; linear in each basis, so with the
     single basis :math:`w` a message scales exactly as the weights do.
     """
@@ -41,17 +42,18 @@ class EdgeMessage(nn.Module):
         max_kernel = self.weight.shape[1]
         out = None
         for b, basis in enumerate(bases):
-            feat = basis.shape[2]
-            if basis.shape[1] != len(x):                              # channel groups
-                groups = len(x) // basis.shape[1]
-                own = x.reshape(groups, basis.shape[1], -1).repeat_interleave(len(basis) // groups, 0)
-                z = torch.einsum("dsf,dsc->dfc", basis, own)          # [dst, F, d_in]
+            n_dst, n_src, feat = basis.shape[-3:]
+            if n_src != x.shape[-2]:                                  # channel groups
+                groups = x.shape[-2] // n_src
+                own = x.reshape(*x.shape[:-2], groups, n_src, x.shape[-1]).repeat_interleave(n_dst // groups, -3)
+                z = torch.einsum("...dsf,...dsc->...dfc", basis, own)  # [..., dst, F, d_in]
             elif feat == 1:
-                z = (basis[:, :, 0] @ x)[:, None]                     # [dst, 1, d_in]
-            else:
-                z = torch.einsum("dsf,sc->dfc", basis, x)             # [dst, F, d_in]
+                z = (basis[..., 0] @ x).unsqueeze(-2)                 # [..., dst, 1, d_in]
+            else:                                                     # [..., dst, F, d_in], one matmul
+                z = (basis.transpose(-1, -2).reshape(*basis.shape[:-3], n_dst * feat, n_src) @ x).unflatten(-2, (n_dst, feat))
             if feat > max_kernel:
-                z = torch.cat([z[:, :max_kernel - 1], z[:, max_kernel - 1:].sum(1, keepdim=True)], 1)
-            term = torch.einsum("dfc,fco->do", z, self.weight[b, :z.shape[1]])
+                z = torch.cat([z[..., :max_kernel - 1, :], z[..., max_kernel - 1:, :].sum(-2, keepdim=True)], -2)
+            weight = self.weight[b, :z.shape[-2]]                     # [F', d_in, d_out]
+            term = z.flatten(-2) @ weight.flatten(0, 1)               # sum over positions and channels
             out = term if out is None else out + term
-        return out / bases[0].shape[1]
+        return out / bases[0].shape[-2]

@@ -9,7 +9,7 @@ from pipeline.numerics import TINY
 
 
 def canonicalize(x: torch.Tensor, symmetry: str) -> torch.Tensor:
-    """A function of node states ``[n, d]`` invariant to the group's per-node factor ``q``:
+    """A function of node states ``[*, n, d]`` invariant to the group's per-node factor ``q``:
     ``x / ||x||`` (positive scaling), ``|x|`` (sign flips), ``x`` otherwise."""
     if symmetry == "perm_scale":
         return x / x.norm(dim=-1, keepdim=True).clamp_min(TINY)
@@ -29,8 +29,8 @@ class SymmetricUpdate(nn.Module):
     Args:
         dim: node state width ``d``.
 
-    Shapes: ``x, m [n, d]`` -> ``[n, d]``; ``context [d]`` is an invariant per-group vector (node kind,
-    depth) that only the plain update and the gates see.
+    Shapes: ``x, m [*, n, d]`` -> ``[*, n, d]`` (``*``: leading batch dimensions); ``context [d]`` is an
+    invariant per-group vector (node kind, depth) that only the plain update and the gates see.
     """
 
     def __init__(self, dim: int):
@@ -43,6 +43,6 @@ class SymmetricUpdate(nn.Module):
     def forward(self, x: torch.Tensor, m: torch.Tensor, symmetry: str, context: torch.Tensor) -> torch.Tensor:
         y = self.u(x) + self.v(m)
         if symmetry in ("perm_scale", "perm_sign"):
-            invariant = torch.cat([canonicalize(y, symmetry), context.expand(len(y), -1)], -1)
+            invariant = torch.cat([canonicalize(y, symmetry), context.expand(*y.shape[:-1], -1)], -1)
             return x + y * torch.sigmoid(self.gate(invariant))
         return x + self.plain(y + context)
