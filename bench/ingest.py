@@ -1,8 +1,11 @@
 """Ingestion benchmark: conversion throughput against the raw read+write limit, the full Ray Data job
 on thousands of small checkpoints, and one ~22M-parameter BERT-shaped checkpoint.
 
-    python bench/ingest.py                 # 3,000 Small-CNN-Zoo checkpoints + a 22.7M BERT (MiniLM-L6 shape)
-    python bench/ingest.py --small 500     # quicker
+    python bench/ingest.py                 # 12,000 Small-CNN-Zoo checkpoints + a 22.7M BERT (MiniLM-L6 shape)
+    python bench/ingest.py --small 3000    # quicker
+
+The Ray Data job is compared with the same files split over one plain process per core, started
+at once (``ray_vs_two_process_ratio`` on 2 cores; the job's time includes starting its actors).
 
 Each single-process measurement runs in a fresh subprocess so its peak RSS is its own (best of 3
 runs); the raw limit
@@ -24,8 +27,6 @@ import time
 import numpy as np
 import psutil
 import pyarrow as pa
-
-from pipeline.zoo.synthetic import SMALL_CNN, bert_shapes, write_random
 
 # --- measured in a subprocess --------------------------------------------------------------------
 
@@ -63,6 +64,7 @@ def _convert(paths: list[str], out: str, batch: int) -> None:
 
 
 def measure_worker(kind: str, list_file: str, out: str, batch: int) -> None:
+    os.makedirs(out, exist_ok=True)
     paths = open(list_file).read().split("\n")
     baseline = psutil.Process().memory_info().rss
     started = time.perf_counter()
@@ -78,23 +80,39 @@ def best_of(kind: str, paths: list[str], batch: int = 64, repeats: int = 3) -> d
 
 
 def measure(kind: str, paths: list[str], batch: int = 64) -> dict:
-    with tempfile.TemporaryDirectory() as out, tempfile.NamedTemporaryFile("w", suffix=".txt") as lst:
-        lst.write("\n".join(paths))
-        lst.flush()
-        result = subprocess.run([sys.executable, __file__, "--worker", kind, lst.name, out, str(batch)],
-                                check=True, capture_output=True, text=True)
-        return json.loads(result.stdout.strip().splitlines()[-1])
+    return measure_parallel(kind, [paths], batch)[0]
+
+
+def measure_parallel(kind: str, parts: list[list[str]], batch: int = 64) -> list[dict]:
+    """One subprocess per part, all at once; each one's figures plus ``wall``: the seconds until
+    the last one finished (process start-up included)."""
+    with tempfile.TemporaryDirectory() as out:
+        lists = []
+        for i, paths in enumerate(parts):
+            lists.append(os.path.join(out, f"list-{i}.txt"))
+            with open(lists[-1], "w") as f:
+                f.write("\n".join(paths))
+        started = time.perf_counter()
+        workers = [subprocess.Popen([sys.executable, __file__, "--worker", kind, lst, os.path.join(out, str(i)),
+                                     str(batch)], stdout=subprocess.PIPE, text=True) for i, lst in enumerate(lists)]
+        outputs = [w.communicate()[0] for w in workers]
+        wall = time.perf_counter() - started
+        if any(w.returncode for w in workers):
+            raise RuntimeError(f"a {kind} worker failed")
+        return [{**json.loads(o.strip().splitlines()[-1]), "wall": wall} for o in outputs]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", type=int, default=3000, help="number of small CNN checkpoints")
+    parser.add_argument("--small", type=int, default=12000, help="number of small CNN checkpoints")
     parser.add_argument("--workdir", default=None, help="where to generate checkpoints (default: a temp dir)")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         kind, list_file, out, batch = args.worker
         return measure_worker(kind, list_file, out, int(batch))
+
+    from pipeline.zoo.synthetic import SMALL_CNN, bert_shapes, write_random  # not in the workers: torch
 
     work = args.workdir or tempfile.mkdtemp(prefix="bench-ingest-")
     small_dir = os.path.join(work, "small")
@@ -112,17 +130,23 @@ def main() -> None:
     raw_small, conv_small = best_of("raw", small), best_of("convert", small)
     raw_bert, conv_bert = best_of("raw", [bert], 1), best_of("convert", [bert], 1)
 
+    processes = os.cpu_count()                   # the same files split over one plain process per core
+    split = min((measure_parallel("convert", [small[i::processes] for i in range(processes)], 128)
+                 for _ in range(3)), key=lambda r: r[0]["wall"])
+    split_rate = args.small / split[0]["wall"]
+
     from pipeline.ingest import IngestConfig, run_ingest
     from pipeline.ray_utils import ensure_ray
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ensure_ray(num_cpus=os.cpu_count())          # start-up is excluded from the job's time
+    ensure_ray(num_cpus=os.cpu_count())          # the cluster's start-up is excluded; the actors' is not
     with tempfile.TemporaryDirectory() as out:
-        job = run_ingest(IngestConfig([small_dir], out, batch_size=128))
+        job = run_ingest(IngestConfig([small_dir], out))
     job_rate = args.small / job["seconds"]
 
     rows = [
         ("small CNN, raw read+write (1 proc)", args.small / raw_small["seconds"], small_params * args.small / raw_small["seconds"], raw_small["peak_rss"]),
         ("small CNN, conversion (1 proc)", args.small / conv_small["seconds"], small_params * args.small / conv_small["seconds"], conv_small["peak_rss"]),
+        (f"small CNN, {processes} plain processes", split_rate, small_params * split_rate, split[0]["peak_rss"]),
         ("small CNN, Ray Data job (all cores)", job_rate, small_params * job_rate, float("nan")),
         ("BERT 22.7M, raw read+write", 1 / raw_bert["seconds"], bert_params / raw_bert["seconds"], raw_bert["peak_rss"]),
         ("BERT 22.7M, conversion", 1 / conv_bert["seconds"], bert_params / conv_bert["seconds"], conv_bert["peak_rss"]),
@@ -133,6 +157,10 @@ def main() -> None:
     result = {
         "small_ckpt_per_s": round(job_rate, 1),
         "small_params_per_s": round(small_params * job_rate),
+        "ray_vs_two_process_ratio": round(job_rate / split_rate, 3),
+        "ray_first_batch_s": job["first_batch_s"],
+        "ray_steady_vs_two_process_ratio": round(job["steady_checkpoints_per_s"] / split_rate, 3),
+        "split_processes": processes,
         "convert_vs_raw_ratio": round(raw_small["seconds"] / conv_small["seconds"], 3),
         "bert22m_convert_vs_raw_ratio": round(raw_bert["seconds"] / conv_bert["seconds"], 3),
         "bert22m_params": bert_params,

@@ -218,3 +218,12 @@ def test_a_lost_shard_is_converted_again(ray_session, zoo_inputs, tmp_path):
     summary = run_ingest(IngestConfig([str(inputs / "models")], str(out), batch_size=8))
     assert summary["redone_lost"] >= lost > 0 and summary["converted"] == lost
     assert sorted(g.info["content_id"] for g in _shard_rows(out)) == before
+
+
+def test_automatic_batches_hold_many_small_files_few_large_ones_and_feed_every_actor():
+    from pipeline.ingest.job import BATCH_BYTES, MAX_BATCH, batch_size_for
+
+    assert batch_size_for([10_000] * 100_000, 2) == MAX_BATCH                 # small files: many per task
+    assert batch_size_for([25_000] * 12_000, 2) == 1_500                      # ... but 4 tasks per actor
+    assert batch_size_for([BATCH_BYTES // 4] * 1_000, 2) == 4                 # large files: about 64 MiB a task
+    assert batch_size_for([10 * BATCH_BYTES] * 3, 2) == 1 and batch_size_for([], 2) == 1

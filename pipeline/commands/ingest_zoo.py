@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("inputs", nargs="+", help="folders, globs, checkpoint files or URIs")
     parser.add_argument("--out", required=True, help="output folder or URI")
     parser.add_argument("--precision", default="fp32", choices=sorted(STORED_PRECISIONS))
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="checkpoints per task (default: by their sizes, about 64 MiB a task)")
     parser.add_argument("--num-actors", type=int, default=None)
     parser.add_argument("--allow-nonfinite", action="store_true", help="store NaN/Inf weights instead of rejecting")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")

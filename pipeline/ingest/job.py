@@ -49,6 +49,19 @@ RECORD_SCHEMA = pa.schema([
     ("fallback", pa.string()),  # why a recognized family fell back to a per-layer graph
 ])
 SHARD_BYTES = 256 * 1024 * 1024   # a shard is written once its checkpoints reach this size
+BATCH_BYTES = 64 * 1024 * 1024    # an automatic batch holds about this many checkpoint bytes ...
+MAX_BATCH = 4096                  # ... and at most this many checkpoints
+BATCHES_PER_ACTOR = 4             # ... and there are at least this many batches per actor
+
+
+def batch_size_for(sizes: list[int], actors: int) -> int:
+    """Checkpoints per batch when none is set: many small files per task (each batch costs a task,
+    a records part and a shard write, whatever its size), a few large ones, and enough batches to
+    keep every actor busy to the end."""
+    if not sizes:
+        return 1
+    by_bytes = BATCH_BYTES // max(1, sum(sizes) // len(sizes))
+    return max(1, min(MAX_BATCH, by_bytes, -(-len(sizes) // (BATCHES_PER_ACTOR * actors))))
 
 
 @dataclass
@@ -56,7 +69,7 @@ class IngestConfig:
     inputs: list[str]
     output: str
     precision: str = "fp32"      # stored precision of floating weights: fp32 | fp16 | bf16
-    batch_size: int = 64         # checkpoints per Ray Data batch (and per records part)
+    batch_size: int | None = None  # checkpoints per Ray Data batch and records part (None: batch_size_for)
     num_actors: int | None = None
     check_finite: bool = True
     hints: dict = field(default_factory=dict)  # command-line hints (pipeline.graph.hints), checked
@@ -252,18 +265,21 @@ def run_ingest(config: IngestConfig) -> dict:
     known = [r["content_id"] for r in previous if r["status"] == "converted"]
 
     started = time.perf_counter()
-    new_records = []
+    new_records, first = [], (0.0, 0)  # when the first batch came back, and its size
     if todo:
         registry = ContentRegistry.remote(known)
         num_actors = config.num_actors or max(1, min(int(ray.cluster_resources().get("CPU", 1)), len(todo)))
+        batch_size = config.batch_size or batch_size_for([r.size for r in todo], num_actors)
         ds = ray.data.from_items([{"uri": r.uri, "size": r.size, "mtime_ns": r.mtime_ns} for r in todo],
-                                 override_num_blocks=max(1, -(-len(todo) // config.batch_size)))
-        ds = ds.map_batches(GraphConverter, batch_size=config.batch_size, batch_format="numpy",
+                                 override_num_blocks=max(1, -(-len(todo) // batch_size)))
+        ds = ds.map_batches(GraphConverter, batch_size=batch_size, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=num_actors), num_cpus=1,
                             fn_constructor_kwargs={"output": config.output, "precision": config.precision,
                                                    "check_finite": config.check_finite, "registry": registry,
                                                    "hints": config.hints})
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            if not new_records:
+                first = (time.perf_counter() - started, batch.num_rows)
             new_records.append(batch)
         ray.kill(registry)
     seconds = time.perf_counter() - started
@@ -279,6 +295,9 @@ def run_ingest(config: IngestConfig) -> dict:
     return {"output": config.output, "discovered": len(refs), "skipped_unchanged": len(refs) - len(todo),
             "cleaned_uncommitted": cleaned, "redone_lost": lost, **status_counts, "seconds": round(seconds, 3),
             "checkpoints_per_s": round(len(todo) / seconds, 1) if todo and seconds else 0.0,
+            "first_batch_s": round(first[0], 3),  # start-up: actors started, one batch converted
+            "steady_checkpoints_per_s": round((len(todo) - first[1]) / (seconds - first[0]), 1)
+            if len(todo) > first[1] and seconds > first[0] else 0.0,
             "stored_models": len(stored), "stored_by_family": dict(sorted(by_family.items())),
             "total_errors": errors.num_rows,
             "run_errors": [(r["source_path"], r["error_kind"], r["error"]) for r in run if r["status"] == "error"]}
