@@ -17,8 +17,6 @@ import dataclasses
 import time
 import uuid
 
-import pyarrow.compute as pc
-
 from pipeline.storage import exists, join, make_dirs, resolve, write_parquet
 
 
@@ -40,7 +38,7 @@ def add_checkpoint(path: str, out: str, graphs: str, trained, source: str | None
     from pipeline.graph.rows import check_storable
     from pipeline.ingest.job import commit_records, consolidate, store_converted
     from pipeline.ingest.store import stored_models
-    from pipeline.search.embed import embedding_matrix, embedding_rows, read_embeddings
+    from pipeline.search.embed import embedding_matrix, embedding_rows, stored_vector
     from pipeline.search.index import EncoderMismatch, ModelIndex
 
     started = time.perf_counter()
@@ -68,13 +66,13 @@ def add_checkpoint(path: str, out: str, graphs: str, trained, source: str | None
         commit_records(fs, root, batch, list(records.values()))
         consolidate(fs, root)
 
-    embedded = read_embeddings(out, trained.version)
-    rows = embedded.filter(pc.equal(embedded.column("content_id"), cid))
-    if not rows.num_rows:
+    vector = stored_vector(out, trained.version, cid)
+    if vector is None:
         rows = embedding_rows(trained, [graph])
         make_dirs(join(out, "embeddings"))
         out_fs, out_root = resolve(out)
         write_parquet(out_fs, f"{out_root}/embeddings/part-{uuid.uuid4().hex[:16]}.parquet", rows)
-    index.add([cid], embedding_matrix(rows), trained.version)
+        vector = embedding_matrix(rows)
+    index.add([cid], vector, trained.version)
     index.save(folder)
     return {**summary, "added": True}

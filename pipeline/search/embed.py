@@ -1,4 +1,5 @@
-"""Embedding a zoo: stored graphs -> embeddings table + faiss index, incrementally, with Ray Data.
+"""Embedding a zoo: stored graphs -> embeddings table + faiss index, incrementally, with Ray Data
+(the actors write the embeddings parts; the index is built from the parts' ids and vectors).
 
 Output folder (a path or URI)::
 
@@ -36,21 +37,25 @@ EMBEDDING_SCHEMA = pa.schema([("content_id", pa.string()), ("vector", pa.list_(p
 
 
 class Embedder:
-    """Ray Data actor holding a trained encoder: model rows -> embedding rows."""
+    """Ray Data actor holding a trained encoder: model rows -> an embeddings part written to ``out``
+    (through :mod:`pipeline.storage`, so any URI); returns the part's content ids."""
 
-    def __init__(self, state_path: str):
+    def __init__(self, state_path: str, out: str):
         import torch
 
         from pipeline.encoders.state import load_trained
 
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
         self.trained = load_trained(state_path)
+        self.fs, self.root = resolve(out)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from pipeline.graph.rows import records_to_graphs
         from pipeline.ingest.store import without_labels
 
-        return embedding_rows(self.trained, list(records_to_graphs(without_labels(batch))))
+        rows = embedding_rows(self.trained, list(records_to_graphs(without_labels(batch))))
+        write_parquet(self.fs, f"{self.root}/embeddings/part-{uuid.uuid4().hex[:16]}.parquet", rows)
+        return rows.select(["content_id"])
 
 
 def embedding_rows(trained, graphs: list) -> pa.Table:
@@ -117,36 +122,76 @@ def table_prints(table: pa.Table) -> list:
 def run_embed(graphs_dir: str, state_path: str, out: str, factory: str = "Flat", num_actors: int | None = None,
               batch_size: int = 64, limit: int | None = None) -> dict:
     """Embed every stored model not embedded yet by this encoder version (at most ``limit`` of them),
-    then update the index. Every path may be a URI. Ray must be running."""
+    then update the index. Every path may be a URI. Ray must be running.
+
+    The actors write the embeddings parts; the driver gets back content ids only, and builds the
+    index part by part from the vectors alone."""
     import ray
     import ray.data
 
     from pipeline.encoders.state import load_trained
     from pipeline.ingest.store import model_dataset, stored_models
-    from pipeline.search.index import ModelIndex
 
     trained = load_trained(state_path)
-    done = set(read_embeddings(out, trained.version).column("content_id").to_pylist())
+    done = set(read_embedding_ids(out, trained.version))
     models = stored_models(graphs_dir)
     todo = models.filter(pc.invert(pc.is_in(models.column("content_id"), pa.array(sorted(done), pa.string()))))
     todo = todo.slice(0, limit) if limit is not None else todo
-    fs, root = resolve(out)
     make_dirs(join(out, "embeddings"))
     new, started = 0, time.perf_counter()
     if todo.num_rows:
         actors = num_actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        state = state_path if "://" in state_path else os.path.abspath(state_path)
+        where = lambda p: p if "://" in p else os.path.abspath(p)  # noqa: E731 -- actors run elsewhere
         ds = model_dataset(graphs_dir, todo).map_batches(
-            Embedder, fn_constructor_kwargs={"state_path": state}, batch_size=batch_size,
-            batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
+            Embedder, fn_constructor_kwargs={"state_path": where(state_path), "out": where(out)},
+            batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            write_parquet(fs, f"{root}/embeddings/part-{uuid.uuid4().hex[:16]}.parquet", batch)
             new += batch.num_rows
     seconds = time.perf_counter() - started
-    table = read_embeddings(out, trained.version)
-    index = ModelIndex(trained.dim, trained.version, factory)
-    if table.num_rows:
-        index.add(table.column("content_id").to_pylist(), embedding_matrix(table), trained.version)
-        index.save(join(out, "index"))
+    index = build_index(out, trained.dim, trained.version, factory)
     return {"encoder_version": trained.version, "embedded_now": new, "indexed": len(index),
             "index": join(out, "index"), "embed_seconds": round(seconds, 2)}
+
+
+def read_embedding_ids(out: str, version: str) -> list[str]:
+    """Content ids embedded by encoder ``version`` in an output folder (two columns read)."""
+    ids = []
+    for _, table in _version_parts(out, version, ["content_id"]):
+        ids.extend(table.column("content_id").to_pylist())
+    return ids
+
+
+def stored_vector(out: str, version: str, content_id: str) -> np.ndarray | None:
+    """``[1, dim]`` vector of ``content_id`` embedded by ``version`` in an output folder, or ``None``."""
+    for _, table in _version_parts(out, version, ["content_id", "vector"]):
+        rows = table.filter(pc.equal(table.column("content_id"), content_id))
+        if rows.num_rows:
+            return embedding_matrix(rows.slice(0, 1))
+    return None
+
+
+def _version_parts(out: str, version: str, columns: list[str]):
+    """``(path, table)`` of each embeddings part, reduced to ``columns`` of ``version``'s rows."""
+    fs, root = resolve(out)
+    for path in sorted(list_parts(fs, f"{root}/embeddings")):
+        table = pq.read_table(path, filesystem=fs, columns=sorted({*columns, "encoder_version"}))
+        yield path, table.filter(pc.equal(table.column("encoder_version"), version)).select(columns)
+
+
+def build_index(out: str, dim: int, version: str, factory: str = "Flat"):
+    """The :class:`~pipeline.search.index.ModelIndex` of every ``version`` embedding in ``out``,
+    saved to ``<out>/index`` (when there is any); read part by part, vectors and ids only."""
+    from pipeline.search.index import ModelIndex
+
+    index = ModelIndex(dim, version, factory)
+    if factory != "Flat":  # trained indexes need their training vectors at once
+        table = read_embeddings(out, version)
+        if table.num_rows:
+            index.add(table.column("content_id").to_pylist(), embedding_matrix(table), version)
+    else:
+        for _, table in _version_parts(out, version, ["content_id", "vector"]):
+            if table.num_rows:
+                index.add(table.column("content_id").to_pylist(), embedding_matrix(table), version)
+    if len(index):
+        index.save(join(out, "index"))
+    return index
