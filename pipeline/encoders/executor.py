@@ -37,7 +37,7 @@ from pipeline.encoders.probes import DEFAULT_PROBES, ProbeInputs
 from pipeline.graph.schema import GROUPED_EDGES, NODE_KINDS, repeat_sources
 from pipeline.numerics import TINY
 
-#: probe passes costing more multiply-adds (about a second on one core in float64) are skipped:
+#: probe passes costing more multiply-adds (about a second on one core, in float64) are skipped:
 #: large CNNs, whose every weight is applied at every pixel of every probe image
 MAX_PROBE_MACS = 1e10
 ACTIVATIONS = {"relu": F.relu, "relu6": F.relu6, "tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu, "sigmoid": torch.sigmoid,
@@ -74,7 +74,7 @@ def _message(block: Block, x: torch.Tensor, linear: bool) -> torch.Tensor | None
         return x[:, block.sources]
     groups = x.shape[1] // block.weight.shape[1]  # 1 but for grouped and depthwise blocks
     if linear:
-        summed = block.weight.double().sum(2)
+        summed = block.weight.to(x.dtype).sum(2)
         if groups == 1:
             return x @ summed.T
         return torch.einsum("rgi,goi->rgo", x.reshape(len(x), groups, -1),
@@ -83,19 +83,19 @@ def _message(block: Block, x: torch.Tensor, linear: bool) -> torch.Tensor | None
         if x.ndim != 4:
             return None
         k = block.kernel[0]
-        return F.conv2d(x, block.weight.double().reshape(*block.weight.shape[:2], k, k), padding=k // 2,
+        return F.conv2d(x, block.weight.to(x.dtype).reshape(*block.weight.shape[:2], k, k), padding=k // 2,
                         groups=groups)
     if x.ndim == 4:  # a dense layer after a convolution reads the global average pool
         x = x.mean((2, 3))
-    return x @ block.weight[:, :, 0].double().T
+    return x @ block.weight[:, :, 0].to(x.dtype).T
 
 
 @torch.no_grad()
 def execute(graph: GraphInput, inputs: dict[int, torch.Tensor],
             activation: Callable[[torch.Tensor], torch.Tensor] | None,
             within: set[int] | None = None) -> dict[int, torch.Tensor] | None:
-    """Every group's values (float64, ``[P, size]`` or ``[P, size, H, W]``) given ``inputs``, the
-    values of some source groups (``P`` rows each). A group's value is the sum of its incoming
+    """Every group's values (``[P, size]`` or ``[P, size, H, W]``, in the inputs' dtype) given
+    ``inputs``, the values of some source groups (``P`` rows each). A group's value is the sum of its incoming
     blocks' messages from the groups that have values (times its ``gate`` sources' values, channel
     by channel), plus its bias, through ``activation`` for
     hidden groups and for streams no skip connection feeds; groups nothing reaches have none, nor
@@ -120,7 +120,7 @@ def execute(graph: GraphInput, inputs: dict[int, torch.Tensor],
             x = x * gate.reshape(*gate.shape, *[1] * (x.ndim - gate.ndim))
         g = graph.groups[i]
         if g.bias is not None:
-            x = x + g.bias.double().reshape(-1, *[1] * (x.ndim - 2))
+            x = x + g.bias.to(x.dtype).reshape(-1, *[1] * (x.ndim - 2))
         if activation is not None and (g.kind == _HIDDEN or (g.kind == _STREAM and
                                                               all(b.kind != "residual" for b in incoming))):
             x = activation(x)
@@ -180,10 +180,11 @@ def executable(graph: GraphInput, activations: dict = ACTIVATIONS) -> bool:
                     for b in graph.blocks))
 
 
-def probe_values(graph: GraphInput, probes: ProbeInputs | None = None,
-                 activations: dict = ACTIVATIONS) -> dict[int, torch.Tensor] | None:
-    """Every group's values at the probe inputs, after its activation (float64, ``[NUM_PROBES, size]``
-    or ``[NUM_PROBES, size, H, W]`` for convolutions), or ``None`` when the graph is not
+def probe_values(graph: GraphInput, probes: ProbeInputs | None = None, activations: dict = ACTIVATIONS,
+                 dtype: torch.dtype = torch.float64) -> dict[int, torch.Tensor] | None:
+    """Every group's values at the probe inputs, after its activation (``dtype``: the encoders run
+    the pass in their own, float64 elsewhere; ``[NUM_PROBES, size]`` or ``[NUM_PROBES, size, H, W]``
+    for convolutions), or ``None`` when the graph is not
     :func:`executable` or its pass would cost more than ``MAX_PROBE_MACS``. ``probes``: the
     encoder's :class:`ProbeInputs` (default: none of its own); ``activations``: the activation
     functions by name (the encoders read :data:`ACTIVATIONS`). Equivariant: a symmetry of the hidden
@@ -193,8 +194,8 @@ def probe_values(graph: GraphInput, probes: ProbeInputs | None = None,
         return None
     probes = DEFAULT_PROBES if probes is None else probes
     sources = [i for i in graph.order if all(b.dst != i for b in graph.blocks)]
-    inputs = {i: probes.images(graph.groups[i].size) if any(_is_conv(b) for b in graph.blocks if b.src == i)
-              else probes.dense(graph.groups[i].size) for i in sources}
+    inputs = {i: (probes.images(graph.groups[i].size) if any(_is_conv(b) for b in graph.blocks if b.src == i)
+                  else probes.dense(graph.groups[i].size)).to(dtype) for i in sources}
     pixels = max((x.shape[2] * x.shape[3] for x in inputs.values() if x.ndim == 4), default=1)
     if NUM_PROBES * sum(b.weight.numel() * (pixels if _is_conv(b) else 1)
                         for b in graph.blocks if b.weight is not None) > MAX_PROBE_MACS:

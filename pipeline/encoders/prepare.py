@@ -87,7 +87,7 @@ def prepare(graph: WeightGraph, dtype: torch.dtype = torch.float32, scaling: Gro
     (:func:`~pipeline.encoders.probes.probe_inputs_of`), else the defaults; ``activations``: what
     the probe pass may run (see :func:`~pipeline.encoders.executor.probe_values`)."""
     prepared = graph_input(graph, dtype)
-    values = probe_values(prepared, probes, activations)
+    values = probe_values(prepared, probes, activations, dtype)  # in the encoder's dtype: float32 convs are 5x faster
     factors = (canonical_scaling(graph) if scaling is None else scaling).factors
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     prepared.outputs_at_probes = cast(probe_outputs(prepared, values))
