@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ingest", nargs="*", default=[], help="more checkpoints to ingest first")
     parser.add_argument("--factory", default="Flat", help="faiss index factory string (Flat, HNSW32, IVF1024,Flat)")
     parser.add_argument("--num-actors", type=int, default=None)
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per embedding actor (on a GPU cluster: only this changes)")
     parser.add_argument("--query-first", type=int, default=0, help="print the top-5 of this many models")
     parser.add_argument("--address", default=None)
     add_hint_arguments(parser)
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     ensure_ray(args.address)
     if args.checkpoints or args.ingest:
         run_ingest(IngestConfig(args.checkpoints + args.ingest, graphs, hints=hints))
-    summary = run_embed(graphs, args.encoder_state, args.out, args.factory, args.num_actors)
+    summary = run_embed(graphs, args.encoder_state, args.out, args.factory, args.num_actors, use_gpu=args.use_gpu)
     print(json.dumps(summary))
     if args.query_first:
         manifest = read_manifest(graphs).to_pylist()

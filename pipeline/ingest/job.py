@@ -49,6 +49,7 @@ RECORD_SCHEMA = pa.schema([
     ("fallback", pa.string()),  # why a recognized family fell back to a per-layer graph
 ])
 SHARD_BYTES = 256 * 1024 * 1024   # a shard is written once its checkpoints reach this size
+SHARD_MODELS = 256                # ... or this many models: jobs that read shards run one task per shard
 BATCH_BYTES = 64 * 1024 * 1024    # an automatic batch holds about this many checkpoint bytes ...
 MAX_BATCH = 4096                  # ... and at most this many checkpoints
 BATCHES_PER_ACTOR = 4             # ... and there are at least this many batches per actor
@@ -133,7 +134,7 @@ class GraphConverter:
                 continue
             pending.append((ref, graph, started))
             pending_bytes += ckpt.file_bytes
-            if pending_bytes >= SHARD_BYTES:
+            if pending_bytes >= SHARD_BYTES or len(pending) >= SHARD_MODELS:
                 self._flush(pending, f"part-{batch_id}-{shard_index}", records)
                 pending, pending_bytes, shard_index = [], 0, shard_index + 1
         if pending:

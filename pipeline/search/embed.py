@@ -37,25 +37,35 @@ EMBEDDING_SCHEMA = pa.schema([("content_id", pa.string()), ("vector", pa.list_(p
 
 
 class Embedder:
-    """Ray Data actor holding a trained encoder: model rows -> an embeddings part written to ``out``
-    (through :mod:`pipeline.storage`, so any URI); returns the part's content ids."""
+    """Ray Data actor holding a trained encoder: shards of an ingestion output -> embeddings parts
+    written to ``out`` (through :mod:`pipeline.storage`, so any URI), ``batch_size`` models at a
+    time. Each row names a shard and the content ids wanted from it; returns the ids embedded. The
+    actor reads its shards itself, so every CPU of the pool embeds (a separate read stage would
+    hold CPUs of its own)."""
 
-    def __init__(self, state_path: str, out: str):
+    def __init__(self, state_path: str, graphs_dir: str, out: str, batch_size: int, device: str = "cpu"):
         import torch
 
         from pipeline.encoders.state import load_trained
 
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
         self.trained = load_trained(state_path)
-        self.fs, self.root = resolve(out)
+        self.trained.encoder.to(device)  # embed() runs the encoder where its parameters are
+        self.graphs, self.out, self.batch_size = resolve(graphs_dir), resolve(out), batch_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from pipeline.graph.rows import records_to_graphs
-        from pipeline.ingest.store import without_labels
+        from pipeline.graph.rows import read_shard
 
-        rows = embedding_rows(self.trained, list(records_to_graphs(without_labels(batch))))
-        write_parquet(self.fs, f"{self.root}/embeddings/part-{uuid.uuid4().hex[:16]}.parquet", rows)
-        return rows.select(["content_id"])
+        (fs, root), (out_fs, out_root) = self.graphs, self.out
+        done: list[str] = []
+        for shard, ids in zip(batch.column("shard").to_pylist(), batch.column("content_ids").to_pylist()):
+            wanted = set(ids)
+            graphs = [g for g in read_shard(fs, f"{root}/shards/{shard}") if g.info["content_id"] in wanted]
+            for start in range(0, len(graphs), self.batch_size):
+                rows = embedding_rows(self.trained, graphs[start:start + self.batch_size])
+                write_parquet(out_fs, f"{out_root}/embeddings/part-{uuid.uuid4().hex[:16]}.parquet", rows)
+                done += rows.column("content_id").to_pylist()
+        return pa.table({"content_id": pa.array(done, pa.string())})
 
 
 def embedding_rows(trained, graphs: list) -> pa.Table:
@@ -120,17 +130,18 @@ def table_prints(table: pa.Table) -> list:
 
 
 def run_embed(graphs_dir: str, state_path: str, out: str, factory: str = "Flat", num_actors: int | None = None,
-              batch_size: int = 64, limit: int | None = None) -> dict:
+              batch_size: int = 64, limit: int | None = None, use_gpu: bool = False) -> dict:
     """Embed every stored model not embedded yet by this encoder version (at most ``limit`` of them),
-    then update the index. Every path may be a URI. Ray must be running.
+    then update the index. Every path may be a URI. Ray must be running. ``use_gpu``: each actor
+    takes a GPU and runs the encoder there (the probe pass and the fingerprints stay on its CPU).
 
-    The actors write the embeddings parts; the driver gets back content ids only, and builds the
-    index part by part from the vectors alone."""
+    The actors read the shards and write the embeddings parts; the driver gets back content ids
+    only, and builds the index part by part from the vectors alone."""
     import ray
     import ray.data
 
     from pipeline.encoders.state import load_trained
-    from pipeline.ingest.store import model_dataset, stored_models
+    from pipeline.ingest.store import stored_models
 
     trained = load_trained(state_path)
     done = set(read_embedding_ids(out, trained.version))
@@ -140,11 +151,19 @@ def run_embed(graphs_dir: str, state_path: str, out: str, factory: str = "Flat",
     make_dirs(join(out, "embeddings"))
     new, started = 0, time.perf_counter()
     if todo.num_rows:
-        actors = num_actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        resource = "GPU" if use_gpu else "CPU"
+        actors = num_actors or max(1, int(ray.cluster_resources().get(resource, 1)))
         where = lambda p: p if "://" in p else os.path.abspath(p)  # noqa: E731 -- actors run elsewhere
-        ds = model_dataset(graphs_dir, todo).map_batches(
-            Embedder, fn_constructor_kwargs={"state_path": where(state_path), "out": where(out)},
-            batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
+        by_shard: dict[str, list[str]] = {}
+        for cid, shard in zip(todo.column("content_id").to_pylist(), todo.column("shard").to_pylist()):
+            by_shard.setdefault(shard, []).append(cid)
+        items = [{"shard": shard, "content_ids": ids} for shard, ids in sorted(by_shard.items())]
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            Embedder, fn_constructor_kwargs={"state_path": where(state_path), "graphs_dir": where(graphs_dir),
+                                             "out": where(out), "batch_size": batch_size,
+                                             "device": "cuda" if use_gpu else "cpu"},
+            batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+            num_gpus=1 if use_gpu else 0)
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             new += batch.num_rows
     seconds = time.perf_counter() - started
