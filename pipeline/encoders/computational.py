@@ -56,7 +56,8 @@ class ComputationalGraphEncoder(nn.Module):
     (:mod:`.statistics`; exactly invariant, they carry the magnitudes the canonicalized states drop)
     joins the pooled summary too; without ``probes``, its columns computed at the probe inputs are zeroed.
 
-    ``graphs`` (list of :class:`GraphInput`) -> ``[batch, dim]``.
+    ``graphs`` (list of :class:`GraphInput`) -> ``[batch, dim]``; models of one architecture among
+    them are stacked and embedded as one tensor program (:meth:`forward`), each exactly as alone.
     """
 
     def __init__(self, dim: int = EMBEDDING_DIM, hidden: int = 128, layers: int = 4, scale_aware: bool = True,
