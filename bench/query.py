@@ -3,6 +3,7 @@ vectors (synthetic unit vectors; ``Flat`` exact search, and ``HNSW32`` for compa
 end-to-end embed_zoo throughput on a stored zoo.
 
     python bench/query.py --graphs data/graphs     # the default zoo's ingestion output
+    python bench/query.py                          # embed_zoo on 2,000 generated small models
 
 Queries go through :class:`pipeline.search.ZooSearch` (id lookup, faiss search, filtering,
 metadata). By-file queries read, convert and embed a small checkpoint (alternately a
@@ -117,9 +118,29 @@ def bench_embed_zoo(graphs: str, state: str, folder: str, subset: int = 300) -> 
             "models_per_s_after_startup": (n_all - n_small) / max(t_all - t_small, 1e-9)}
 
 
+def generated_graphs(folder: str, count: int) -> str:
+    """An ingestion output of ``count`` random small models, alternately a Small-CNN-Zoo CNN and a
+    3-layer MLP (bench/encode.py's shapes), for embed_zoo when no zoo is given."""
+    from pipeline.ingest import IngestConfig, run_ingest
+    from pipeline.ray_utils import ensure_ray
+    from pipeline.zoo.synthetic import write_random
+    from encode import small_shapes
+
+    models = os.path.join(folder, "generated")
+    os.makedirs(models)
+    for i in range(count):
+        shapes, meta = small_shapes(i)
+        write_random(os.path.join(models, f"small{i:05d}.safetensors"), shapes, i, meta)
+    ensure_ray()
+    run_ingest(IngestConfig([models], os.path.join(folder, "generated-graphs")))
+    return os.path.join(folder, "generated-graphs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--graphs", default=None, help="an ingestion output to run embed_zoo on (skipped if absent)")
+    parser.add_argument("--graphs", default=None, help="an ingestion output to run embed_zoo on")
+    parser.add_argument("--generate", type=int, default=2000,
+                        help="without --graphs: this many small models generated and ingested for embed_zoo")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--queries", type=int, default=500)
     args = parser.parse_args()
@@ -138,9 +159,10 @@ def main() -> None:
         print(f"{'vectors':>8} {'index':<8} {'build s':>8} {'id p50':>9} {'id p99':>9} {'filt p50':>9} "
               f"{'filt p99':>9} {'file p50':>9} {'file p99':>9}")
         rows = bench_sizes(folder, args.sizes, args.queries, state, version)
-        embed = bench_embed_zoo(args.graphs, state, folder) if args.graphs else {}
+        graphs = args.graphs or generated_graphs(folder, args.generate)
+        embed = bench_embed_zoo(graphs, state, folder)
     if embed:
-        print(f"\nembed_zoo on {args.graphs}: {embed['embedded_now']} models in {embed['total_s']:.1f}s "
+        print(f"\nembed_zoo on {args.graphs or f'{args.generate} generated models'}: {embed['embedded_now']} models in {embed['total_s']:.1f}s "
               f"(start-up about {embed['startup_s']:.1f}s), {embed['models_per_s_after_startup']:.0f} models/s "
               "after start-up (incl. weight fingerprints)")
 
