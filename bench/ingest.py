@@ -112,14 +112,10 @@ def main() -> None:
         kind, list_file, out, batch = args.worker
         return measure_worker(kind, list_file, out, int(batch))
 
-    from pipeline.zoo.synthetic import SMALL_CNN, bert_shapes, write_random  # not in the workers: torch
+    from pipeline.zoo.synthetic import SMALL_CNN, bert_shapes, small_cnn_folder, write_random  # not in workers: torch
 
     work = args.workdir or tempfile.mkdtemp(prefix="bench-ingest-")
-    small_dir = os.path.join(work, "small")
-    small = [os.path.join(small_dir, f"cnn-{i:05d}.safetensors") for i in range(args.small)]
-    for i, path in enumerate(small):
-        if not os.path.exists(path):
-            write_random(path, SMALL_CNN, i, {"activation": "relu"})
+    small_dir, small = small_cnn_folder(work, args.small)
     small_params = sum(int(np.prod(s)) for s in SMALL_CNN.values())
     bert = os.path.join(work, "bert22m.safetensors")
     shapes = bert_shapes()

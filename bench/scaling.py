@@ -78,14 +78,9 @@ def main() -> None:
         cpus, folder, embed, pairs = args.worker
         return worker(int(cpus), folder, int(embed), int(pairs))
 
-    from pipeline.zoo.synthetic import SMALL_CNN, write_random
+    from pipeline.zoo.synthetic import small_cnn_folder
 
-    folder = os.path.join(args.workdir or tempfile.mkdtemp(prefix="bench-scaling-"), f"small-{args.small}")
-    os.makedirs(folder, exist_ok=True)
-    for i in range(args.small):
-        path = os.path.join(folder, f"cnn-{i:05d}.safetensors")
-        if not os.path.exists(path):
-            write_random(path, SMALL_CNN, i, {"activation": "relu"})
+    folder, _ = small_cnn_folder(args.workdir or tempfile.mkdtemp(prefix="bench-scaling-"), args.small)
     runs = {}
     for cpus in (1, 2):
         result = subprocess.run([sys.executable, __file__, "--worker", str(cpus), folder, str(args.embed),

@@ -1,6 +1,8 @@
 """Randomly initialized checkpoints of known shapes, for benchmarks and scale tests."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from pipeline.checkpoint import save_checkpoint
@@ -42,6 +44,18 @@ def write_random(path: str, shapes: dict[str, tuple], seed: int, metadata: dict[
     """A checkpoint of ``shapes`` with N(0, 0.05^2) float32 weights."""
     rng = np.random.default_rng(seed)
     save_checkpoint({n: rng.standard_normal(s, dtype=np.float32) * 0.05 for n, s in shapes.items()}, path, metadata)
+
+
+def small_cnn_folder(work: str, count: int) -> tuple[str, list[str]]:
+    """``<work>/small-<count>/``: ``count`` random Small-CNN-Zoo checkpoints (ReLU), kept between
+    runs; returns the folder and the files."""
+    folder = os.path.join(work, f"small-{count}")
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, f"cnn-{i:05d}.safetensors") for i in range(count)]
+    for i, path in enumerate(paths):
+        if not os.path.exists(path):
+            write_random(path, SMALL_CNN, i, {"activation": "relu"})
+    return folder, paths
 
 
 def gpt2_shapes(vocab: int = 50257, hidden: int = 768, layers: int = 12, positions: int = 1024) -> dict[str, tuple]:
