@@ -203,14 +203,13 @@ def build_index(out: str, dim: int, version: str, factory: str = "Flat"):
     from pipeline.search.index import ModelIndex
 
     index = ModelIndex(dim, version, factory)
-    if factory != "Flat":  # trained indexes need their training vectors at once
-        table = read_embeddings(out, version)
+    parts = (table for _, table in _version_parts(out, version, ["content_id", "vector"]))
+    if factory != "Flat":  # a trained index takes its training vectors at once
+        tables = list(parts)
+        parts = [pa.concat_tables(tables)] if tables else []
+    for table in parts:
         if table.num_rows:
             index.add(table.column("content_id").to_pylist(), embedding_matrix(table), version)
-    else:
-        for _, table in _version_parts(out, version, ["content_id", "vector"]):
-            if table.num_rows:
-                index.add(table.column("content_id").to_pylist(), embedding_matrix(table), version)
     if len(index):
         index.save(join(out, "index"))
     return index
