@@ -29,7 +29,7 @@ from pipeline.encoders.baselines import PCAEncoder, WeightTransformer
 from pipeline.encoders.equivariant_gnn import EquivariantGNN
 from pipeline.encoders.graph_input import GraphInput
 from pipeline.encoders.neural_graphs import NeuralGraphs
-from pipeline.encoders.prepare import prepare
+from pipeline.encoders.prepare import prepare, prepare_many
 from pipeline.encoders.probes import probe_inputs_of
 from pipeline.encoders.scale_gmn import ScaleGMN
 from pipeline.graph.schema import WeightGraph
@@ -59,10 +59,13 @@ def embed(encoder: nn.Module, graphs: list[WeightGraph | GraphInput], batch_size
     encoder.eval()
     reference = next(iter(encoder.parameters()), next(iter(encoder.buffers()), None))
     probes = probe_inputs_of(encoder)
-    inputs = [(g if isinstance(g, GraphInput) else prepare(g, reference.dtype, probes=probes)).to(reference.device)
-              for g in graphs]
+    raw = [i for i, g in enumerate(graphs) if not isinstance(g, GraphInput)]
+    inputs = list(graphs)
+    for i, prepared in zip(raw, prepare_many([graphs[i] for i in raw], reference.dtype, probes=probes)):
+        inputs[i] = prepared
+    inputs = [g.to(reference.device) for g in inputs]
     return torch.cat([encoder(inputs[i:i + batch_size]).cpu() for i in range(0, len(inputs), batch_size)])
 
 
 __all__ = ["ENCODERS", "WIRING_AWARE", "EquivariantGNN", "GraphInput", "NeuralGraphs", "PCAEncoder", "ScaleGMN",
-           "WeightTransformer", "build_encoder", "embed", "prepare", "probe_inputs_of"]
+           "WeightTransformer", "build_encoder", "embed", "prepare", "prepare_many", "probe_inputs_of"]

@@ -12,7 +12,7 @@ from pipeline.constants import EMBEDDING_DIM, NUM_PROBES
 from pipeline.encoders.bases import edge_bases
 from pipeline.encoders.conv import EdgeMessage, SymmetricUpdate
 from pipeline.encoders.conv.symmetric_update import canonicalize
-from pipeline.encoders.graph_input import GraphInput, stack, structure
+from pipeline.encoders.graph_input import GraphInput, stack, stacks
 from pipeline.encoders.output_profile import NUM_PROFILE, output_profile
 from pipeline.encoders.probes import ProbeInputs
 from pipeline.encoders.statistics import NUM_PROBE_STATISTICS, NUM_STATISTICS
@@ -22,8 +22,6 @@ from pipeline.numerics import TINY
 _SCALED = ("perm_scale", "perm_sign")
 _POSITIONAL = (NODE_KINDS.index("input"), NODE_KINDS.index("output"))
 _INPUT, _OUTPUT = NODE_KINDS.index("input"), NODE_KINDS.index("output")
-#: models of one architecture are embedded together up to this many weights at a time
-STACKED_PARAMS = 1 << 24
 
 
 def positional_features(count: int, dim: int, dtype=torch.float32) -> torch.Tensor:
@@ -207,15 +205,9 @@ class ComputationalGraphEncoder(nn.Module):
 
     def forward(self, graphs: list[GraphInput]) -> torch.Tensor:
         """``[len(graphs), dim]``: models of one structure embedded together as one stacked input
-        (at most :data:`STACKED_PARAMS` weights at a time), in the order given."""
-        by_structure: dict[tuple, list[int]] = {}
-        for i, graph in enumerate(graphs):
-            by_structure.setdefault(structure(graph), []).append(i)
+        (:func:`~.graph_input.stacks`), in the order given."""
         out: list[torch.Tensor | None] = [None] * len(graphs)
-        for members in by_structure.values():
-            step = max(1, STACKED_PARAMS // max(1, graphs[members[0]].num_params))
-            for start in range(0, len(members), step):
-                chunk = members[start:start + step]
-                for i, vector in zip(chunk, self.embed_stacked(stack([graphs[i] for i in chunk]))):
-                    out[i] = vector
+        for chunk in stacks(graphs):
+            for i, vector in zip(chunk, self.embed_stacked(stack([graphs[i] for i in chunk]))):
+                out[i] = vector
         return torch.stack(out)

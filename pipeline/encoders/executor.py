@@ -64,37 +64,42 @@ def _is_conv(block: Block) -> bool:
         and block.kernel[0] == block.kernel[1] and block.kernel[0] % 2 == 1
 
 
-def _message(block: Block, x: torch.Tensor, linear: bool) -> torch.Tensor | None:
-    """What ``block`` sends from its source's values ``x`` (``[P, C]`` or ``[P, C, H, W]``), or
-    ``None`` when a convolution would read pooled values. ``linear``: every weighted block is the
-    dense map of its weights summed over the edge features."""
+def _message(block: Block, x: torch.Tensor, linear: bool, lead: int = 0) -> torch.Tensor | None:
+    """What ``block`` sends from its source's values ``x`` (``[*lead, P, C]`` or ``[*lead, P, C, H, W]``;
+    ``lead``: 1 for a stacked input, whose weights lead with the model dimension too), or ``None``
+    when a convolution would read pooled values. ``linear``: every weighted block is the dense map of
+    its weights summed over the edge features."""
     if block.kind in ("residual", "gate"):
         return x
     if block.kind == "repeat":  # a key/value head's units, to every query head it serves
-        return x[:, block.sources]
-    groups = x.shape[1] // block.weight.shape[1]  # 1 but for grouped and depthwise blocks
+        return x.index_select(lead + 1, block.sources)
+    w = block.weight.to(x.dtype)                                         # [*lead, dst, src / groups, F]
+    groups = x.shape[lead + 1] // w.shape[-2]  # 1 but for grouped and depthwise blocks
     if linear:
-        summed = block.weight.to(x.dtype).sum(2)
+        summed = w.sum(-1)
         if groups == 1:
-            return x @ summed.T
-        return torch.einsum("rgi,goi->rgo", x.reshape(len(x), groups, -1),
-                            summed.reshape(groups, -1, summed.shape[1])).reshape(len(x), -1)
+            return x @ summed.transpose(-1, -2)
+        return torch.einsum("...rgi,...goi->...rgo", x.reshape(*x.shape[:-1], groups, -1),
+                            summed.reshape(*summed.shape[:-2], groups, -1, summed.shape[-1])).reshape(*x.shape[:-1], -1)
+    spatial = x.ndim - lead - 2
     if _is_conv(block):
-        if x.ndim != 4:
+        if spatial != 2:
             return None
         k = block.kernel[0]
-        return F.conv2d(x, block.weight.to(x.dtype).reshape(*block.weight.shape[:2], k, k), padding=k // 2,
-                        groups=groups)
-    if x.ndim == 4:  # a dense layer after a convolution reads the global average pool
-        x = x.mean((2, 3))
-    return x @ block.weight[:, :, 0].to(x.dtype).T
+        conv = lambda a, b: F.conv2d(a, b.reshape(*b.shape[:2], k, k), padding=k // 2, groups=groups)  # noqa: E731
+        # model by model: one grouped convolution over a stack is slower on CPUs
+        return conv(x, w) if not lead else torch.stack([conv(a, b) for a, b in zip(x, w)])
+    if spatial == 2:  # a dense layer after a convolution reads the global average pool
+        x = x.mean((-2, -1))
+    return x @ w[..., 0].transpose(-1, -2)
 
 
 @torch.no_grad()
 def execute(graph: GraphInput, inputs: dict[int, torch.Tensor],
             activation: Callable[[torch.Tensor], torch.Tensor] | None,
             within: set[int] | None = None) -> dict[int, torch.Tensor] | None:
-    """Every group's values (``[P, size]`` or ``[P, size, H, W]``, in the inputs' dtype) given
+    """Every group's values (``[P, size]`` or ``[P, size, H, W]``, in the inputs' dtype; with a
+    leading model dimension for a :func:`stacked <pipeline.encoders.graph_input.stack>` input) given
     ``inputs``, the values of some source groups (``P`` rows each). A group's value is the sum of its incoming
     blocks' messages from the groups that have values (times its ``gate`` sources' values, channel
     by channel), plus its bias, through ``activation`` for
@@ -102,15 +107,15 @@ def execute(graph: GraphInput, inputs: dict[int, torch.Tensor],
     do groups outside ``within`` (default: all).
     ``activation=None``: the linear reading (see the module docstring). ``None`` when the blocks'
     messages do not fit together (a convolution fed pooled values, mismatched shapes)."""
-    values = dict(inputs)
+    values, lead = dict(inputs), int(graph.count is not None)
     for i in graph.order:
         incoming = [b for b in graph.blocks if b.dst == i and b.src in values]
         if i in values or not incoming or (within is not None and i not in within):
             continue
         # the linear reading adds gates (a product of responses is no linear one) and multiplies nothing
         linear = activation is None
-        messages = [_message(b, values[b.src], linear) for b in incoming if linear or b.kind != "gate"]
-        gates = [_message(b, values[b.src], linear) for b in incoming if not linear and b.kind == "gate"]
+        messages = [_message(b, values[b.src], linear, lead) for b in incoming if linear or b.kind != "gate"]
+        gates = [_message(b, values[b.src], linear, lead) for b in incoming if not linear and b.kind == "gate"]
         if any(m is None for m in messages + gates) or len({m.shape for m in messages}) > 1:
             return None
         x = sum(messages)
@@ -120,7 +125,7 @@ def execute(graph: GraphInput, inputs: dict[int, torch.Tensor],
             x = x * gate.reshape(*gate.shape, *[1] * (x.ndim - gate.ndim))
         g = graph.groups[i]
         if g.bias is not None:
-            x = x + g.bias.to(x.dtype).reshape(-1, *[1] * (x.ndim - 2))
+            x = x + g.bias.to(x.dtype).reshape(*g.bias.shape[:-1], 1, -1, *[1] * (x.ndim - lead - 2))
         if activation is not None and (g.kind == _HIDDEN or (g.kind == _STREAM and
                                                               all(b.kind != "residual" for b in incoming))):
             x = activation(x)
@@ -184,7 +189,8 @@ def probe_values(graph: GraphInput, probes: ProbeInputs | None = None, activatio
                  dtype: torch.dtype = torch.float64) -> dict[int, torch.Tensor] | None:
     """Every group's values at the probe inputs, after its activation (``dtype``: the encoders run
     the pass in their own, float64 elsewhere; ``[NUM_PROBES, size]`` or ``[NUM_PROBES, size, H, W]``
-    for convolutions), or ``None`` when the graph is not
+    for convolutions, after a model dimension for a :func:`stacked <pipeline.encoders.graph_input.stack>`
+    input), or ``None`` when the graph is not
     :func:`executable` or its pass would cost more than ``MAX_PROBE_MACS``. ``probes``: the
     encoder's :class:`ProbeInputs` (default: none of its own); ``activations``: the activation
     functions by name (the encoders read :data:`ACTIVATIONS`). Equivariant: a symmetry of the hidden
@@ -197,22 +203,25 @@ def probe_values(graph: GraphInput, probes: ProbeInputs | None = None, activatio
     inputs = {i: (probes.images(graph.groups[i].size) if any(_is_conv(b) for b in graph.blocks if b.src == i)
                   else probes.dense(graph.groups[i].size)).to(dtype) for i in sources}
     pixels = max((x.shape[2] * x.shape[3] for x in inputs.values() if x.ndim == 4), default=1)
-    if NUM_PROBES * sum(b.weight.numel() * (pixels if _is_conv(b) else 1)
+    if NUM_PROBES * sum(b.weight.numel() // (graph.count or 1) * (pixels if _is_conv(b) else 1)
                         for b in graph.blocks if b.weight is not None) > MAX_PROBE_MACS:
         return None
+    lead = int(graph.count is not None)
+    if lead:
+        inputs = {i: x.expand(graph.count, *x.shape) for i, x in inputs.items()}
     values = execute(graph, inputs, activations[graph.activation])
     output = next(i for i, g in enumerate(graph.groups) if g.kind == _OUTPUT)
-    return values if values is not None and values[output].ndim == 2 else None
+    return values if values is not None and values[output].ndim == 2 + lead else None
 
 
 def probe_outputs(graph: GraphInput, values: dict[int, torch.Tensor] | None) -> torch.Tensor | None:
-    """``[n_out, NUM_PROBES]``: each output neuron's values at the probe inputs (from
-    :func:`probe_values`), squashed by ``asinh`` so logits and regression outputs share a range;
-    ``None`` without values. Invariant to every hidden-neuron symmetry of the network."""
+    """``[n_out, NUM_PROBES]`` (``[count, n_out, NUM_PROBES]`` for a stacked input): each output
+    neuron's values at the probe inputs (from :func:`probe_values`), squashed by ``asinh`` so logits
+    and regression outputs share a range; ``None`` without values. Invariant to every hidden-neuron symmetry of the network."""
     if values is None:
         return None
     output = next(i for i, g in enumerate(graph.groups) if g.kind == _OUTPUT)
-    return torch.asinh(values[output]).T.contiguous()
+    return torch.asinh(values[output]).transpose(-1, -2).contiguous()
 
 
 def network_outputs(graph: GraphInput, probes: ProbeInputs | None = None) -> torch.Tensor | None:

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+#: models of one architecture are stacked (:func:`stacks`) up to this many weights at a time
+STACKED_PARAMS = 1 << 24
+
 
 @dataclass
 class Group:
@@ -95,3 +98,16 @@ def stack(graphs: list[GraphInput]) -> GraphInput:
     blocks = [replace(block, weight=stacked(lambda g, k=k: g.blocks[k].weight)) for k, block in enumerate(first.blocks)]
     return replace(first, groups=groups, blocks=blocks, outputs_at_probes=stacked(lambda g: g.outputs_at_probes),
                    statistics=stacked(lambda g: g.statistics), count=len(graphs))
+
+
+def stacks(graphs: list[GraphInput]) -> list[list[int]]:
+    """The positions of ``graphs`` grouped by :func:`structure`, in chunks of at most
+    :data:`STACKED_PARAMS` weights (one model at least): what to :func:`stack` together."""
+    by_structure: dict[tuple, list[int]] = {}
+    for i, graph in enumerate(graphs):
+        by_structure.setdefault(structure(graph), []).append(i)
+    chunks = []
+    for members in by_structure.values():
+        step = max(1, STACKED_PARAMS // max(1, graphs[members[0]].num_params))
+        chunks += [members[start:start + step] for start in range(0, len(members), step)]
+    return chunks

@@ -34,7 +34,7 @@ import numpy as np
 from pipeline.encoders import embed
 from pipeline.encoders.executor import branch_spectra, linear_response, network_outputs
 from pipeline.encoders.graph_input import GraphInput
-from pipeline.encoders.prepare import graph_input, prepare
+from pipeline.encoders.prepare import graph_input, prepare, prepare_many
 from pipeline.encoders.probes import ProbeInputs
 from pipeline.graph.schema import WeightGraph
 from pipeline.numerics import TINY, unit_rows
@@ -197,7 +197,7 @@ def model_prints(graphs: list[WeightGraph], encoder, probes: ProbeInputs | None 
     ``probes``) as the embedding, embedded as one batch; each graph's canonical scaling is computed
     once for the encoder's input and the fingerprint."""
     scalings = [canonical_scaling(g) for g in graphs]
-    prepared = [prepare(g, scaling=s, probes=probes) for g, s in zip(graphs, scalings)]
+    prepared = prepare_many(graphs, scalings=scalings, probes=probes)
     vectors = embed(encoder, prepared).numpy().astype(np.float32)
     prints = []
     for graph, scaling, inputs, vector in zip(graphs, scalings, prepared, vectors):

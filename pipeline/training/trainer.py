@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pipeline.encoders import build_encoder, embed, prepare, probe_inputs_of
+from pipeline.encoders import build_encoder, embed, prepare_many, probe_inputs_of
 from pipeline.encoders.probes import load_probe_inputs
 from pipeline.encoders.state import EncoderWithHead, embedding_dim, load_state
 from pipeline.evaluation.retrieval import retrieval_metrics, task_labels
@@ -112,7 +112,8 @@ def train_loop(config_dict: dict) -> None:
             if len(graphs) < 2:
                 continue
             groups, good, target = (t.to(device) for t in batch_labels(table, config))
-            views = [[prepare(augment(g, rng), probes=probes).to(device) for g in graphs] for _ in range(2)]
+            views = [[x.to(device) for x in prepare_many([augment(g, rng) for g in graphs], probes=probes)]
+                     for _ in range(2)]
             (z1, m1), (z2, m2) = model(views[0]), model(views[1])
             copies = []
             if config.adversarial:
@@ -121,7 +122,7 @@ def train_loop(config_dict: dict) -> None:
             if config.broken_negatives:
                 broken = ((g, uncoupled_permutation(g, rng)) for g in graphs)
                 copies += [g.with_tensors(t) for g, t in broken if t is not None]
-            negatives = model([prepare(c, probes=probes).to(device) for c in copies])[0] if copies else None
+            negatives = model([x.to(device) for x in prepare_many(copies, probes=probes)])[0] if copies else None
             loss = (contrastive_loss(z1, z2, groups, good, config.temperature, negatives)
                     + config.metric_weight * 0.5 * (F.mse_loss(m1, target) + F.mse_loss(m2, target)))
             optimizer.zero_grad(set_to_none=True)
