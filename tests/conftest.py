@@ -13,7 +13,6 @@ import serve  # noqa: F401 -- Ray Serve's throughput mode, as weightzoo serve ru
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-
 def pytest_collection_modifyitems(items):
     for item in items:  # fixturenames holds every fixture a test needs, directly or not
         if "ray_session" in getattr(item, "fixturenames", ()):
@@ -21,7 +20,27 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def object_store():
+    """A local S3 endpoint (moto's server on 127.0.0.1), set in the environment as AWS's variables
+    before Ray starts, so every worker reads and writes ``s3://`` URIs through it as a cluster's
+    nodes would through their configured store. Yields a boto3 client for making buckets."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update(AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="testing",
+                      AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    yield boto3.client("s3")
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_session(object_store):
     import ray
 
     ray.init(num_cpus=2, object_store_memory=400 * 1024**2, include_dashboard=False)
