@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "train-autoencoder": ("pipeline.commands.train_autoencoder", ()),
     "evaluate-autoencoder": ("pipeline.commands.evaluate_autoencoder", ()),
     "canonicalize": ("pipeline.commands.canonicalize", ()),
+    "lineage": ("pipeline.commands.lineage", ()),
     "serve": ("serve.app", ()),
 }
 

@@ -12,7 +12,8 @@ from tqdm import tqdm
 from pipeline.constants import NUM_PROBES
 from pipeline.storage import join, resolve, write_file, write_parquet
 from pipeline.zoo.copies import PRESET_COPIES, plant_copies
-from pipeline.zoo.presets import zoo_specs
+from pipeline.zoo.lineage import lineage_catalog_rows
+from pipeline.zoo.presets import LINEAGE_PRESET, zoo_specs
 from pipeline.zoo.train import spec_data, train_models
 
 #: the families whose networks the probe executor runs (see pipeline.encoders.executor)
@@ -41,12 +42,15 @@ def make_zoo(out_dir: str, preset: str = "tiny", seed: int = 0, chunk_size: int 
              copies: int | None = None) -> pa.Table:
     """Train the ``preset`` zoo into ``out_dir`` (``models/*.safetensors`` and ``catalog.parquet``),
     then plant ``copies`` near-duplicates (default: the preset's count; see :mod:`.copies`), and
-    write the zoo's :func:`probe_input_sets` to ``probe_inputs.npz``.
+    write the zoo's :func:`probe_input_sets` to ``probe_inputs.npz``. The ``lineage`` preset grows
+    trees of derived models instead (:mod:`.lineage`).
 
     Specs are dealt round-robin into chunks (so expensive families spread over workers), one Ray task
     per chunk. Returns the catalog, sorted by model id; ``duplicate_of`` is empty for trained
     models. Ray must be running.
     """
+    if preset == LINEAGE_PRESET:
+        return _write(out_dir, lineage_catalog_rows(out_dir, seed), seed)
     specs = zoo_specs(preset, seed)
     num_chunks = max(1, -(-len(specs) // chunk_size))
     chunks = [specs[i::num_chunks] for i in range(num_chunks)]
@@ -63,9 +67,14 @@ def make_zoo(out_dir: str, preset: str = "tiny", seed: int = 0, chunk_size: int 
     count = PRESET_COPIES.get(preset, 0) if copies is None else copies
     if count:
         rows += ray.get(ray.remote(num_cpus=1)(plant_copies).remote(rows, out_dir, count, seed))
+    return _write(out_dir, rows, seed)
+
+
+def _write(out_dir: str, rows: list[dict], seed: int) -> pa.Table:
+    """``catalog.parquet`` (sorted by model id) and the zoo's ``probe_inputs.npz``; the catalog."""
     catalog = pa.Table.from_pylist(sorted(rows, key=lambda r: r["model_id"]))
     write_parquet(*resolve(join(out_dir, "catalog.parquet")), catalog)
     buffer = io.BytesIO()
-    np.savez(buffer, **probe_input_sets(specs, seed=seed))
+    np.savez(buffer, **probe_input_sets(rows, seed=seed))
     write_file(join(out_dir, "probe_inputs.npz"), buffer.getvalue())
     return catalog

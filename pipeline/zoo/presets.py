@@ -29,6 +29,8 @@ PRESETS: dict[str, list[tuple]] = {
               ("digits", "cnn", 1600, {"tag": "tanh", "activation": "tanh"}),
               ("wine", "mlp", 1600, {"tag": "w32", "activation": "relu", "arch": {"widths": [32, 32]}})],
 }
+#: the lineage zoo: trees of derived models with their ground truth (:mod:`pipeline.zoo.lineage`)
+LINEAGE_PRESET = "lineage"
 
 WIDTHS = [16, 32, 64, 128, 256]
 INITS = ["default", "xavier", "orthogonal"]

@@ -1,0 +1,139 @@
+"""What two models of one architecture say about a derivation between them, read after alignment.
+
+:func:`pair_evidence` aligns model B to model A (:func:`pipeline.rebasin.matching.match`: hidden
+permutations, sign flips and positive scalings), so a child re-based by a random group element is
+compared in its parent's basis. It measures:
+
+* ``distance``: ``1 - cosine`` of the two in the scale-free matching space; exactly invariant to
+  either model's symmetries, near 0 for derivations and large for independently trained models;
+* ``raw_distance``: the same without alignment (what weight-distance methods such as MoTHer read);
+* ``rebased``: whether B needed a permutation or sign flip to line up with A;
+* per-tensor changes, in B's raw weights when no re-basing was needed (exact) and in the aligned
+  weights otherwise: the share of weight matrices left unchanged (frozen layers), whether every
+  change is of low rank (a LoRA update), and each side's share of exact zeros (pruning) and number
+  format (:func:`number_format`: values on the fp16, bf16 or int8 grid).
+
+:func:`edge_type` reads a derivation's type and direction from it; :func:`merge_residual` tests
+whether a model is the weight average of two others. Invariances: ``distance`` and every test are
+unchanged when either model is replaced by a symmetry copy (up to float rounding), except the
+exact-change tests, which fall back to tolerances under a rescaling.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.checkpoint.dtypes import BF16
+from pipeline.graph.schema import WeightGraph
+from pipeline.rebasin.matching import match
+from pipeline.symmetry import is_identity
+
+#: ``distance`` below which two models are the same function up to symmetry and the rounding of
+#: their number format (a rescaled fp16 model is about 1e-7 from its source), and below which
+#: they are so even across formats (a rescaled int8 or bf16 copy is exact in fp32; a cast is not)
+SAME_FUNCTION, EXACT = 1e-5, 1e-9
+#: ``distance`` below which a cast or pruned copy is still its source (an int8 round trip of a small
+#: model moves it by about 1e-4; pruning half of the weights by about 0.05)
+ARTEFACT_DISTANCE = 0.15
+#: a weight matrix whose relative change is below this is unchanged (float rounding of a rescaling)
+UNCHANGED = 1e-6
+#: largest update rank read as LoRA (at most half the matrix's smaller side), and the singular
+#: value ratio below which the rest is zero
+LORA_MAX_RANK, LORA_TOL = 16, 1e-4
+#: extra share of exact zeros that makes B a pruned copy of A
+PRUNED_SHARE = 0.15
+#: a model whose weights are this close to an average of two others (relative) is their merge, when
+#: the two are at least ``MERGE_CONTRAST`` times farther apart
+MERGE_TOL, MERGE_CONTRAST = 1e-4, 100.0
+
+
+def number_format(tensors: dict[str, np.ndarray]) -> str:
+    """``fp16``, ``bf16``, ``int8`` or ``fp32``: the narrowest format every float tensor's values fit
+    exactly (``int8``: each weight matrix on a grid of at most 255 multiples of one step)."""
+    arrays = [np.asarray(t, dtype=np.float32) for t in tensors.values() if np.asarray(t).dtype.kind == "f"
+              or np.asarray(t).dtype == BF16]
+    if all(np.array_equal(a, a.astype(np.float16).astype(np.float32)) for a in arrays):
+        return "fp16"
+    if all(np.array_equal(a, a.astype(BF16).astype(np.float32)) for a in arrays):
+        return "bf16"
+    matrices = [a for a in arrays if a.ndim >= 2]
+    if matrices and all(_on_int8_grid(a) for a in matrices):
+        return "int8"
+    return "fp32"
+
+
+def _on_int8_grid(a: np.ndarray) -> bool:
+    step = np.abs(a).max() / 127.0
+    return step > 0 and np.allclose(a / step, np.round(a / step), rtol=0, atol=1e-3)
+
+
+def _zero_share(tensors: dict[str, np.ndarray]) -> float:
+    matrices = [np.asarray(t) for t in tensors.values() if np.asarray(t).ndim >= 2]
+    return float(sum((m == 0).sum() for m in matrices) / max(1, sum(m.size for m in matrices)))
+
+
+def _rank_cap(shape: tuple[int, ...]) -> int:
+    """The largest update rank read as low for a weight matrix of ``shape`` (``[out, ...]``)."""
+    return min(LORA_MAX_RANK, min(shape[0], int(np.prod(shape[1:]))) // 2)
+
+
+def _low_rank(diff: np.ndarray) -> bool:
+    """Whether a weight matrix's change (``[out, ...]``, flattened to ``[out, in]``) has rank at
+    most :func:`_rank_cap`."""
+    m = diff.reshape(len(diff), -1).astype(np.float64)
+    s = np.linalg.svd(m, compute_uv=False)
+    return bool(s[0] > 0 and s[_rank_cap(diff.shape)] <= LORA_TOL * s[0])
+
+
+def pair_evidence(a: WeightGraph, b: WeightGraph, seed: int = 0) -> dict:
+    """Evidence on a derivation between ``a`` and ``b`` (one architecture; see the module docstring):
+    ``distance``, ``raw_distance``, ``rebased``, ``unchanged_share``, ``changed_low_rank``,
+    ``zeros`` (A's, B's), ``formats`` (A's, B's)."""
+    result = match(a, b, seed=seed)
+    rebased = not is_identity(result.element, rtol=np.inf)  # a permutation or sign flip (scales alone are no re-basing)
+    theirs = result.aligned if rebased else {n: np.asarray(t, np.float32) for n, t in b.tensors.items()}
+    ours = {n: np.asarray(t, np.float32) for n, t in a.tensors.items()}
+    matrices = [n for n, t in ours.items() if t.ndim >= 2]
+    changes = {n: float(np.linalg.norm(np.asarray(theirs[n], np.float32) - ours[n]) / max(np.linalg.norm(ours[n]), 1e-30))
+               for n in ours}
+    changed = [n for n in matrices if changes[n] > UNCHANGED]
+    vectors_changed = any(changes[n] > UNCHANGED for n in ours if n not in matrices)
+    testable = [n for n in changed if _rank_cap(ours[n].shape) >= 2]
+    return {"distance": max(0.0, 1.0 - result.similarity), "raw_distance": max(0.0, 1.0 - result.naive_similarity),
+            "rebased": rebased,
+            "unchanged_share": 1.0 - len(changed) / max(1, len(matrices)),
+            "changed_low_rank": bool(testable) and not vectors_changed
+            and all(_low_rank(np.asarray(theirs[n], np.float32) - ours[n]) for n in testable),
+            "zeros": (_zero_share(a.tensors), _zero_share(b.tensors)),
+            "formats": (number_format(a.tensors), number_format(b.tensors))}
+
+
+def edge_type(evidence: dict) -> tuple[str, float]:
+    """``(type, direction)`` of the derivation between A and B: the type (one of
+    :data:`pipeline.lineage.EDGE_TYPES` but ``merge``, which needs three models) and how strongly
+    the evidence says A is the parent (``+1``), B is (``-1``) or neither (``0``: a symmetric test)."""
+    (zeros_a, zeros_b), (format_a, format_b) = evidence["zeros"], evidence["formats"]
+    narrowed = format_a != format_b and "fp32" in (format_a, format_b)  # a cast keeps fewer bits
+    if evidence["rebased"] and (evidence["distance"] < EXACT or (evidence["distance"] < SAME_FUNCTION and not narrowed)):
+        return "symmetry", 0.0
+    if evidence["distance"] < ARTEFACT_DISTANCE and format_a != format_b:
+        return "cast", 1.0 if format_a == "fp32" else -1.0 if format_b == "fp32" else 0.0
+    if evidence["distance"] < ARTEFACT_DISTANCE and abs(zeros_b - zeros_a) >= PRUNED_SHARE:
+        return "prune", 1.0 if zeros_b > zeros_a else -1.0
+    if evidence["changed_low_rank"]:
+        return "lora", 0.0
+    if evidence["unchanged_share"] > 0:
+        return "partial_finetune", 0.0
+    return "finetune", 0.0
+
+
+def merge_residual(child: WeightGraph, first: WeightGraph, second: WeightGraph) -> tuple[float, float, float]:
+    """``(residual, alpha, spread)``: how far ``child`` is, relative to its norm, from the best
+    weighted average ``alpha * first + (1 - alpha) * second`` of the two aligned to it by
+    permutations and sign flips (least squares; merges are made in one basis, so no rescaling), and
+    how far apart the two are, relative to the child: a merge has ``residual`` far below ``spread``."""
+    x = np.concatenate([np.asarray(t, np.float64).ravel() for t in child.tensors.values()])
+    u, v = (np.concatenate([np.asarray(aligned[n], np.float64).ravel() for n in child.tensors])
+            for aligned in (match(child, g, rescale=False).aligned for g in (first, second)))
+    d, norm = u - v, max(np.linalg.norm(x), 1e-300)
+    alpha = float(np.clip(np.dot(x - v, d) / max(np.dot(d, d), 1e-300), 0.0, 1.0))
+    return float(np.linalg.norm(x - v - alpha * d) / norm), alpha, float(np.linalg.norm(d) / norm)

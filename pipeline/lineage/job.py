@@ -1,0 +1,182 @@
+"""The lineage job: checkpoints in, the recovered forest out (``lineage.parquet``, a PNG of the trees),
+with the MoTHer baseline on the same models, and with ``evaluate``, both scored against a lineage
+zoo's catalog (``metrics.json``).
+
+Checkpoints are read and converted by Ray tasks (a bad file is recorded with its reason, the rest
+go on); the graphs go to the object store once; pair tests fan out as Ray tasks in chunks. A model
+is named by its file's stem (a folder's name), as the zoo's catalog names it.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.lineage.forest import Edge, candidate_pairs, evidence_for, recover
+from pipeline.lineage.metrics import score
+from pipeline.lineage.mother import mother_forest
+from pipeline.storage import join, read_parquet, resolve, write_file, write_parquet
+
+#: pair tests per Ray task
+PAIRS_PER_TASK = 64
+LINEAGE_SCHEMA = pa.schema([("parent", pa.string()), ("child", pa.string()), ("type", pa.string()),
+                            ("confidence", pa.float64()), ("evidence", pa.string())])
+
+
+def model_name(uri: str) -> str:
+    base = posixpath.basename(uri.rstrip("/"))
+    return base.split(".")[0] if "." in base else base
+
+
+def _load(uris: list[str]) -> tuple[dict, list[tuple[str, str]]]:
+    """``({name: graph}, [(uri, reason)])`` of checkpoints read and converted here."""
+    from pipeline.checkpoint import open_checkpoint
+    from pipeline.graph import build_graph
+
+    graphs, errors = {}, []
+    for uri in uris:
+        try:
+            graphs[model_name(uri)] = build_graph(open_checkpoint(uri))
+        except Exception as exc:  # noqa: BLE001 -- any failure of one file is recorded, the rest go on
+            errors.append((uri, f"{type(exc).__name__}: {exc}"))
+    return graphs, errors
+
+
+def _evidence(graphs: dict, pairs: list[tuple[str, str]]) -> dict:
+    return evidence_for(pairs, graphs)
+
+
+def edges_table(edges: list[Edge]) -> pa.Table:
+    def plain(value):
+        return value.item() if isinstance(value, np.generic) else value
+    return pa.table({"parent": [e.parent for e in edges], "child": [e.child for e in edges],
+                     "type": [e.type for e in edges], "confidence": [float(e.confidence) for e in edges],
+                     "evidence": [json.dumps({k: plain(v) if not isinstance(v, tuple) else [plain(x) for x in v]
+                                              for k, v in e.evidence.items()}, sort_keys=True) for e in edges]},
+                    schema=LINEAGE_SCHEMA)
+
+
+def run_lineage(inputs: list[str], out: str, catalog: str | None = None, plot: bool = True) -> dict:
+    """Recover the forest of the checkpoints under ``inputs`` into ``out``; with ``catalog`` (a
+    lineage zoo's), score ours and MoTHer's. Ray must be running. Returns the summary (and the
+    metrics)."""
+    import ray
+
+    from pipeline.checkpoint.discover import discover
+
+    started = time.perf_counter()
+    uris = [r.uri for r in discover(inputs)]
+    load = ray.remote(num_cpus=1)(_load)
+    graphs, errors = {}, []
+    for part, failed in ray.get([load.remote(uris[i::8]) for i in range(min(8, len(uris)))]):
+        graphs.update(part)
+        errors += failed
+    pairs = candidate_pairs(sorted(graphs), graphs)
+    shared = ray.put(graphs)
+    task = ray.remote(num_cpus=1)(_evidence)
+    evidence = {}
+    for part in ray.get([task.remote(shared, pairs[i:i + PAIRS_PER_TASK]) for i in range(0, len(pairs), PAIRS_PER_TASK)]):
+        evidence.update(part)
+    edges = recover(graphs, evidence)
+    ours_s = time.perf_counter() - started
+    baseline_started = time.perf_counter()
+    baseline = mother_forest(graphs)
+    baseline_s = time.perf_counter() - baseline_started
+
+    fs, root = resolve(out)
+    fs.create_dir(root, recursive=True)
+    write_parquet(fs, f"{root}/lineage.parquet", edges_table(edges))
+    write_parquet(fs, f"{root}/mother.parquet", edges_table(baseline))
+    write_parquet(fs, f"{root}/errors.parquet", pa.table({"source_path": [u for u, _ in errors],
+                                                          "error": [r for _, r in errors]},
+                                                         schema=pa.schema([("source_path", pa.string()), ("error", pa.string())])))
+    if plot:
+        plot_forest(edges, sorted(graphs), join(out, "lineage.png"))
+    summary = {"models": len(graphs), "errors": len(errors), "pairs_tested": len(pairs), "edges": len(edges),
+               "seconds": round(ours_s, 2), "seconds_per_model": round(ours_s / max(1, len(graphs)), 4),
+               "mother_seconds": round(baseline_s, 2), "out": out}
+    if catalog:
+        rows = [r for r in read_parquet(catalog).to_pylist() if r["model_id"] in graphs]
+        ours, theirs = score(edges, rows), score(baseline, rows)
+        metrics = {"edge_f1": ours["f1"], "edge_precision": ours["precision"], "edge_recall": ours["recall"],
+                   "direction_acc": ours["direction_acc"], "type_acc": ours["type_acc"], "ari": ours["ari"],
+                   "edge_f1_plain": ours["plain"]["f1"], "edge_f1_transformed": ours["transformed"]["f1"],
+                   "direction_acc_transformed": ours["transformed"]["direction_acc"],
+                   "mother_edge_f1": theirs["f1"], "mother_direction_acc": theirs["direction_acc"],
+                   "mother_ari": theirs["ari"], "mother_edge_f1_plain": theirs["plain"]["f1"],
+                   "mother_edge_f1_transformed": theirs["transformed"]["f1"],
+                   "seconds_per_model": summary["seconds_per_model"],
+                   "mother_seconds_per_model": round(baseline_s / max(1, len(graphs)), 4),
+                   "true_edges": ours["edges"], "models": len(rows), "ours": ours, "mother": theirs}
+        write_file(join(out, "metrics.json"), json.dumps(metrics, indent=1, sort_keys=True))
+        summary["metrics"] = metrics
+    return summary
+
+
+def plot_forest(edges: list[Edge], ids: list[str], png: str) -> None:
+    """The forest as a PNG: one column block per tree, parents above children, edges coloured by type."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import networkx as nx
+
+    from pipeline.lineage import EDGE_TYPES
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(ids)
+    graph.add_edges_from((e.parent, e.child, {"type": e.type}) for e in edges)
+    position, x = {}, 0
+    for component in sorted(nx.weakly_connected_components(graph), key=lambda c: min(c)):
+        roots = [n for n in component if graph.in_degree(n) == 0] or [min(component)]
+        depth = nx.multi_source_dijkstra_path_length(graph, roots, weight=lambda *_: 1)
+        for level in sorted(set(depth.values())):
+            row = sorted(n for n in component if depth.get(n) == level)
+            for j, n in enumerate(row):
+                position[n] = (x + j, -level)
+        x += max(sum(1 for n in component if depth.get(n) == level) for level in set(depth.values())) + 1
+    colours = dict(zip(EDGE_TYPES, plt.cm.tab10.colors))
+    fig, ax = plt.subplots(figsize=(max(8, x * 0.35), 6))
+    nx.draw_networkx_nodes(graph, position, node_size=30, ax=ax)
+    shown = []
+    for kind, colour in colours.items():
+        typed = [(u, v) for u, v, d in graph.edges(data=True) if d["type"] == kind]
+        if typed:
+            nx.draw_networkx_edges(graph, position, typed, edge_color=[colour], arrowsize=6, ax=ax)
+            shown.append(plt.Line2D([], [], color=colour, label=kind))
+    ax.legend(handles=shown, loc="lower left", fontsize=7)
+    ax.set_axis_off()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    write_file(png, buffer.getvalue())
+
+
+def lineage_of(table: pa.Table, model: str) -> dict:
+    """``{"ancestors": [...], "descendants": [...], "parents": [...], "children": [...]}`` of a
+    model in a ``lineage.parquet`` table: each an edge dict (parent, child, type, confidence),
+    ancestors nearest first."""
+    rows = [{k: r[k] for k in ("parent", "child", "type", "confidence")} for r in table.to_pylist()]
+    up = {}
+    for r in rows:
+        up.setdefault(r["child"], []).append(r)
+    down = {}
+    for r in rows:
+        down.setdefault(r["parent"], []).append(r)
+
+    def walk(start, links, key):
+        seen, queue, out = {start}, [start], []
+        while queue:
+            node = queue.pop(0)
+            for r in links.get(node, []):
+                if r[key] not in seen:
+                    seen.add(r[key])
+                    queue.append(r[key])
+                    out.append(r)
+        return out
+    return {"model": model, "parents": up.get(model, []), "children": down.get(model, []),
+            "ancestors": walk(model, up, "parent"), "descendants": walk(model, down, "child")}

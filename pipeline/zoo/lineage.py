@@ -1,0 +1,269 @@
+"""The ``lineage`` zoo: trees of models derived from one another, every derivation recorded, the
+ground truth for lineage recovery (:mod:`pipeline.lineage`).
+
+Each tree grows from a base model trained from scratch (a zoo spec of :mod:`.presets`), four levels
+deep (:func:`grow_tree`):
+
+* level 1: two full fine-tunes and one partial fine-tune or LoRA fine-tune of the base;
+* level 2: the two fine-tunes merged (their weight average), and one or two children of each level-1
+  model; level 3: one child of each level-2 model that was trained (not cast or pruned);
+* two *symmetry copies* of leaves: the leaf under a random group element of :mod:`pipeline.symmetry`
+  (a re-upload with permuted, rescaled or sign-flipped neurons), and ``TRANSFORMED_SHARE`` of the
+  other derivations also re-based by a random element after the derivation (``transformed``).
+
+Derivations (:data:`pipeline.lineage.EDGE_TYPES`): ``finetune`` (every weight, on a random half of
+the training data), ``partial_finetune`` (the first half of the layers frozen), ``lora`` (a rank-2
+or -4 update ``B A`` of every weight matrix, biases frozen; merged into the weights, and the adapter
+also written in PEFT's layout under ``adapters/``), ``cast`` (to fp16 or bf16, or an int8 round trip
+per tensor), ``merge`` (two siblings averaged), ``prune`` (the smallest 30-50% of each weight matrix
+zeroed) and ``symmetry``.
+
+Catalog columns beyond the zoo's: ``parents`` (model ids; two for a merge, none for a base),
+``edge_type``, ``edge_detail`` (the cast's dtype, the LoRA rank, the pruned share), ``transformed``,
+``tree`` (its base's id), ``depth`` and ``adapter`` (the PEFT folder of a LoRA fine-tune).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from pipeline.checkpoint import open_checkpoint, save_checkpoint
+from pipeline.checkpoint.dtypes import BF16
+from pipeline.graph import build_graph
+from pipeline.storage import join, write_file
+from pipeline.symmetry import apply, random_element
+from pipeline.zoo.presets import sample_spec
+from pipeline.zoo.train import evaluate_model, rebuild_model, train_model
+
+#: (task, family, variant) of the trees' bases, two trees each: every family the zoo trains whose
+#: derivations the lineage tests read (ReLU and tanh, dense, residual, convolutional, attention)
+LINEAGE_BASES = [("wine", "mlp", {"tag": "relu", "activation": "relu", "arch": {"widths": [32, 32]}}),
+                 ("iris", "mlp", {"tag": "tanh", "activation": "tanh", "arch": {"widths": [32, 32]}}),
+                 ("diabetes", "resnet", {"tag": "relu", "activation": "relu",
+                                         "arch": {"dim": 32, "hidden": 64, "num_blocks": 2}}),
+                 ("digits", "cnn", {"tag": "relu", "activation": "relu", "epochs": 4}),
+                 ("digits", "cnn", {"tag": "tanh", "activation": "tanh", "epochs": 4}),
+                 ("majority", "transformer", {"tag": "t", "arch": {"dim": 32, "heads": 2, "ffn": 64, "num_layers": 1},
+                                              "epochs": 4})]
+TREES_PER_BASE = 2
+#: share of derivations re-based by a random group element after the derivation
+TRANSFORMED_SHARE = 0.25
+TRAIN_STEPS = (100, 200, 300)
+#: fine-tuning learning rates, log10-uniform: 2e-4 to 1e-3, below the bases' (3e-4 to 1e-2)
+FINETUNE_LOG_LR = (-3.7, -3.0)
+BATCH = 64
+
+
+def _weight_matrices(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters LoRA, pruning and int8 act on: weights of linear and conv layers."""
+    return [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+            for n in [f"{n}.weight"]]
+
+
+def _train(model, data, rng: np.random.Generator, names: list[str] | None = None, extra: dict | None = None,
+           merged=None) -> None:
+    """A few hundred Adam steps on a random half of the training data: of the parameters ``names``
+    (default: all), or only of ``extra`` tensors, the model run as ``merged(params, extra)``."""
+    torch.manual_seed(int(rng.integers(2**31)))
+    half = torch.from_numpy(rng.permutation(len(data.x_train))[:len(data.x_train) // 2])
+    params = dict(model.named_parameters())
+    trained = list(extra.values()) if extra else [params[n] for n in (names or params)]
+    optimizer = torch.optim.Adam(trained, lr=float(10 ** rng.uniform(*FINETUNE_LOG_LR)))
+    model.train()
+    for _ in range(int(rng.choice(TRAIN_STEPS))):
+        pick = half[torch.randint(0, len(half), (BATCH,))]
+        optimizer.zero_grad(set_to_none=True)
+        out = functional_call(model, merged(params, extra), (data.x_train[pick],)) if extra else model(data.x_train[pick])
+        data.loss(out, data.y_train[pick]).backward()
+        optimizer.step()
+    model.eval()
+
+
+def _state(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {n: t.detach().numpy().copy() for n, t in model.state_dict().items()}
+
+
+def finetune(row, tensors, rng) -> tuple[dict, str]:
+    model, data = rebuild_model(row, tensors)
+    _train(model, data, rng)
+    return _state(model), ""
+
+
+def partial_finetune(row, tensors, rng) -> tuple[dict, str]:
+    """The first half of the weight matrices' layers frozen (their weights and biases)."""
+    model, data = rebuild_model(row, tensors)
+    layers = [n.rsplit(".", 1)[0] for n in _weight_matrices(model)]
+    frozen = tuple(f"{layer}." for layer in layers[:len(layers) // 2])
+    _train(model, data, rng, [n for n, _ in model.named_parameters() if not n.startswith(frozen)])
+    return _state(model), f"frozen={len(frozen)}"
+
+
+def lora(row, tensors, rng) -> tuple[dict, str, dict]:
+    """A LoRA fine-tune: ``W + (alpha / r) B A`` for every weight matrix (``A [r, fan_in]``, ``B
+    [out, r]`` zero at the start, as PEFT initializes them), the base frozen. Returns the merged
+    weights, the detail, and the adapter's tensors in PEFT's names."""
+    model, data = rebuild_model(row, tensors)
+    rank, alpha = int(rng.choice([2, 4])), 8.0
+    targets = _weight_matrices(model)
+    params = dict(model.named_parameters())
+    factors = {}
+    for name in targets:
+        w = params[name]
+        fan_in = w[0].numel()
+        factors[f"{name}:A"] = torch.nn.Parameter(torch.randn(rank, fan_in) / fan_in ** 0.5)
+        factors[f"{name}:B"] = torch.nn.Parameter(torch.zeros(len(w), rank))
+
+    def merged(base, extra):
+        return {**base, **{n: base[n] + (alpha / rank) * (extra[f"{n}:B"] @ extra[f"{n}:A"]).reshape(base[n].shape)
+                           for n in targets}}
+
+    _train(model, data, rng, extra=factors, merged=merged)
+    with torch.no_grad():
+        out = {n: t.numpy().copy() for n, t in merged(dict(model.named_parameters()), factors).items()}
+    state = {**_state(model), **out}
+    adapter = {}
+    for name in targets:  # PEFT's layout: lora_A [r, in] (a conv's [r, in, k, k]), lora_B [out, r] ([out, r, 1, 1])
+        module, shape = name.rsplit(".", 1)[0], params[name].shape
+        a, b = factors[f"{name}:A"].detach(), factors[f"{name}:B"].detach()
+        adapter[f"base_model.model.{module}.lora_A.weight"] = a.reshape(rank, *shape[1:]).numpy()
+        adapter[f"base_model.model.{module}.lora_B.weight"] = b.reshape(len(b), rank, *[1] * (len(shape) - 2)).numpy()
+    config = {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "bias": "none",
+              "target_modules": sorted({n.rsplit(".", 1)[0] for n in targets})}
+    return state, f"rank={rank}", {"tensors": adapter, "config": config}
+
+
+def cast(row, tensors, rng) -> tuple[dict, str]:
+    """fp16, bf16 (every tensor stored so) or an int8 round trip of each weight matrix (absmax per
+    tensor, back to float32)."""
+    kind = str(rng.choice(["fp16", "bf16", "int8"]))
+    if kind == "fp16":
+        return {n: t.astype(np.float16) for n, t in tensors.items()}, kind
+    if kind == "bf16":
+        return {n: t.astype(BF16) for n, t in tensors.items()}, kind
+    out = dict(tensors)
+    for name, t in tensors.items():
+        if t.ndim >= 2:
+            scale = max(float(np.abs(t).max()), 1e-12) / 127.0
+            out[name] = (np.round(t / scale) * scale).astype(np.float32)
+    return out, kind
+
+
+def prune(row, tensors, rng) -> tuple[dict, str]:
+    """Magnitude pruning: the smallest ``share`` of every weight matrix zeroed."""
+    share = float(rng.choice([0.3, 0.5]))
+    out = dict(tensors)
+    for name, t in tensors.items():
+        if t.ndim >= 2:
+            out[name] = np.where(np.abs(t) <= np.quantile(np.abs(t), share), 0.0, t).astype(t.dtype)
+    return out, f"share={share}"
+
+
+DERIVATIONS = {"finetune": finetune, "partial_finetune": partial_finetune, "lora": lora, "cast": cast, "prune": prune}
+#: derivations whose children are trained further (casts and pruned copies are release artefacts: leaves)
+TRAINED = ("finetune", "partial_finetune", "lora", "merge")
+
+
+class _Tree:
+    """One tree being grown into ``out_dir``: its rows, the tensors of each node, its random stream."""
+
+    def __init__(self, out_dir: str, base: dict, rng: np.random.Generator):
+        self.out_dir, self.rng, self.base = out_dir, rng, base
+        self.rows = [{**base, "parents": [], "edge_type": "", "edge_detail": "", "transformed": False,
+                      "tree": base["model_id"], "depth": 0, "adapter": ""}]
+        self.tensors = {base["model_id"]: self._read(base["path"])}
+
+    def _read(self, path: str) -> dict[str, np.ndarray]:
+        return {n: np.array(t) for n, t in open_checkpoint(join(self.out_dir, path)).tensors.items()}
+
+    def metadata(self, model_id: str) -> dict[str, str]:
+        """What the graph builders read of a model: its activation, and heads for the transformer."""
+        heads = {"num_attention_heads": str(json.loads(self.base["arch"])["heads"])} \
+            if self.base["family"] == "transformer" else {}
+        return {"model_id": model_id, "family": self.base["family"], "activation": self.base["activation"], **heads}
+
+    def _float32(self, tensors: dict) -> dict:
+        return {n: np.asarray(t, dtype=np.float32) for n, t in tensors.items()}
+
+    def _transform(self, model_id: str, tensors: dict) -> dict:
+        """``tensors`` under a random group element of the tree's architecture."""
+        path = join(self.out_dir, "models", f"{model_id}.safetensors")
+        save_checkpoint(tensors, path, self.metadata(model_id))
+        graph = build_graph(open_checkpoint(path))
+        return {n: np.asarray(t) for n, t in apply(graph, random_element(graph, self.rng)).items()}
+
+    def derive(self, parents: list[dict], kind: str, transformed: bool | None = None) -> dict:
+        """A child of ``parents`` by derivation ``kind``, saved with its catalog row."""
+        parent = parents[0]
+        index = sum(r["depth"] > 0 for r in self.rows)
+        model_id = f"{self.base['model_id']}-{index:02d}-{kind}"
+        transformed = kind != "symmetry" and self.rng.random() < TRANSFORMED_SHARE if transformed is None else transformed
+        source = self._float32(self.tensors[parent["model_id"]])
+        adapter, detail = None, ""
+        if kind == "merge":
+            other = self._float32(self.tensors[parents[1]["model_id"]])
+            tensors = {n: (source[n] + other[n]) / 2 for n in source}
+        elif kind == "symmetry":
+            tensors = self._transform(model_id, self.tensors[parent["model_id"]])
+        else:
+            first = kind == "cast" and transformed  # re-based, then cast: the copy keeps the cast's grid
+            if first:
+                source = self._transform(model_id, source)
+            tensors, detail, *rest = DERIVATIONS[kind](parent, source, self.rng)
+            adapter = rest[0] if rest else None
+            if transformed and not first:
+                tensors = self._transform(model_id, tensors)
+        path = join("models", f"{model_id}.safetensors")
+        model, data = rebuild_model(parent, self._float32(tensors))
+        train_metric, test_metric = evaluate_model(model, data)
+        save_checkpoint(tensors, join(self.out_dir, path), self.metadata(model_id))
+        row = {**parent, "model_id": model_id, "path": path, "train_metric": train_metric, "test_metric": test_metric,
+               "parents": [p["model_id"] for p in parents], "edge_type": kind, "edge_detail": detail,
+               "transformed": bool(transformed), "depth": max(p["depth"] for p in parents) + 1, "adapter": ""}
+        if adapter is not None:
+            folder = join("adapters", model_id)
+            write_file(join(self.out_dir, folder, "adapter_config.json"), json.dumps(
+                {**adapter["config"], "base_model_name_or_path": f"../../{parent['path']}"}, indent=1))
+            save_checkpoint(adapter["tensors"], join(self.out_dir, folder, "adapter_model.safetensors"))
+            row["adapter"] = folder
+        self.rows.append(row)
+        self.tensors[model_id] = tensors
+        return row
+
+
+def grow_tree(out_dir: str, task: str, family: str, variant: dict, index: int, seed: int = 0) -> list[dict]:
+    """Train a base model and grow its tree (see the module docstring); returns the catalog rows."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng([seed, index, 7])
+    spec = sample_spec(task, family, index, seed, {**variant, "tag": f"lineage-{variant['tag']}"})
+    tree = _Tree(out_dir, train_model(spec, out_dir), rng)
+    base = tree.rows[0]
+    # the two fine-tunes stay in the base's basis: their merge is of one basis, as merges are made
+    level1 = [tree.derive([base], "finetune", transformed=False), tree.derive([base], "finetune", transformed=False),
+              tree.derive([base], str(rng.choice(["partial_finetune", "lora"])))]
+    level2 = [tree.derive(level1[:2], "merge", transformed=False)]
+    for node in level1:
+        for _ in range(int(rng.integers(1, 3))):
+            level2.append(tree.derive([node], str(rng.choice(["finetune", "lora", "partial_finetune", "cast", "prune"]))))
+    for node in level2:
+        if node["edge_type"] in TRAINED:
+            tree.derive([node], str(rng.choice(["finetune", "lora", "cast", "prune"])))
+    children = {p for r in tree.rows for p in r["parents"]}
+    leaves = [r for r in tree.rows if r["model_id"] not in children and r["depth"] > 0]
+    for i in rng.choice(len(leaves), 2, replace=False):
+        tree.derive([leaves[int(i)]], "symmetry")
+    return tree.rows
+
+
+def lineage_catalog_rows(out_dir: str, seed: int = 0, bases: list[tuple] = LINEAGE_BASES,
+                         trees: int = TREES_PER_BASE) -> list[dict]:
+    """``trees`` trees of each of ``bases``, one Ray task each; the catalog rows, sorted by model id."""
+    import ray
+
+    grow = ray.remote(num_cpus=1)(grow_tree)
+    jobs = [grow.remote(out_dir, task, family, variant, i * len(bases) + j, seed)
+            for j, (task, family, variant) in enumerate(bases) for i in range(trees)]
+    return sorted((r for rows in ray.get(jobs) for r in rows), key=lambda r: r["model_id"])
+
