@@ -23,6 +23,7 @@ ALLOWED = {
     "rebasin": BASE | {"checkpoint", "graph", "symmetry", "evaluation", "zoo"},
     "autoencoder": BASE | {"checkpoint", "graph", "symmetry", "encoders", "ingest", "training", "evaluation",
                            "rebasin", "zoo"},
+    "lineage": BASE | {"checkpoint", "graph", "symmetry", "rebasin", "search"},
 }
 #: the commands (the jobs' code) and the command line sit on top: they may import every step
 ALLOWED["commands"] = set(ALLOWED) | {"ray_utils"}
