@@ -39,8 +39,9 @@ UNCHANGED = 1e-6
 #: largest update rank read as LoRA (at most half the matrix's smaller side), and the singular
 #: value ratio below which the rest is zero
 LORA_MAX_RANK, LORA_TOL = 16, 1e-4
-#: extra share of exact zeros that makes B a pruned copy of A
-PRUNED_SHARE = 0.15
+#: extra share of exact zeros that makes B a pruned copy of A, whose kept entries are A's to this
+#: relative change (the rounding of a rescaled copy; a fine-tune moves them about 1e-3 or more)
+PRUNED_SHARE, KEPT = 0.15, 1e-4
 #: a model whose weights are this close to an average of two others (relative) is their merge, when
 #: the two are at least ``MERGE_CONTRAST`` times farther apart
 MERGE_TOL, MERGE_CONTRAST = 1e-4, 100.0
@@ -84,10 +85,20 @@ def _low_rank(diff: np.ndarray) -> bool:
     return bool(s[0] > 0 and s[_rank_cap(diff.shape)] <= LORA_TOL * s[0])
 
 
+def _kept_change(ours: list[np.ndarray], theirs: list[np.ndarray], sparser_theirs: bool) -> float:
+    """Relative change of the weight matrices' entries that the sparser side kept (nonzero): a
+    pruned copy keeps its source's entries exactly (to a rescaling's rounding)."""
+    kept = [(o, t) for o, t in zip(ours, theirs)]
+    mask = [(t != 0) if sparser_theirs else (o != 0) for o, t in kept]
+    diff = sum(float(np.square((t - o)[m]).sum()) for (o, t), m in zip(kept, mask))
+    norm = sum(float(np.square(o[m]).sum()) for (o, _), m in zip(kept, mask))
+    return float(np.sqrt(diff / max(norm, 1e-300)))
+
+
 def pair_evidence(a: WeightGraph, b: WeightGraph, seed: int = 0) -> dict:
     """Evidence on a derivation between ``a`` and ``b`` (one architecture; see the module docstring):
     ``distance``, ``raw_distance``, ``rebased``, ``unchanged_share``, ``changed_low_rank``,
-    ``zeros`` (A's, B's), ``formats`` (A's, B's)."""
+    ``zeros`` (A's, B's), ``kept_change`` (of the entries the sparser one kept), ``formats`` (A's, B's)."""
     result = match(a, b, seed=seed)
     rebased = not is_identity(result.element, rtol=np.inf)  # a permutation or sign flip (scales alone are no re-basing)
     theirs = result.aligned if rebased else {n: np.asarray(t, np.float32) for n, t in b.tensors.items()}
@@ -96,6 +107,8 @@ def pair_evidence(a: WeightGraph, b: WeightGraph, seed: int = 0) -> dict:
     changes = {n: float(np.linalg.norm(np.asarray(theirs[n], np.float32) - ours[n]) / max(np.linalg.norm(ours[n]), 1e-30))
                for n in ours}
     changed = [n for n in matrices if changes[n] > UNCHANGED]
+    sparser = _zero_share(b.tensors) > _zero_share(a.tensors)
+    kept = _kept_change([ours[n] for n in matrices], [np.asarray(theirs[n], np.float32) for n in matrices], sparser)
     vectors_changed = any(changes[n] > UNCHANGED for n in ours if n not in matrices)
     testable = [n for n in changed if _rank_cap(ours[n].shape) >= 2]
     return {"distance": max(0.0, 1.0 - result.similarity), "raw_distance": max(0.0, 1.0 - result.naive_similarity),
@@ -103,7 +116,7 @@ def pair_evidence(a: WeightGraph, b: WeightGraph, seed: int = 0) -> dict:
             "unchanged_share": 1.0 - len(changed) / max(1, len(matrices)),
             "changed_low_rank": bool(testable) and not vectors_changed
             and all(_low_rank(np.asarray(theirs[n], np.float32) - ours[n]) for n in testable),
-            "zeros": (_zero_share(a.tensors), _zero_share(b.tensors)),
+            "zeros": (_zero_share(a.tensors), _zero_share(b.tensors)), "kept_change": kept,
             "formats": (number_format(a.tensors), number_format(b.tensors))}
 
 
@@ -117,7 +130,9 @@ def edge_type(evidence: dict) -> tuple[str, float]:
         return "symmetry", 0.0
     if evidence["distance"] < ARTEFACT_DISTANCE and format_a != format_b:
         return "cast", 1.0 if format_a == "fp32" else -1.0 if format_b == "fp32" else 0.0
-    if evidence["distance"] < ARTEFACT_DISTANCE and abs(zeros_b - zeros_a) >= PRUNED_SHARE:
+    # kept entries are compared exactly where no rescaling of a re-basing blurs them
+    kept = evidence["kept_change"] < KEPT if not evidence["rebased"] else evidence["distance"] < ARTEFACT_DISTANCE
+    if abs(zeros_b - zeros_a) >= PRUNED_SHARE and kept:
         return "prune", 1.0 if zeros_b > zeros_a else -1.0
     if evidence["changed_low_rank"]:
         return "lora", 0.0

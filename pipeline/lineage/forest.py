@@ -29,6 +29,7 @@ import numpy as np
 
 from pipeline.graph.schema import WeightGraph
 from pipeline.lineage.evidence import MERGE_CONTRAST, MERGE_TOL, edge_type, merge_residual, pair_evidence
+from pipeline.rebasin.matching import match
 from pipeline.rebasin.spec import same_architecture
 from pipeline.search.duplicates import fingerprint
 from pipeline.symmetry import apply, canonical_scaling
@@ -44,6 +45,11 @@ AGAINST, GROWTH = 1.0, 0.1
 REBASED = 1e-4
 #: a merge is looked for among this many nearest related neighbours of a model
 MERGE_NEIGHBOURS = 4
+#: derivations by training: their child continues from the parent's weights
+TRAINED = ("finetune", "partial_finetune", "lora")
+#: a model's parent is the nearest earlier one whose angle, between its own parent and the model,
+#: has at most this cosine (see :func:`_reattach`)
+BETWEEN_COS = 0.05
 
 
 @dataclass
@@ -98,13 +104,15 @@ def recover(graphs: dict[str, WeightGraph], evidence: dict[tuple[str, str], dict
     where its edges' orientation costs (:func:`orientation_cost`) sum lowest."""
     spread = {i: weight_spread(g) for i, g in graphs.items()}
     related = {pair: e for pair, e in evidence.items() if e["distance"] < RELATED}
-    neighbours: dict[str, list[tuple[float, str]]] = {i: [] for i in graphs}
-    for (a, b), e in related.items():
-        neighbours[a].append((e["distance"], b))
-        neighbours[b].append((e["distance"], a))
+    copies = _artefacts(related)
+    neighbours: dict[str, list[tuple[bool, float, str]]] = {i: [] for i in graphs}
+    for (a, b), e in related.items():  # merge candidates: no cast or pruned copies; unrebased first
+        if b not in copies:
+            neighbours[a].append((e["rebased"], e["distance"], b))
+        if a not in copies:
+            neighbours[b].append((e["rebased"], e["distance"], a))
     merges = _merges(graphs, neighbours)
 
-    copies = _artefacts(related)
     undirected = nx.Graph()
     undirected.add_nodes_from(graphs)
     for (a, b), e in related.items():
@@ -123,15 +131,54 @@ def recover(graphs: dict[str, WeightGraph], evidence: dict[tuple[str, str], dict
     edges = []
     for component in nx.connected_components(forest):
         root = _best_root(forest.subgraph(component), typed)
+        tree = []
         for parent, child in nx.bfs_edges(forest, root):
             kind, cost, e = typed[parent, child]
-            edges.append(Edge(parent, child, kind, _confidence(e["distance"] + cost), e))
+            tree.append(Edge(parent, child, kind, _confidence(e["distance"] + cost), e))
+        edges += _reattach(root, tree, graphs, evidence)
     for child, ((first, second), residual) in merges.items():
         for parent in (first, second):
             e = evidence.get((parent, child)) or evidence.get((child, parent)) or {}
             edges.append(Edge(parent, child, "merge", float(1.0 - residual / MERGE_TOL),
                               {**e, "merge_residual": residual}))
     return edges
+
+
+def _reattach(root: str, tree: list[Edge], graphs: dict[str, WeightGraph], evidence: dict) -> list[Edge]:
+    """``tree`` (rooted at ``root``) with each trained model hung from the nearest earlier model that
+    lies *behind* it. All members are aligned to the root's basis; "earlier" is nearer the root.
+    Candidate ``p`` is behind ``v`` when, at ``p``, the angle between ``p``'s own parent and ``v`` is
+    not acute (cosine at most ``BETWEEN_COS``): a child continues from its parent, while a sibling
+    trained from the same parent shares its drift and sits to the side. Copies (cast, pruned,
+    symmetry) stay leaves and keep their source; merges keep their parents."""
+    incoming = {e.child: e for e in tree}
+    x = {v: _in_basis(graphs[root], graphs[v]) for v in [root, *incoming]}
+    order = [root] + sorted(incoming, key=lambda v: float(np.linalg.norm(x[v] - x[root])))
+    placed: list[str] = [root]
+    for v in order[1:]:
+        if incoming[v].type in TRAINED:
+            nearest = sorted((p for p in placed if p == root or incoming[p].type in (*TRAINED, "merge")),
+                             key=lambda p: float(np.linalg.norm(x[v] - x[p])))
+            parent = next((p for p in nearest if p == root or _between(x[incoming[p].parent], x[p], x[v])), None)
+            if parent is not None and parent != incoming[v].parent:
+                e = evidence.get((parent, v)) or evidence.get((v, parent)) or pair_evidence(graphs[parent], graphs[v])
+                kind, _ = edge_type(e)
+                incoming[v] = Edge(parent, v, kind if kind in TRAINED else incoming[v].type,
+                                   _confidence(e["distance"]), e)
+        placed.append(v)
+    return list(incoming.values())
+
+
+def _in_basis(reference: WeightGraph, graph: WeightGraph) -> np.ndarray:
+    """``graph``'s weights aligned to ``reference``'s basis, as one float64 vector."""
+    tensors = graph.tensors if graph is reference else match(reference, graph).aligned
+    return np.concatenate([np.asarray(tensors[n], np.float64).ravel() for n in reference.tensors])
+
+
+def _between(before: np.ndarray, middle: np.ndarray, after: np.ndarray) -> bool:
+    """Whether ``middle`` lies between ``before`` and ``after``: the angle at it is not acute."""
+    a, b = before - middle, after - middle
+    return float(a @ b) <= BETWEEN_COS * float(np.linalg.norm(a) * np.linalg.norm(b))
 
 
 def _artefacts(related: dict[tuple[str, str], dict]) -> dict[str, str]:
@@ -157,13 +204,14 @@ def _best_root(tree: nx.Graph, typed: dict) -> str:
     return min(sorted(cost), key=lambda n: cost[n])
 
 
-def _merges(graphs: dict[str, WeightGraph], neighbours: dict[str, list[tuple[float, str]]]
+def _merges(graphs: dict[str, WeightGraph], neighbours: dict[str, list[tuple[bool, float, str]]]
             ) -> dict[str, tuple[tuple[str, str], float]]:
-    """Models that are a weighted average of two of their nearest related neighbours:
+    """Models that are a weighted average of two of their nearest related neighbours (those in the
+    child's basis first: a merge is made of models in one basis, not of their re-based copies):
     ``child -> ((first, second), residual)``."""
     found = {}
     for child, near in neighbours.items():
-        near = [i for _, i in sorted(near)[:MERGE_NEIGHBOURS]]
+        near = [i for *_, i in sorted(near)[:MERGE_NEIGHBOURS]]
         best = None
         for x in range(len(near)):
             for y in range(x + 1, len(near)):
@@ -182,6 +230,6 @@ def _confidence(cost: float) -> float:
     return float(np.clip(1.0 - cost / (RELATED + GROWTH), 0.0, 1.0))
 
 
-def evidence_for(pairs: list[tuple[str, str]], graphs: dict[str, WeightGraph]) -> dict[tuple[str, str], dict]:
+def evidence_for(graphs: dict[str, WeightGraph], pairs: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
     """:func:`.evidence.pair_evidence` of each pair, in this process (the job fans pairs out as Ray tasks)."""
     return {(a, b): pair_evidence(graphs[a], graphs[b]) for a, b in pairs}

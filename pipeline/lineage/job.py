@@ -45,10 +45,6 @@ def _load(uris: list[str]) -> tuple[dict, list[tuple[str, str]]]:
     return graphs, errors
 
 
-def _evidence(graphs: dict, pairs: list[tuple[str, str]]) -> dict:
-    return evidence_for(pairs, graphs)
-
-
 def edges_table(edges: list[Edge]) -> pa.Table:
     def plain(value):
         return value.item() if isinstance(value, np.generic) else value
@@ -76,7 +72,7 @@ def run_lineage(inputs: list[str], out: str, catalog: str | None = None, plot: b
         errors += failed
     pairs = candidate_pairs(sorted(graphs), graphs)
     shared = ray.put(graphs)
-    task = ray.remote(num_cpus=1)(_evidence)
+    task = ray.remote(num_cpus=1)(evidence_for)
     evidence = {}
     for part in ray.get([task.remote(shared, pairs[i:i + PAIRS_PER_TASK]) for i in range(0, len(pairs), PAIRS_PER_TASK)]):
         evidence.update(part)

@@ -11,8 +11,9 @@ deep (:func:`grow_tree`):
   (a re-upload with permuted, rescaled or sign-flipped neurons), and ``TRANSFORMED_SHARE`` of the
   other derivations also re-based by a random element after the derivation (``transformed``).
 
-Derivations (:data:`pipeline.lineage.EDGE_TYPES`): ``finetune`` (every weight, on a random half of
-the training data), ``partial_finetune`` (the first half of the layers frozen), ``lora`` (a rank-2
+Derivations (:data:`pipeline.lineage.EDGE_TYPES`): ``finetune`` (every weight, on a
+:func:`skewed_half` of the training data: half of the classes, or one side of a hyperplane, as
+downstream data differs from pre-training data), ``partial_finetune`` (the first half of the layers frozen), ``lora`` (a rank-2
 or -4 update ``B A`` of every weight matrix, biases frozen; merged into the weights, and the adapter
 also written in PEFT's layout under ``adapters/``), ``cast`` (to fp16 or bf16, or an int8 round trip
 per tensor), ``merge`` (two siblings averaged), ``prune`` (the smallest 30-50% of each weight matrix
@@ -63,12 +64,29 @@ def _weight_matrices(model: torch.nn.Module) -> list[str]:
             for n in [f"{n}.weight"]]
 
 
+def skewed_half(data, rng: np.random.Generator) -> torch.Tensor:
+    """Indices of a fine-tuning set drawn from the training data as a downstream data set differs
+    from pre-training data: the samples of a random half of the classes (of the label at the last
+    position, for sequences), or for regression those on one side of a random hyperplane through
+    the inputs' median."""
+    y = data.y_train if data.y_train.ndim == 1 else data.y_train.reshape(len(data.y_train), -1)[:, -1]
+    if data.kind in ("classification", "sequence"):
+        classes = np.unique(y.numpy())
+        chosen = rng.choice(classes, max(2, len(classes) // 2), replace=False)
+        keep = np.isin(y.numpy(), chosen)
+    else:
+        x = data.x_train.reshape(len(data.x_train), -1).double().numpy()
+        side = x @ rng.standard_normal(x.shape[1])
+        keep = side > np.median(side)
+    return torch.from_numpy(np.flatnonzero(keep))
+
+
 def _train(model, data, rng: np.random.Generator, names: list[str] | None = None, extra: dict | None = None,
            merged=None) -> None:
-    """A few hundred Adam steps on a random half of the training data: of the parameters ``names``
-    (default: all), or only of ``extra`` tensors, the model run as ``merged(params, extra)``."""
+    """A few hundred Adam steps on a :func:`skewed_half` of the training data: of the parameters
+    ``names`` (default: all), or only of ``extra`` tensors, the model run as ``merged(params, extra)``."""
     torch.manual_seed(int(rng.integers(2**31)))
-    half = torch.from_numpy(rng.permutation(len(data.x_train))[:len(data.x_train) // 2])
+    half = skewed_half(data, rng)
     params = dict(model.named_parameters())
     trained = list(extra.values()) if extra else [params[n] for n in (names or params)]
     optimizer = torch.optim.Adam(trained, lr=float(10 ** rng.uniform(*FINETUNE_LOG_LR)))
