@@ -32,6 +32,8 @@ GET      /duplicates                        near-duplicate groups, each pair wit
                                             query: min_cosine, max_distance, max_wiring_distance,
                                             max_output_distance
 GET      /models/{model}/duplicates         the model's near-duplicate group
+GET      /models/{model}/lineage            its parents, children, ancestors and descendants, typed
+                                            (``lineage``: a weightzoo lineage output folder)
 POST     /canonicalize                      the upload's canonical network (safetensors download)
 POST     /align                             multipart files ``a``, ``b``: B aligned to A, or with
                                             ``alpha`` the merged model (safetensors download)
@@ -76,6 +78,7 @@ class AppArgs(BaseModel):
     token_env: str = Field(TOKEN_ENV, description="the environment variable holding the bearer token for writes")
     token_file: str | None = Field(None, description="a file holding the token instead (a mounted secret)")
     protect_reads: bool = Field(False, description="reads need the token too (all but /healthz, /readyz, /, /docs)")
+    lineage: str | None = Field(None, description="a weightzoo lineage output folder, for /models/{model}/lineage")
 
 
 def build_app(args: AppArgs | dict) -> serve.Application:
@@ -83,7 +86,7 @@ def build_app(args: AppArgs | dict) -> serve.Application:
     config = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
     graphs = config.graphs or os.path.join(config.index, "graphs")
     canonicalizer = Canonicalizer.bind(config.autoencoders) if config.autoencoders else None
-    return Ingress.bind(Embedder.bind(config.encoder_state), Searcher.bind(config.index, graphs, config.catalog),
+    return Ingress.bind(Embedder.bind(config.encoder_state), Searcher.bind(config.index, graphs, config.catalog, config.lineage),
                         Aligner.bind(), Registrar.bind(config.index, graphs, config.encoder_state), canonicalizer,
                         config.max_body_mib, config.token_env, config.token_file, config.protect_reads)
 
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-body-mib", type=float, default=256.0)
     parser.add_argument("--token-file", help=f"the bearer token for writes (default: ${TOKEN_ENV})")
     parser.add_argument("--protect-reads", action="store_true", help="reads need the token too")
+    parser.add_argument("--lineage", help="a weightzoo lineage output folder (GET /models/{model}/lineage)")
     parser.add_argument("--host", default="127.0.0.1"), parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     from pipeline.ray_utils import ensure_ray
@@ -108,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     serve.run(build_app(AppArgs(index=absolute(args.index), graphs=absolute(args.graphs), catalog=absolute(args.catalog),
                                 encoder_state=absolute(args.encoder_state),
                                 autoencoders=[absolute(a) for a in args.autoencoder], max_body_mib=args.max_body_mib,
-                                token_file=absolute(args.token_file), protect_reads=args.protect_reads)),
+                                token_file=absolute(args.token_file), protect_reads=args.protect_reads,
+                                lineage=absolute(args.lineage))),
               blocking=True)
 
 

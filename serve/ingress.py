@@ -182,6 +182,12 @@ class Ingress:
         thresholds = DuplicateThresholds(min_cosine, max_distance, max_wiring_distance, max_output_distance)
         return {"groups": _answer(await self.searcher.duplicates.remote(thresholds))}
 
+    @api.get("/models/{model}/lineage")
+    async def lineage(self, model: str) -> Response:
+        """The model's parents, children, ancestors and descendants in the served lineage run, each
+        an edge (parent, child, type, confidence)."""
+        return _json(_answer(await self.searcher.lineage.remote(model)))
+
     @api.get("/models/{model}/duplicates")
     async def model_duplicates(self, model: str) -> dict:
         """The near-duplicate group of an indexed model (empty when it has none)."""

@@ -18,7 +18,9 @@ import time
 import numpy as np
 from ray import serve
 
+from pipeline.lineage.job import lineage_of
 from pipeline.search import DuplicateThresholds, Filters, UnknownFilterValue
+from pipeline.storage import join, read_parquet, stamp
 from serve.uploads import Refusal
 
 logger = logging.getLogger("ray.serve")
@@ -32,10 +34,13 @@ REMOTE_CHECK_S = 1.0
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 class Searcher:
     """``index``: weightzoo index's output folder; ``graphs``: its ingestion folder; ``catalog``: the
-    zoo's catalog.parquet (optional). Paths or URIs."""
+    zoo's catalog.parquet (optional); ``lineage``: a weightzoo lineage output folder (optional). Paths
+    or URIs."""
 
-    def __init__(self, index: str, graphs: str, catalog: str | None = None):
+    def __init__(self, index: str, graphs: str, catalog: str | None = None, lineage: str | None = None):
         self.where = (index, graphs, catalog)
+        self.lineage_file = None if lineage is None else join(lineage, "lineage.parquet")
+        self.lineage_read: tuple | None = None  # (stamp, table)
         self.check_every = 0.0 if "://" not in index else REMOTE_CHECK_S
         self.checked = 0.0
         self._read()
@@ -79,6 +84,24 @@ class Searcher:
             return search.meta[search.resolve_id(model)]
         except KeyError as exc:
             return Refusal(404, exc.args[0])
+
+    async def lineage(self, model: str) -> dict | Refusal:
+        """The model's parents, children, ancestors and descendants in the lineage run (by the name
+        the run gives it, or any name the index knows); empty for a model of the run with none."""
+        if self.lineage_file is None:
+            return Refusal(404, "this server serves no lineage run (start it with --lineage <a weightzoo lineage "
+                                "output folder>)")
+        now = stamp(self.lineage_file)
+        if self.lineage_read is None or self.lineage_read[0] != now:
+            self.lineage_read = (now, read_parquet(self.lineage_file))
+        table = self.lineage_read[1]
+        names = set(table.column("parent").to_pylist()) | set(table.column("child").to_pylist())
+        if model not in names:
+            meta = self._model(model)
+            if isinstance(meta, Refusal):
+                return meta
+            model = meta["model_id"]
+        return lineage_of(table, model)
 
     async def neighbors(self, model: str, k: int, filters: Filters) -> list[dict] | Refusal:
         try:

@@ -39,15 +39,19 @@ TOKEN = "t0ken-for-writes-" + "x" * 16
 @pytest.fixture(scope="module")
 def served(ray_session, indexed, tmp_path_factory):
     """The app's arguments: a copy of the indexed tiny zoo (models are added to it), its encoder, an
-    autoencoder, a 1 MiB body limit and a token file."""
+    autoencoder, a 1 MiB body limit, a token file and the zoo's lineage run."""
     import shutil
+
+    from pipeline.lineage.job import run_lineage
 
     folder = tmp_path_factory.mktemp("served")
     shutil.copytree(indexed["out"], folder / "index")
     shutil.copytree(indexed["graphs"], folder / "index" / "graphs")
     (folder / "token").write_text(TOKEN + "\n")
+    run_lineage([str(indexed["zoo"] / "models")], str(folder / "lineage"), plot=False)
     return {"index": str(folder / "index"), "catalog": indexed["catalog"], "encoder_state": indexed["state"],
-            "autoencoders": [_autoencoder(indexed)], "max_body_mib": 1, "token_file": str(folder / "token")}
+            "autoencoders": [_autoencoder(indexed)], "max_body_mib": 1, "token_file": str(folder / "token"),
+            "lineage": str(folder / "lineage")}
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +194,16 @@ def test_a_models_duplicates(server, indexed):
     loner = next(r for r in indexed["rows"] if not r["duplicate_of"]
                  and r["model_id"] not in {x["duplicate_of"] for x in indexed["rows"]})
     assert _call(f"{server}/models/{loner['model_id']}/duplicates") == (200, {"query": loner["model_id"], "groups": []})
+
+
+def test_lineage_of_a_planted_copy(server, indexed):
+    copy = next(r for r in indexed["rows"] if r["transform"] == "symmetry")
+    status, body = _call(f"{server}/models/{copy['model_id']}/lineage")
+    assert status == 200
+    edge = next(e for e in body["parents"] + body["children"] if copy["duplicate_of"] in (e["parent"], e["child"]))
+    assert edge["type"] == "symmetry" and {edge["parent"], edge["child"]} == {copy["model_id"], copy["duplicate_of"]}
+    status, body = _call(f"{server}/models/no-such-model/lineage")
+    assert status == 404 and "no-such-model" in body["detail"]
 
 
 def test_canonicalize_gives_one_network_per_orbit(server, indexed):

@@ -25,6 +25,13 @@ class CheckpointRef:
     mtime_ns: int
 
 
+def model_name(uri: str) -> str:
+    """A checkpoint's default name: its file's name without a checkpoint suffix, or its folder's
+    name (dots in folder names kept: ``Qwen2.5-0.5B``)."""
+    base = posixpath.basename(uri.rstrip("/"))
+    return next((base[:-len(s)] for s in WEIGHT_SUFFIXES if base.endswith(s)), base)
+
+
 def discover(inputs: list[str]) -> list[CheckpointRef]:
     """Checkpoints named by ``inputs`` (paths, URIs, folders or glob patterns), deduplicated, sorted."""
     found: dict[str, CheckpointRef] = {}

@@ -4,12 +4,12 @@ zoo's catalog (``metrics.json``).
 
 Checkpoints are read and converted by Ray tasks (a bad file is recorded with its reason, the rest
 go on); the graphs go to the object store once; pair tests fan out as Ray tasks in chunks. A model
-is named by its file's stem (a folder's name), as the zoo's catalog names it.
+is named by :func:`pipeline.checkpoint.discover.model_name`, as the index and the zoo's catalog
+name it.
 """
 from __future__ import annotations
 
 import json
-import posixpath
 import time
 
 import numpy as np
@@ -26,14 +26,10 @@ LINEAGE_SCHEMA = pa.schema([("parent", pa.string()), ("child", pa.string()), ("t
                             ("confidence", pa.float64()), ("evidence", pa.string())])
 
 
-def model_name(uri: str) -> str:
-    base = posixpath.basename(uri.rstrip("/"))
-    return base.split(".")[0] if "." in base else base
-
-
 def _load(uris: list[str]) -> tuple[dict, list[tuple[str, str]]]:
     """``({name: graph}, [(uri, reason)])`` of checkpoints read and converted here."""
     from pipeline.checkpoint import open_checkpoint
+    from pipeline.checkpoint.discover import model_name
     from pipeline.graph import build_graph
 
     graphs, errors = {}, []

@@ -6,12 +6,12 @@ the zoo catalog (task, data set, model id, test metric), joined on the checkpoin
 """
 from __future__ import annotations
 
-import os
 import posixpath
 from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.checkpoint.discover import model_name
 from pipeline.ingest.store import read_manifest
 from pipeline.search.atlas import Atlas
 from pipeline.search.duplicates import DuplicateThresholds, Prints, duplicates_of, near_duplicate_groups
@@ -67,7 +67,7 @@ class ZooSearch:
             c = by_name.get(name, {})
             self.meta[r["content_id"]] = {
                 "content_id": r["content_id"], "file": name, "family": r["family"], "num_params": r["num_params"],
-                "model_id": c.get("model_id", os.path.splitext(name)[0]), "task": c.get("task"),
+                "model_id": c.get("model_id", model_name(name)), "task": c.get("task"),
                 "dataset": c.get("dataset"), "test_metric": c.get("test_metric"),
                 "duplicate_of": c.get("duplicate_of") or None}
         self._by_name = {m["model_id"]: cid for cid, m in self.meta.items()}
