@@ -109,3 +109,87 @@ def test_job_recovers_the_forest_better_than_mother_where_children_were_rebased(
     found = lineage.main(["--out", str(out), "--model", leaf])
     assert [e["child"] for e in found["ancestors"]][0] == leaf and found["ancestors"][-1]["parent"] == \
         next(r["tree"] for r in rows if r["model_id"] == leaf)
+
+
+def test_lora_canonical_factors_forget_the_factors_symmetry():
+    from pipeline.checkpoint.adapter import canonical_factors
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((4, 24)), rng.standard_normal((16, 4))
+    g = rng.standard_normal((4, 4)) + 4 * np.eye(4)  # invertible
+    a2, b2 = canonical_factors(np.linalg.solve(g, a), b @ g)
+    a1, b1 = canonical_factors(a, b)
+    assert np.allclose(b1 @ a1, b @ a) and np.allclose(a2, a1) and np.allclose(b2, b1)
+    a3, b3 = canonical_factors(a, b + 0.01 * rng.standard_normal(b.shape))  # another update: another form
+    assert not np.allclose(a3, a1, atol=1e-4)
+
+
+def _adapter_copy(folder, row, tmp_path, name, edit_config=None, edit_tensors=None):
+    """A copy of ``row``'s adapter folder under ``tmp_path/name``, declaring its base by absolute
+    path, its config and factors edited."""
+    import shutil
+
+    from pipeline.checkpoint import open_checkpoint, save_checkpoint
+
+    target = tmp_path / name
+    shutil.copytree(folder / row["adapter"], target)
+    config = json.loads((target / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(folder / "models" / f"{row['parents'][0]}.safetensors")
+    (target / "adapter_config.json").write_text(json.dumps(edit_config(config) if edit_config else config))
+    if edit_tensors:
+        tensors = {n: np.array(t) for n, t in open_checkpoint(str(target / "adapter_model.safetensors")).tensors.items()}
+        save_checkpoint(edit_tensors(tensors), str(target / "adapter_model.safetensors"))
+    return target
+
+
+def test_adapters_are_merged_into_their_declared_base_and_bad_ones_recorded(lineage_zoo, tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipeline.checkpoint import open_checkpoint
+    from pipeline.checkpoint.adapter import AdapterError, base_of, merge, open_adapter
+    from pipeline.lineage.job import run_lineage
+
+    folder, rows = lineage_zoo
+    row = next(r for r in rows if r["adapter"] and not r["transformed"])
+    adapter = open_adapter(str(folder / row["adapter"]))
+    merged = merge(adapter, open_checkpoint(base_of(adapter)))  # the zoo's relative base path resolves
+    stored = open_checkpoint(str(folder / row["path"])).tensors
+    assert max(float(np.abs(merged[n] - np.asarray(stored[n], np.float32)).max()) for n in stored) < 1e-5
+
+    good = _adapter_copy(folder, row, tmp_path / "in", "good")
+    _adapter_copy(folder, row, tmp_path / "in", "no-base", lambda c: {**c, "base_model_name_or_path": "org/missing"})
+    _adapter_copy(folder, row, tmp_path / "in", "lying-rank", lambda c: {**c, "r": c["r"] + 4})
+    _adapter_copy(folder, row, tmp_path / "in", "foreign-module", edit_tensors=lambda t: {
+        n.replace("base_model.model.", "base_model.model.nope."): v for n, v in t.items()})
+    summary = run_lineage([str(tmp_path / "in"), str(folder / "models" / f"{row['parents'][0]}.safetensors")],
+                          str(tmp_path / "out"), plot=False)
+    assert summary["adapters"] == 1 and summary["errors"] == 3
+    edges = [e for e in pq.read_table(tmp_path / "out" / "lineage.parquet").to_pylist() if e["child"] == good.name]
+    assert [(e["parent"], e["type"]) for e in edges] == [(row["parents"][0], "lora")]
+    assert json.loads(edges[0]["evidence"])["verified"]
+    errors = {e["source_path"].rsplit("/", 1)[-1]: e["error"] for e in pq.read_table(tmp_path / "out" / "errors.parquet").to_pylist()}
+    assert errors["no-base"].startswith("UnlinkedAdapter") and "org/missing" in errors["no-base"]
+    assert "config says r=" in errors["lying-rank"]
+    assert "not in the base" in errors["foreign-module"]
+    with pytest.raises(AdapterError):
+        open_adapter(str(tmp_path / "in" / "lying-rank"))
+
+
+def test_ingestion_stores_an_adapter_merged_and_linked_to_its_base(lineage_zoo, tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipeline.ingest import IngestConfig, run_ingest
+    from pipeline.ingest.store import read_manifest
+
+    folder, rows = lineage_zoo
+    row = next(r for r in rows if r["adapter"] and not r["transformed"])
+    base = folder / "models" / f"{row['parents'][0]}.safetensors"
+    good = _adapter_copy(folder, row, tmp_path / "in", "good")
+    _adapter_copy(folder, row, tmp_path / "in", "no-base", lambda c: {**c, "base_model_name_or_path": "org/missing"})
+    summary = run_ingest(IngestConfig([str(tmp_path / "in"), str(base)], str(tmp_path / "graphs")))
+    assert (summary["converted"], summary["error"]) == (2, 1)
+    manifest = {r["source_path"]: r for r in read_manifest(str(tmp_path / "graphs")).to_pylist()}
+    assert manifest[str(good)]["base"] == str(base) and manifest[str(base)]["base"] is None
+    assert manifest[str(good)]["family"] == manifest[str(base)]["family"]
+    (error,) = pq.read_table(tmp_path / "graphs" / "errors.parquet").to_pylist()
+    assert error["error_kind"] == "UnlinkedAdapter" and "org/missing" in error["error"]

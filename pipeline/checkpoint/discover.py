@@ -1,7 +1,7 @@
 """Find the checkpoints under folders, globs, files or URIs, with a fingerprint (size, mtime) each.
 
-A folder holding ``config.json`` or a ``*.index.json`` is one model (a Hugging Face folder or a
-sharded checkpoint); elsewhere each ``.safetensors/.pt/.pth/.bin`` file is one model. A path given
+A folder holding ``config.json``, ``adapter_config.json`` or a ``*.index.json`` is one model (a
+Hugging Face folder, a PEFT adapter or a sharded checkpoint); elsewhere each ``.safetensors/.pt/.pth/.bin`` file is one model. A path given
 explicitly is always a unit, so a missing or foreign file is reported rather than silently skipped.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
+from pipeline.checkpoint.adapter import ADAPTER_CONFIG
 from pipeline.checkpoint.reader import INDEX_SUFFIX, WEIGHT_SUFFIXES, natural_key
 from pipeline.storage import TMP_PREFIX, resolve
 
@@ -64,7 +65,7 @@ def _walk(fs, root: str, scheme: str) -> list[CheckpointRef]:
              if not posixpath.basename(i.path).startswith((".", TMP_PREFIX))]
     files = [i for i in infos if i.type == pafs.FileType.File]
     model_dirs = {posixpath.dirname(i.path) for i in files
-                  if i.base_name == "config.json" or i.base_name.endswith(INDEX_SUFFIX)}
+                  if i.base_name in ("config.json", ADAPTER_CONFIG) or i.base_name.endswith(INDEX_SUFFIX)}
     if root in model_dirs:
         return [_ref(scheme, root, [i for i in files if posixpath.dirname(i.path) == root])]
     refs = [_ref(scheme, d, [i for i in files if posixpath.dirname(i.path) == d]) for d in model_dirs]

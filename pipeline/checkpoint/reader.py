@@ -53,6 +53,7 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)
     config: dict | None = None
     file_bytes: int = 0
+    base: str | None = None  # a merged PEFT adapter's base (see pipeline.checkpoint.adapter)
 
     @property
     def num_params(self) -> int:

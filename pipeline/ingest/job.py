@@ -33,7 +33,7 @@ import ray
 from pipeline.checkpoint.discover import CheckpointRef, discover
 from pipeline.checkpoint.dtypes import STORED_PRECISIONS, dtype_name
 from pipeline.checkpoint.errors import CheckpointError
-from pipeline.checkpoint.reader import open_checkpoint
+from pipeline.checkpoint.adapter import open_model
 from pipeline.graph.builders import build_graph
 from pipeline.graph.hints import Sidecars
 from pipeline.graph.rows import check_storable, write_shard
@@ -47,6 +47,7 @@ RECORD_SCHEMA = pa.schema([
     ("shard", pa.string()), ("error_kind", pa.string()), ("error", pa.string()), ("seconds", pa.float64()),
     ("activation", pa.string()), ("hints", pa.string()),  # JSON: key -> [value, source]
     ("fallback", pa.string()),  # why a recognized family fell back to a per-layer graph
+    ("base", pa.string()),  # a PEFT adapter's declared base (its source path), which it was merged into
 ])
 SHARD_BYTES = 256 * 1024 * 1024   # a shard is written once its checkpoints reach this size
 SHARD_MODELS = 256                # ... or this many models: jobs that read shards run one task per shard
@@ -111,7 +112,7 @@ class GraphConverter:
             started = time.perf_counter()
             try:
                 sidecar = self.sidecars.hints_for(ref.uri)
-                ckpt = open_checkpoint(ref.uri, check_finite=self.check_finite)
+                ckpt = open_model(ref.uri, check_finite=self.check_finite)
                 opened.append((ref, ckpt, ckpt.content_id(), sidecar, started))
             except Exception as exc:  # noqa: BLE001 -- every failure is recorded, none stops the job
                 records[ref.uri] = _error_record(ref, exc, started)
@@ -127,6 +128,7 @@ class GraphConverter:
                 continue
             try:
                 graph = build_graph(ckpt, cid, sidecar, self.hints)
+                graph.info["base"] = ckpt.base
                 check_storable(graph, self.precision)
             except Exception as exc:  # noqa: BLE001
                 self.registry.release.remote([cid])
@@ -155,7 +157,8 @@ def store_converted(fs: pafs.FileSystem, root: str, shard: str, pending: list, p
     return {ref.uri: _record(ref, "converted", started, content_id=graph.info["content_id"], family=graph.family,
                              graph_mode=graph.mode, num_params=graph.num_params,
                              source_dtype=graph.info["source_dtype"], shard=shard, stored_dtype=stored,
-                             activation=graph.activation, hints=graph.info["hints"], fallback=graph.info["fallback"])
+                             activation=graph.activation, hints=graph.info["hints"], fallback=graph.info["fallback"],
+                             base=graph.info.get("base"))
             for ref, graph, started in pending}
 
 
@@ -236,7 +239,7 @@ def consolidate(fs: pafs.FileSystem, root: str) -> tuple[pa.Table, pa.Table]:
         if r["status"] == "duplicate" and r["content_id"] in stored:
             original = stored[r["content_id"]]
             r = {**r, **{k: original[k] for k in ("family", "graph_mode", "stored_dtype", "shard", "activation",
-                                                  "hints", "fallback")}}
+                                                  "hints", "fallback", "base")}}
         if r["status"] != "error":
             manifest_rows.append({k: r[k] for k in MANIFEST_COLUMNS})
     manifest = pa.Table.from_pylist(manifest_rows, schema=pa.schema([RECORD_SCHEMA.field(c) for c in MANIFEST_COLUMNS]))
@@ -247,7 +250,7 @@ def consolidate(fs: pafs.FileSystem, root: str) -> tuple[pa.Table, pa.Table]:
 
 
 MANIFEST_COLUMNS = ["content_id", "source_path", "status", "family", "graph_mode", "num_params", "source_dtype",
-                    "stored_dtype", "shard", "file_size", "activation", "hints", "fallback"]
+                    "stored_dtype", "shard", "file_size", "activation", "hints", "fallback", "base"]
 ERROR_COLUMNS = ["source_path", "error_kind", "error", "file_size"]
 
 

@@ -1,6 +1,6 @@
-"""The lineage job: checkpoints in, the recovered forest out (``lineage.parquet``, a PNG of the trees),
-with the MoTHer baseline on the same models, and with ``evaluate``, both scored against a lineage
-zoo's catalog (``metrics.json``).
+"""The lineage job: checkpoints in, the recovered forest out (``lineage.parquet``, a PNG of the trees)
+with PEFT adapters linked to the base they declare, the MoTHer baseline on the same models, and
+with ``evaluate``, both scored against a lineage zoo's catalog (``metrics.json``).
 
 Checkpoints are read and converted by Ray tasks (a bad file is recorded with its reason, the rest
 go on); the graphs go to the object store once; pair tests fan out as Ray tasks in chunks. A model
@@ -26,19 +26,43 @@ LINEAGE_SCHEMA = pa.schema([("parent", pa.string()), ("child", pa.string()), ("t
                             ("confidence", pa.float64()), ("evidence", pa.string())])
 
 
-def _load(uris: list[str]) -> tuple[dict, list[tuple[str, str]]]:
-    """``({name: graph}, [(uri, reason)])`` of checkpoints read and converted here."""
+def _load(uris: list[str]) -> tuple[dict, list[tuple[str, str]], list[tuple[str, str, dict]]]:
+    """``({name: graph}, [(uri, reason)], [(base name, adapter name, graph)])`` of checkpoints read
+    and converted here; a PEFT adapter is merged into its declared base (see
+    :mod:`pipeline.checkpoint.adapter`) and comes with its link."""
+    from dataclasses import replace
+
     from pipeline.checkpoint import open_checkpoint
+    from pipeline.checkpoint.adapter import base_of, is_adapter, merge, open_adapter
     from pipeline.checkpoint.discover import model_name
     from pipeline.graph import build_graph
 
-    graphs, errors = {}, []
+    graphs, errors, adapters = {}, [], []
     for uri in uris:
         try:
-            graphs[model_name(uri)] = build_graph(open_checkpoint(uri))
+            if is_adapter(uri):
+                adapter = open_adapter(uri)
+                base = open_checkpoint(base_of(adapter))
+                merged = build_graph(replace(base, path=uri, tensors=merge(adapter, base)))
+                adapters.append((model_name(base.path), model_name(uri), merged))
+            else:
+                graphs[model_name(uri)] = build_graph(open_checkpoint(uri))
         except Exception as exc:  # noqa: BLE001 -- any failure of one file is recorded, the rest go on
             errors.append((uri, f"{type(exc).__name__}: {exc}"))
-    return graphs, errors
+    return graphs, errors, adapters
+
+
+def adapter_edges(adapters: list[tuple[str, str, object]], graphs: dict) -> list[Edge]:
+    """The declared edges of merged adapters, base -> adapter, typed ``lora`` and checked where the
+    base is among the models: ``verified`` when the change is of low rank (:func:`.evidence.pair_evidence`)."""
+    from pipeline.lineage.evidence import pair_evidence
+
+    edges = []
+    for base, name, graph in adapters:
+        evidence = pair_evidence(graphs[base], graph) if base in graphs else {}
+        edges.append(Edge(base, name, "lora", 1.0, {**evidence, "declared": True,
+                                                   "verified": bool(evidence.get("changed_low_rank"))}))
+    return edges
 
 
 def edges_table(edges: list[Edge]) -> pa.Table:
@@ -62,17 +86,18 @@ def run_lineage(inputs: list[str], out: str, catalog: str | None = None, plot: b
     started = time.perf_counter()
     uris = [r.uri for r in discover(inputs)]
     load = ray.remote(num_cpus=1)(_load)
-    graphs, errors = {}, []
-    for part, failed in ray.get([load.remote(uris[i::8]) for i in range(min(8, len(uris)))]):
+    graphs, errors, adapters = {}, [], []
+    for part, failed, linked in ray.get([load.remote(uris[i::8]) for i in range(min(8, len(uris)))]):
         graphs.update(part)
         errors += failed
+        adapters += linked
     pairs = candidate_pairs(sorted(graphs), graphs)
     shared = ray.put(graphs)
     task = ray.remote(num_cpus=1)(evidence_for)
     evidence = {}
     for part in ray.get([task.remote(shared, pairs[i:i + PAIRS_PER_TASK]) for i in range(0, len(pairs), PAIRS_PER_TASK)]):
         evidence.update(part)
-    edges = recover(graphs, evidence)
+    edges = recover(graphs, evidence) + adapter_edges(adapters, graphs)
     ours_s = time.perf_counter() - started
     baseline_started = time.perf_counter()
     baseline = mother_forest(graphs)
@@ -87,7 +112,7 @@ def run_lineage(inputs: list[str], out: str, catalog: str | None = None, plot: b
                                                          schema=pa.schema([("source_path", pa.string()), ("error", pa.string())])))
     if plot:
         plot_forest(edges, sorted(graphs), join(out, "lineage.png"))
-    summary = {"models": len(graphs), "errors": len(errors), "pairs_tested": len(pairs), "edges": len(edges),
+    summary = {"models": len(graphs), "adapters": len(adapters), "errors": len(errors), "pairs_tested": len(pairs), "edges": len(edges),
                "seconds": round(ours_s, 2), "seconds_per_model": round(ours_s / max(1, len(graphs)), 4),
                "mother_seconds": round(baseline_s, 2), "out": out}
     if catalog:
