@@ -4,8 +4,10 @@
 permutations, sign flips and positive scalings), so a child re-based by a random group element is
 compared in its parent's basis. It measures:
 
-* ``distance``: ``1 - cosine`` of the two in the scale-free matching space; exactly invariant to
-  either model's symmetries, near 0 for derivations and large for independently trained models;
+* ``distance``: ``1 - cosine`` of each weight matrix with its aligned counterpart, averaged over the
+  matrices (each counts alike, so normalization vectors near 1 in every model do not make two
+  unrelated transformers look alike); exactly invariant to either model's symmetries, near 0 for
+  derivations and large for independently trained models;
 * ``raw_distance``: the same without alignment (what weight-distance methods such as MoTHer read);
 * ``rebased``: whether B needed a permutation or sign flip to line up with A;
 * per-tensor changes, in B's raw weights when no re-basing was needed (exact) and in the aligned
@@ -28,9 +30,9 @@ from pipeline.rebasin.matching import match
 from pipeline.symmetry import is_identity
 
 #: ``distance`` below which two models are the same function up to symmetry and the rounding of
-#: their number format (a rescaled fp16 model is about 1e-7 from its source), and below which
-#: they are so even across formats (a rescaled int8 or bf16 copy is exact in fp32; a cast is not)
-SAME_FUNCTION, EXACT = 1e-5, 1e-9
+#: their number format (a rescaled fp16 model is about 1e-7 from its source); across formats, a
+#: copy must also be closer than this share of the rounding a cast between them makes
+SAME_FUNCTION, ROUNDING_SHARE = 1e-5, 0.1
 #: ``distance`` below which a cast or pruned copy is still its source (an int8 round trip of a small
 #: model moves it by about 1e-4; pruning half of the weights by about 0.05)
 ARTEFACT_DISTANCE = 0.15
@@ -60,6 +62,24 @@ def number_format(tensors: dict[str, np.ndarray]) -> str:
     if matrices and all(_on_int8_grid(a) for a in matrices):
         return "int8"
     return "fp32"
+
+
+def round_to(fmt: str, a: np.ndarray) -> np.ndarray:
+    """``a`` (float32) rounded to number format ``fmt`` and back (``int8``: absmax per tensor)."""
+    if fmt == "fp16":
+        return a.astype(np.float16).astype(np.float32)
+    if fmt == "bf16":
+        return a.astype(BF16).astype(np.float32)
+    if fmt == "int8":
+        step = max(float(np.abs(a).max()), 1e-30) / 127.0
+        return (np.round(a / step) * step).astype(np.float32)
+    return a
+
+
+def _distance(ours: list[np.ndarray], theirs: list[np.ndarray]) -> float:
+    """``1 - cosine`` of each matrix with its counterpart, averaged over the matrices."""
+    cosines = [float(np.vdot(x, y) / max(np.linalg.norm(x) * np.linalg.norm(y), 1e-30)) for x, y in zip(ours, theirs)]
+    return max(0.0, 1.0 - float(np.mean(cosines))) if cosines else 0.0
 
 
 def _on_int8_grid(a: np.ndarray) -> bool:
@@ -98,26 +118,36 @@ def _kept_change(ours: list[np.ndarray], theirs: list[np.ndarray], sparser_their
 def pair_evidence(a: WeightGraph, b: WeightGraph, seed: int = 0) -> dict:
     """Evidence on a derivation between ``a`` and ``b`` (one architecture; see the module docstring):
     ``distance``, ``raw_distance``, ``rebased``, ``unchanged_share``, ``changed_low_rank``,
-    ``zeros`` (A's, B's), ``kept_change`` (of the entries the sparser one kept), ``formats`` (A's, B's)."""
+    ``zeros`` (A's, B's), ``kept_change`` (of the entries the sparser one kept), ``formats`` (A's,
+    B's) and ``rounding`` (where one is fp32 and the other narrower: the distance casting the fp32
+    one to the other's format would make, which a cast shows and a symmetry copy of the narrow one
+    does not)."""
     result = match(a, b, seed=seed)
     rebased = not is_identity(result.element, rtol=np.inf)  # a permutation or sign flip (scales alone are no re-basing)
-    theirs = result.aligned if rebased else {n: np.asarray(t, np.float32) for n, t in b.tensors.items()}
+    theirs = {n: np.asarray(t, np.float32) for n, t in (result.aligned if rebased else b.tensors).items()}
     ours = {n: np.asarray(t, np.float32) for n, t in a.tensors.items()}
     matrices = [n for n, t in ours.items() if t.ndim >= 2]
-    changes = {n: float(np.linalg.norm(np.asarray(theirs[n], np.float32) - ours[n]) / max(np.linalg.norm(ours[n]), 1e-30))
+    changes = {n: float(np.linalg.norm(theirs[n] - ours[n]) / max(np.linalg.norm(ours[n]), 1e-30))
                for n in ours}
     changed = [n for n in matrices if changes[n] > UNCHANGED]
     sparser = _zero_share(b.tensors) > _zero_share(a.tensors)
-    kept = _kept_change([ours[n] for n in matrices], [np.asarray(theirs[n], np.float32) for n in matrices], sparser)
+    kept = _kept_change([ours[n] for n in matrices], [theirs[n] for n in matrices], sparser)
     vectors_changed = any(changes[n] > UNCHANGED for n in ours if n not in matrices)
     testable = [n for n in changed if _rank_cap(ours[n].shape) >= 2]
-    return {"distance": max(0.0, 1.0 - result.similarity), "raw_distance": max(0.0, 1.0 - result.naive_similarity),
+    formats = (number_format(a.tensors), number_format(b.tensors))
+    wide, narrow = (b.tensors, formats[0]) if formats[1] == "fp32" else (a.tensors, formats[1])  # as stored
+    wide = {n: np.asarray(wide[n], np.float32) for n in matrices}
+    rounding = _distance([wide[n] for n in matrices], [round_to(narrow, wide[n]) for n in matrices]) \
+        if formats[0] != formats[1] and "fp32" in formats else 0.0
+    return {"distance": _distance([ours[n] for n in matrices], [theirs[n] for n in matrices]) if matrices
+            else max(0.0, 1.0 - result.similarity), "rounding": rounding,
+            "raw_distance": max(0.0, 1.0 - result.naive_similarity),
             "rebased": rebased,
             "unchanged_share": 1.0 - len(changed) / max(1, len(matrices)),
             "changed_low_rank": bool(testable) and not vectors_changed
-            and all(_low_rank(np.asarray(theirs[n], np.float32) - ours[n]) for n in testable),
+            and all(_low_rank(theirs[n] - ours[n]) for n in testable),
             "zeros": (_zero_share(a.tensors), _zero_share(b.tensors)), "kept_change": kept,
-            "formats": (number_format(a.tensors), number_format(b.tensors))}
+            "formats": formats}
 
 
 def edge_type(evidence: dict) -> tuple[str, float]:
@@ -126,7 +156,9 @@ def edge_type(evidence: dict) -> tuple[str, float]:
     the evidence says A is the parent (``+1``), B is (``-1``) or neither (``0``: a symmetric test)."""
     (zeros_a, zeros_b), (format_a, format_b) = evidence["zeros"], evidence["formats"]
     narrowed = format_a != format_b and "fp32" in (format_a, format_b)  # a cast keeps fewer bits
-    if evidence["rebased"] and (evidence["distance"] < EXACT or (evidence["distance"] < SAME_FUNCTION and not narrowed)):
+    # across formats, a symmetry copy is far closer than the cast's rounding would put it
+    same = evidence["distance"] < SAME_FUNCTION and (not narrowed or evidence["distance"] < ROUNDING_SHARE * evidence["rounding"])
+    if evidence["rebased"] and same:
         return "symmetry", 0.0
     if evidence["distance"] < ARTEFACT_DISTANCE and format_a != format_b:
         return "cast", 1.0 if format_a == "fp32" else -1.0 if format_b == "fp32" else 0.0

@@ -1,8 +1,9 @@
 """MoTHer (Horwitz et al., 2024, "On the Origin of Llamas: Model Tree Heritage Recovery"), re-implemented
 as the baseline: raw-weight distances, kurtosis for direction, a minimum directed spanning tree.
 
-For every pair of models of one architecture, the distance is ``1 - cosine`` of their raw weights
-(no alignment: blind to permutations, sign flips and rescalings); pairs closer than
+For every pair of models of one architecture, the distance is ``1 - cosine`` of their raw weight
+matrices, averaged over the matrices as ours is (no alignment: blind to permutations, sign flips
+and rescalings); pairs closer than
 :data:`pipeline.lineage.forest.RELATED` are related (the threshold ours uses, for a like-for-like
 comparison). A fine-tuned model has heavier-tailed weights than its parent, so the directed cost of
 ``u -> v`` is the distance plus ``KURTOSIS_COST`` when ``v``'s mean per-layer excess kurtosis is
@@ -30,14 +31,16 @@ def weight_kurtosis(graph: WeightGraph) -> float:
                           if np.ndim(t) >= 2]))
 
 
-def _flat(graph: WeightGraph) -> np.ndarray:
-    return np.concatenate([np.asarray(t, np.float64).ravel() for t in graph.tensors.values()])
+def _matrices(graph: WeightGraph) -> list[np.ndarray]:
+    """The weight matrices, each flattened and scaled to unit norm."""
+    flat = [np.asarray(t, np.float64).ravel() for t in graph.tensors.values() if np.ndim(t) >= 2]
+    return [m / max(np.linalg.norm(m), 1e-300) for m in flat]
 
 
 def mother_forest(graphs: dict[str, WeightGraph]) -> list[Edge]:
     """MoTHer's forest over ``graphs`` (see the module docstring); edges typed ``unknown``."""
     ids = sorted(graphs)
-    flat = {i: _flat(graphs[i]) for i in ids}
+    unit = {i: _matrices(graphs[i]) for i in ids}
     kurt = {i: weight_kurtosis(graphs[i]) for i in ids}
     digraph = nx.DiGraph()
     for i in ids:
@@ -45,8 +48,7 @@ def mother_forest(graphs: dict[str, WeightGraph]) -> list[Edge]:
     for a, b in itertools.combinations(ids, 2):
         if not same_architecture(graphs[a], graphs[b]):
             continue
-        x, y = flat[a], flat[b]
-        distance = 1.0 - float(np.dot(x, y) / max(np.linalg.norm(x) * np.linalg.norm(y), 1e-300))
+        distance = 1.0 - float(np.mean([np.dot(x, y) for x, y in zip(unit[a], unit[b])]))
         if distance >= RELATED:
             continue
         for u, v in ((a, b), (b, a)):

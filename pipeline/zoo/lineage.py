@@ -26,6 +26,7 @@ Catalog columns beyond the zoo's: ``parents`` (model ids; two for a merge, none 
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from pipeline.graph import build_graph
 from pipeline.storage import join, write_file
 from pipeline.symmetry import apply, random_element
 from pipeline.zoo.presets import sample_spec
-from pipeline.zoo.train import evaluate_model, rebuild_model, train_model
+from pipeline.zoo.train import evaluate_model, rebuild_model, spec_data, train_model
 
 #: (task, family, variant) of the trees' bases, two trees each: every family the zoo trains whose
 #: derivations the lineage tests read (ReLU and tanh, dense, residual, convolutional, attention)
@@ -49,6 +50,18 @@ LINEAGE_BASES = [("wine", "mlp", {"tag": "relu", "activation": "relu", "arch": {
                  ("digits", "cnn", {"tag": "tanh", "activation": "tanh", "epochs": 4}),
                  ("majority", "transformer", {"tag": "t", "arch": {"dim": 32, "heads": 2, "ffn": 64, "num_layers": 1},
                                               "epochs": 4})]
+#: ``transformers`` bases, tiny configs trained on the majority task (tokens of a vocabulary of 16,
+#: length 12): family -> (model class, config class, config, activation). The causal LM is read at
+#: its last position, over the first two tokens of its vocabulary, as the two classes.
+HF_BASES = {
+    "hf-llama": ("LlamaForCausalLM", "LlamaConfig", dict(
+        vocab_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=16), "silu"),
+    "hf-bert": ("BertForSequenceClassification", "BertConfig", dict(
+        vocab_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=16, num_labels=2), "gelu"),
+}
+LINEAGE_BASES += [("majority", family, {"tag": family[3:]}) for family in HF_BASES]
 TREES_PER_BASE = 2
 #: share of derivations re-based by a random group element after the derivation
 TRANSFORMED_SHARE = 0.25
@@ -56,6 +69,76 @@ TRAIN_STEPS = (100, 200, 300)
 #: fine-tuning learning rates, log10-uniform: 2e-4 to 1e-3, below the bases' (3e-4 to 1e-2)
 FINETUNE_LOG_LR = (-3.7, -3.0)
 BATCH = 64
+
+
+def hf_model(arch: dict) -> torch.nn.Module:
+    """A ``transformers`` model of ``arch`` (``class``, ``config_class``, ``config``) whose
+    ``forward(tokens)`` returns the two classes' logits (its state dict keeps ``transformers``' names)."""
+    import transformers as T
+
+    T.utils.logging.disable_progress_bar()
+    cls = getattr(T, arch["class"])
+
+    def forward(self, tokens):
+        logits = cls.forward(self, input_ids=tokens).logits
+        return logits[:, -1, :2] if logits.ndim == 3 else logits
+
+    return type(f"{cls.__name__}Classes", (cls,), {"forward": forward})(getattr(T, arch["config_class"])(**arch["config"]))
+
+
+def rebuild(row: dict, tensors: dict) -> tuple[torch.nn.Module, object]:
+    """:func:`pipeline.zoo.train.rebuild_model`, for ``transformers`` bases too."""
+    if row["family"] not in HF_BASES:
+        return rebuild_model(row, tensors)
+    model = hf_model(json.loads(row["arch"]))
+    model.load_state_dict({n: torch.from_numpy(np.array(t, dtype=np.float32)) for n, t in tensors.items()}, strict=False)
+    return model.eval(), spec_data({"task": row["task"], "family": "transformer"})
+
+
+def train_hf_base(out_dir: str, task: str, family: str, variant: dict, index: int, seed: int) -> dict:
+    """Train a :data:`HF_BASES` model from scratch and save it as a Hugging Face folder; its catalog row."""
+    started = time.perf_counter()
+    class_name, config_class, config, activation = HF_BASES[family]
+    model_id = f"{task}-{family}-lineage-{variant['tag']}-{index:05d}"
+    train_seed = int(np.random.default_rng([seed, index, 11]).integers(2**31))
+    torch.manual_seed(train_seed)
+    arch = {"class": class_name, "config_class": config_class, "config": config}
+    model, data = hf_model(arch), spec_data({"task": task, "family": "transformer"})
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    epochs, batch = 8, 64
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(data.x_train))
+        for start in range(0, len(order), batch):
+            pick = order[start:start + batch]
+            optimizer.zero_grad(set_to_none=True)
+            data.loss(model(data.x_train[pick]), data.y_train[pick]).backward()
+            optimizer.step()
+    train_metric, test_metric = evaluate_model(model, data)
+    row = {"model_id": model_id, "task": task, "dataset": data.dataset, "family": family, "activation": activation,
+           "label": -1, "image_index": -1, "seed": train_seed, "lr": 3e-3, "weight_decay": 0.01, "init": "default",
+           "dropout": 0.0, "epochs": epochs, "batch_size": batch, "arch": json.dumps(arch, sort_keys=True),
+           "hparams_key": json.dumps(arch, sort_keys=True), "metric_name": data.metric_name,
+           "train_metric": train_metric, "test_metric": test_metric,
+           "num_params": sum(p.numel() for p in model.parameters()), "train_seconds": time.perf_counter() - started}
+    row["path"] = save_model(out_dir, row, model_id, _state(model))
+    return row
+
+
+def save_model(out_dir: str, base: dict, model_id: str, tensors: dict) -> str:
+    """Write a model of ``base``'s family: a safetensors file with the metadata the graph builders
+    read, or for ``transformers`` bases a Hugging Face folder (``config.json``, ``model.safetensors``);
+    its path relative to ``out_dir``."""
+    if base["family"] in HF_BASES:
+        folder = join("models", model_id)
+        write_file(join(out_dir, folder, "config.json"), hf_model(json.loads(base["arch"])).config.to_json_string())
+        save_checkpoint(tensors, join(out_dir, folder, "model.safetensors"))
+        return folder
+    heads = {"num_attention_heads": str(json.loads(base["arch"])["heads"])} if base["family"] == "transformer" else {}
+    path = join("models", f"{model_id}.safetensors")
+    save_checkpoint(tensors, join(out_dir, path), {"model_id": model_id, "family": base["family"],
+                                                   "activation": base["activation"], **heads})
+    return path
 
 
 def _weight_matrices(model: torch.nn.Module) -> list[str]:
@@ -105,14 +188,14 @@ def _state(model: torch.nn.Module) -> dict[str, np.ndarray]:
 
 
 def finetune(row, tensors, rng) -> tuple[dict, str]:
-    model, data = rebuild_model(row, tensors)
+    model, data = rebuild(row, tensors)
     _train(model, data, rng)
     return _state(model), ""
 
 
 def partial_finetune(row, tensors, rng) -> tuple[dict, str]:
     """The first half of the weight matrices' layers frozen (their weights and biases)."""
-    model, data = rebuild_model(row, tensors)
+    model, data = rebuild(row, tensors)
     layers = [n.rsplit(".", 1)[0] for n in _weight_matrices(model)]
     frozen = tuple(f"{layer}." for layer in layers[:len(layers) // 2])
     _train(model, data, rng, [n for n, _ in model.named_parameters() if not n.startswith(frozen)])
@@ -123,7 +206,7 @@ def lora(row, tensors, rng) -> tuple[dict, str, dict]:
     """A LoRA fine-tune: ``W + (alpha / r) B A`` for every weight matrix (``A [r, fan_in]``, ``B
     [out, r]`` zero at the start, as PEFT initializes them), the base frozen. Returns the merged
     weights, the detail, and the adapter's tensors in PEFT's names."""
-    model, data = rebuild_model(row, tensors)
+    model, data = rebuild(row, tensors)
     rank, alpha = int(rng.choice([2, 4])), 8.0
     targets = _weight_matrices(model)
     params = dict(model.named_parameters())
@@ -196,20 +279,12 @@ class _Tree:
     def _read(self, path: str) -> dict[str, np.ndarray]:
         return {n: np.array(t) for n, t in open_checkpoint(join(self.out_dir, path)).tensors.items()}
 
-    def metadata(self, model_id: str) -> dict[str, str]:
-        """What the graph builders read of a model: its activation, and heads for the transformer."""
-        heads = {"num_attention_heads": str(json.loads(self.base["arch"])["heads"])} \
-            if self.base["family"] == "transformer" else {}
-        return {"model_id": model_id, "family": self.base["family"], "activation": self.base["activation"], **heads}
-
     def _float32(self, tensors: dict) -> dict:
         return {n: np.asarray(t, dtype=np.float32) for n, t in tensors.items()}
 
     def _transform(self, model_id: str, tensors: dict) -> dict:
         """``tensors`` under a random group element of the tree's architecture."""
-        path = join(self.out_dir, "models", f"{model_id}.safetensors")
-        save_checkpoint(tensors, path, self.metadata(model_id))
-        graph = build_graph(open_checkpoint(path))
+        graph = build_graph(open_checkpoint(join(self.out_dir, save_model(self.out_dir, self.base, model_id, tensors))))
         return {n: np.asarray(t) for n, t in apply(graph, random_element(graph, self.rng)).items()}
 
     def derive(self, parents: list[dict], kind: str, transformed: bool | None = None) -> dict:
@@ -233,10 +308,9 @@ class _Tree:
             adapter = rest[0] if rest else None
             if transformed and not first:
                 tensors = self._transform(model_id, tensors)
-        path = join("models", f"{model_id}.safetensors")
-        model, data = rebuild_model(parent, self._float32(tensors))
+        model, data = rebuild(parent, self._float32(tensors))
         train_metric, test_metric = evaluate_model(model, data)
-        save_checkpoint(tensors, join(self.out_dir, path), self.metadata(model_id))
+        path = save_model(self.out_dir, self.base, model_id, tensors)
         row = {**parent, "model_id": model_id, "path": path, "train_metric": train_metric, "test_metric": test_metric,
                "parents": [p["model_id"] for p in parents], "edge_type": kind, "edge_detail": detail,
                "transformed": bool(transformed), "depth": max(p["depth"] for p in parents) + 1, "adapter": ""}
@@ -255,8 +329,11 @@ def grow_tree(out_dir: str, task: str, family: str, variant: dict, index: int, s
     """Train a base model and grow its tree (see the module docstring); returns the catalog rows."""
     torch.set_num_threads(1)
     rng = np.random.default_rng([seed, index, 7])
-    spec = sample_spec(task, family, index, seed, {**variant, "tag": f"lineage-{variant['tag']}"})
-    tree = _Tree(out_dir, train_model(spec, out_dir), rng)
+    if family in HF_BASES:
+        base = train_hf_base(out_dir, task, family, variant, index, seed)
+    else:
+        base = train_model(sample_spec(task, family, index, seed, {**variant, "tag": f"lineage-{variant['tag']}"}), out_dir)
+    tree = _Tree(out_dir, base, rng)
     base = tree.rows[0]
     # the two fine-tunes stay in the base's basis: their merge is of one basis, as merges are made
     level1 = [tree.derive([base], "finetune", transformed=False), tree.derive([base], "finetune", transformed=False),
