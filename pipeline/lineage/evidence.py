@@ -97,12 +97,11 @@ def _rank_cap(shape: tuple[int, ...]) -> int:
     return min(LORA_MAX_RANK, min(shape[0], int(np.prod(shape[1:]))) // 2)
 
 
-def _low_rank(diff: np.ndarray) -> bool:
-    """Whether a weight matrix's change (``[out, ...]``, flattened to ``[out, in]``) has rank at
-    most :func:`_rank_cap`."""
-    m = diff.reshape(len(diff), -1).astype(np.float64)
-    s = np.linalg.svd(m, compute_uv=False)
-    return bool(s[0] > 0 and s[_rank_cap(diff.shape)] <= LORA_TOL * s[0])
+def _rank(diff: np.ndarray) -> int:
+    """The numerical rank of a weight matrix's change (``[out, ...]``, flattened to ``[out, in]``):
+    its singular values above ``LORA_TOL`` of the largest."""
+    s = np.linalg.svd(diff.reshape(len(diff), -1).astype(np.float64), compute_uv=False)
+    return int((s > LORA_TOL * s[0]).sum()) if s[0] > 0 else 0
 
 
 def _kept_change(ours: list[np.ndarray], theirs: list[np.ndarray], sparser_theirs: bool) -> float:
@@ -118,6 +117,7 @@ def _kept_change(ours: list[np.ndarray], theirs: list[np.ndarray], sparser_their
 def pair_evidence(a: WeightGraph, b: WeightGraph, seed: int = 0) -> dict:
     """Evidence on a derivation between ``a`` and ``b`` (one architecture; see the module docstring):
     ``distance``, ``raw_distance``, ``rebased``, ``unchanged_share``, ``changed_low_rank``,
+    ``rank_share`` (the largest numerical rank of a change over its matrix's smaller side),
     ``zeros`` (A's, B's), ``kept_change`` (of the entries the sparser one kept), ``formats`` (A's,
     B's) and ``rounding`` (where one is fp32 and the other narrower: the distance casting the fp32
     one to the other's format would make, which a cast shows and a symmetry copy of the narrow one
@@ -134,6 +134,7 @@ def pair_evidence(a: WeightGraph, b: WeightGraph, seed: int = 0) -> dict:
     kept = _kept_change([ours[n] for n in matrices], [theirs[n] for n in matrices], sparser)
     vectors_changed = any(changes[n] > UNCHANGED for n in ours if n not in matrices)
     testable = [n for n in changed if _rank_cap(ours[n].shape) >= 2]
+    ranks = {n: _rank(theirs[n] - ours[n]) for n in testable}
     formats = (number_format(a.tensors), number_format(b.tensors))
     wide, narrow = (b.tensors, formats[0]) if formats[1] == "fp32" else (a.tensors, formats[1])  # as stored
     wide = {n: np.asarray(wide[n], np.float32) for n in matrices}
@@ -145,7 +146,8 @@ def pair_evidence(a: WeightGraph, b: WeightGraph, seed: int = 0) -> dict:
             "rebased": rebased,
             "unchanged_share": 1.0 - len(changed) / max(1, len(matrices)),
             "changed_low_rank": bool(testable) and not vectors_changed
-            and all(_low_rank(theirs[n] - ours[n]) for n in testable),
+            and all(r <= _rank_cap(ours[n].shape) for n, r in ranks.items()),
+            "rank_share": max((r / min(ours[n].shape[0], ours[n][0].size) for n, r in ranks.items()), default=1.0),
             "zeros": (_zero_share(a.tensors), _zero_share(b.tensors)), "kept_change": kept,
             "formats": formats}
 

@@ -7,7 +7,8 @@
    ``RELATED`` are related.
 3. **Merges**: a model within ``MERGE_TOL`` of a weighted average of two of its related neighbours
    is their merge (:func:`.evidence.merge_residual`); it gets both as parents.
-4. **The forest**: the minimum spanning forest of the related pairs by distance (networkx), plus
+4. **The forest**: the minimum spanning forest of the related pairs (networkx) by distance,
+   discounted by exact structure (:func:`structural_weight`: frozen layers, low-rank updates), plus
    ``REBASED`` for a pair that had to be re-based to line up: a derivation keeps its parent's
    basis, a re-upload does not, which tells an original from its symmetry copies. Cast and pruned
    copies are leaves: their pairs with anything but their source cost ``AGAINST`` more.
@@ -86,6 +87,13 @@ def candidate_pairs(ids: list[str], graphs: dict[str, WeightGraph], k: int = CAN
     return sorted(pairs)
 
 
+def structural_weight(evidence: dict) -> float:
+    """A related pair's weight in the spanning forest: its distance, times the share of weight
+    matrices that changed and the rank share of their changes. Exact structure (frozen layers, an
+    update of low rank) marks a direct derivation, which siblings or cousins show less of."""
+    return evidence["distance"] * (1.0 - evidence["unchanged_share"]) * evidence["rank_share"]
+
+
 def orientation_cost(evidence: dict, direction: float, spread_parent: float, spread_child: float) -> float:
     """What reading a related pair as parent -> child costs (see the module docstring);
     ``direction``: +1 where the evidence says this way, -1 the other way, 0 neither."""
@@ -119,7 +127,7 @@ def recover(graphs: dict[str, WeightGraph], evidence: dict[tuple[str, str], dict
         if a in merges or b in merges:  # a merge joins the forest through its parents alone
             continue
         leaf = ((a in copies and copies[a] != b) or (b in copies and copies[b] != a)) and edge_type(e)[0] != "symmetry"
-        undirected.add_edge(a, b, weight=e["distance"] + (REBASED if e["rebased"] else 0.0) + (AGAINST if leaf else 0.0))
+        undirected.add_edge(a, b, weight=structural_weight(e) + (REBASED if e["rebased"] else 0.0) + (AGAINST if leaf else 0.0))
     forest = nx.minimum_spanning_tree(undirected)
     typed = {}  # (parent, child) -> (type, cost of that orientation)
     for a, b in forest.edges():
@@ -145,19 +153,20 @@ def recover(graphs: dict[str, WeightGraph], evidence: dict[tuple[str, str], dict
 
 
 def _reattach(root: str, tree: list[Edge], graphs: dict[str, WeightGraph], evidence: dict) -> list[Edge]:
-    """``tree`` (rooted at ``root``) with each trained model hung from the nearest earlier model that
-    lies *behind* it. All members are aligned to the root's basis; "earlier" is nearer the root.
-    Candidate ``p`` is behind ``v`` when, at ``p``, the angle between ``p``'s own parent and ``v`` is
-    not acute (cosine at most ``BETWEEN_COS``): a child continues from its parent, while a sibling
-    trained from the same parent shares its drift and sits to the side. Copies (cast, pruned,
-    symmetry) stay leaves and keep their source; merges keep their parents."""
+    """``tree`` (rooted at ``root``) with each fully fine-tuned model hung from the nearest earlier
+    trained model that lies *behind* it. All members are aligned to the root's basis; "earlier" is
+    nearer the root. Candidate ``p`` is behind ``v`` when, at ``p``, the angle between ``p``'s own
+    parent and ``v`` is not acute (cosine at most ``BETWEEN_COS``): a child continues from its
+    parent, while a sibling trained from the same parent shares its drift and sits to the side.
+    LoRA and partial fine-tunes keep the parent their exact structure chose; copies (cast, pruned,
+    symmetry) stay leaves and keep their source."""
     incoming = {e.child: e for e in tree}
     x = {v: _in_basis(graphs[root], graphs[v]) for v in [root, *incoming]}
     order = [root] + sorted(incoming, key=lambda v: float(np.linalg.norm(x[v] - x[root])))
     placed: list[str] = [root]
     for v in order[1:]:
-        if incoming[v].type in TRAINED:
-            nearest = sorted((p for p in placed if p == root or incoming[p].type in (*TRAINED, "merge")),
+        if incoming[v].type == "finetune":  # lora and partial edges rest on exact structure: kept
+            nearest = sorted((p for p in placed if p == root or incoming[p].type in TRAINED),
                              key=lambda p: float(np.linalg.norm(x[v] - x[p])))
             parent = next((p for p in nearest if p == root or _between(x[incoming[p].parent], x[p], x[v])), None)
             if parent is not None and parent != incoming[v].parent:
