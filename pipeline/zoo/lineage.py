@@ -1,7 +1,8 @@
 """The ``lineage`` zoo: trees of models derived from one another, every derivation recorded, the
 ground truth for lineage recovery (:mod:`pipeline.lineage`).
 
-Each tree grows from a base model trained from scratch (a zoo spec of :mod:`.presets`), four levels
+Each tree grows from a base model trained from scratch (a zoo spec of :mod:`.presets`, or a tiny
+``transformers`` LLaMA or BERT of :data:`HF_BASES`, saved as a Hugging Face folder), four levels
 deep (:func:`grow_tree`):
 
 * level 1: two full fine-tunes and one partial fine-tune or LoRA fine-tune of the base;
