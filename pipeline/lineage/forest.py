@@ -1,8 +1,8 @@
 """Recover the model forest: candidates, pair evidence, merges, then a minimum spanning arborescence.
 
 1. **Candidates** (:func:`candidate_pairs`): per model, its ``CANDIDATES`` nearest models of the
-   same architecture by invariant fingerprint (:func:`pipeline.search.duplicates.fingerprint`), so
-   the pair tests grow linearly with the zoo.
+   same architecture by invariant fingerprint (:func:`pipeline.search.duplicates.fingerprint`, in a
+   faiss index), so the pair tests grow linearly with the zoo.
 2. **Pair tests** (:func:`.evidence.pair_evidence` after alignment); pairs closer than
    ``RELATED`` are related.
 3. **Merges**: a model within ``MERGE_TOL`` of a weighted average of two of its related neighbours
@@ -71,19 +71,23 @@ def weight_spread(graph: WeightGraph) -> float:
 
 def candidate_pairs(ids: list[str], graphs: dict[str, WeightGraph], k: int = CANDIDATES) -> list[tuple[str, str]]:
     """Unordered pairs ``(a, b)`` (``a < b``) of one architecture: each model with its ``k`` nearest
-    by fingerprint (Euclidean, relative to their norms)."""
+    by fingerprint (Euclidean between fingerprints scaled to unit norm; a faiss flat index per
+    architecture, so no all-pairs matrix is held)."""
+    import faiss
+
     groups: list[list[str]] = []
     for i in ids:
         group = next((g for g in groups if same_architecture(graphs[g[0]], graphs[i])), None)
         (group.append(i) if group is not None else groups.append([i]))
     pairs = set()
     for group in groups:
-        prints = np.stack([fingerprint(graphs[i]).astype(np.float64) for i in group])
+        prints = np.stack([fingerprint(graphs[i]) for i in group]).astype(np.float32)
         prints /= np.maximum(np.linalg.norm(prints, axis=1, keepdims=True), 1e-30)
-        distances = np.linalg.norm(prints[:, None] - prints[None], axis=-1)
-        for a, row in enumerate(distances):
-            for b in np.argsort(row)[1:k + 1]:
-                pairs.add(tuple(sorted((group[a], group[int(b)]))))
+        index = faiss.IndexFlatL2(prints.shape[1])
+        index.add(prints)
+        _, nearest = index.search(prints, min(k + 1, len(group)))
+        for a, row in enumerate(nearest):
+            pairs.update(tuple(sorted((group[a], group[int(b)]))) for b in row if b >= 0 and b != a)
     return sorted(pairs)
 
 
