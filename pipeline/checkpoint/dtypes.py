@@ -62,3 +62,17 @@ def raw_bytes(array: np.ndarray) -> np.ndarray:
     """The array's bytes in C order as a flat uint8 array (a view when already contiguous); works for
     bfloat16, which does not export the buffer protocol itself."""
     return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+
+
+def round_to(fmt: str, a: np.ndarray) -> np.ndarray:
+    """``a`` rounded to number format ``fmt`` and back to float32: ``fp16``, ``bf16``, ``int8`` (a
+    round trip of absmax quantization per tensor: 255 levels of one step), or ``fp32``."""
+    a = np.asarray(a, np.float32)
+    if fmt == "fp16":
+        return a.astype(np.float16).astype(np.float32)
+    if fmt == "bf16":
+        return a.astype(BF16).astype(np.float32)
+    if fmt == "int8":
+        step = max(float(np.abs(a).max()), 1e-30) / 127.0
+        return (np.round(a / step) * step).astype(np.float32)
+    return a

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.checkpoint.dtypes import BF16
+from pipeline.checkpoint.dtypes import is_float, round_to
 from pipeline.graph.schema import WeightGraph
 from pipeline.rebasin.matching import match
 from pipeline.symmetry import is_identity
@@ -51,40 +51,21 @@ MERGE_TOL, MERGE_CONTRAST = 1e-4, 100.0
 
 def number_format(tensors: dict[str, np.ndarray]) -> str:
     """``fp16``, ``bf16``, ``int8`` or ``fp32``: the narrowest format every float tensor's values fit
-    exactly (``int8``: each weight matrix on a grid of at most 255 multiples of one step)."""
-    arrays = [np.asarray(t, dtype=np.float32) for t in tensors.values() if np.asarray(t).dtype.kind == "f"
-              or np.asarray(t).dtype == BF16]
-    if all(np.array_equal(a, a.astype(np.float16).astype(np.float32)) for a in arrays):
-        return "fp16"
-    if all(np.array_equal(a, a.astype(BF16).astype(np.float32)) for a in arrays):
-        return "bf16"
+    exactly (``int8``: each weight matrix on its own grid of 255 levels, :func:`round_to`)."""
+    arrays = [np.asarray(t, np.float32) for t in tensors.values() if is_float(np.asarray(t).dtype)]
+    for fmt in ("fp16", "bf16"):
+        if all(np.array_equal(a, round_to(fmt, a)) for a in arrays):
+            return fmt
     matrices = [a for a in arrays if a.ndim >= 2]
-    if matrices and all(_on_int8_grid(a) for a in matrices):
+    if matrices and all(np.abs(a - round_to("int8", a)).max() <= 1e-3 * np.abs(a).max() / 127.0 for a in matrices):
         return "int8"
     return "fp32"
-
-
-def round_to(fmt: str, a: np.ndarray) -> np.ndarray:
-    """``a`` (float32) rounded to number format ``fmt`` and back (``int8``: absmax per tensor)."""
-    if fmt == "fp16":
-        return a.astype(np.float16).astype(np.float32)
-    if fmt == "bf16":
-        return a.astype(BF16).astype(np.float32)
-    if fmt == "int8":
-        step = max(float(np.abs(a).max()), 1e-30) / 127.0
-        return (np.round(a / step) * step).astype(np.float32)
-    return a
 
 
 def _distance(ours: list[np.ndarray], theirs: list[np.ndarray]) -> float:
     """``1 - cosine`` of each matrix with its counterpart, averaged over the matrices."""
     cosines = [float(np.vdot(x, y) / max(np.linalg.norm(x) * np.linalg.norm(y), 1e-30)) for x, y in zip(ours, theirs)]
     return max(0.0, 1.0 - float(np.mean(cosines))) if cosines else 0.0
-
-
-def _on_int8_grid(a: np.ndarray) -> bool:
-    step = np.abs(a).max() / 127.0
-    return step > 0 and np.allclose(a / step, np.round(a / step), rtol=0, atol=1e-3)
 
 
 def _zero_share(tensors: dict[str, np.ndarray]) -> float:

@@ -1,4 +1,4 @@
-"""Recover the model forest: candidates, pair evidence, merges, then a minimum spanning arborescence.
+"""Recover the model forest: candidates, pair evidence, merges, a spanning forest, its roots.
 
 1. **Candidates** (:func:`candidate_pairs`): per model, its ``CANDIDATES`` nearest models of the
    same architecture by invariant fingerprint (:func:`pipeline.search.duplicates.fingerprint`, in a
@@ -18,6 +18,8 @@
    spread than its parent (:func:`weight_spread`: training adds spread, measured on the lineage zoo
    in 94 of 97 trained derivations; MoTHer's kurtosis was right in half of them). Merges get both
    parents.
+6. **Re-hanging** (:func:`_reattach`): each full fine-tune hangs from the nearest earlier trained
+   model of its tree that lies behind it.
 
 Every step reads only weights; every test is invariant to the models' symmetries.
 """
@@ -98,7 +100,7 @@ def structural_weight(evidence: dict) -> float:
     return evidence["distance"] * (1.0 - evidence["unchanged_share"]) * evidence["rank_share"]
 
 
-def orientation_cost(evidence: dict, direction: float, spread_parent: float, spread_child: float) -> float:
+def orientation_cost(direction: float, spread_parent: float, spread_child: float) -> float:
     """What reading a related pair as parent -> child costs (see the module docstring);
     ``direction``: +1 where the evidence says this way, -1 the other way, 0 neither."""
     if direction:
@@ -110,10 +112,11 @@ def recover(graphs: dict[str, WeightGraph], evidence: dict[tuple[str, str], dict
     """The forest from the pair ``evidence`` (``(a, b)`` -> :func:`.evidence.pair_evidence` of B
     aligned to A, for candidate pairs): parent -> child edges with type, confidence and evidence.
 
-    The undirected forest is the minimum spanning forest of the related pairs by ``distance`` (plus
-    ``REBASED`` for a pair that needed re-basing: of an original and its symmetry copies, the
-    original keeps its relatives); merges join it through their parents. Each tree is then rooted
-    where its edges' orientation costs (:func:`orientation_cost`) sum lowest."""
+    The undirected forest is the minimum spanning forest of the related pairs by
+    :func:`structural_weight` (plus ``REBASED`` for a pair that needed re-basing: of an original and
+    its symmetry copies, the original keeps its relatives); merges join it through their parents.
+    Each tree is then rooted where its edges' orientation costs (:func:`orientation_cost`) sum
+    lowest, and its full fine-tunes re-hung (:func:`_reattach`)."""
     spread = {i: weight_spread(g) for i, g in graphs.items()}
     related = {pair: e for pair, e in evidence.items() if e["distance"] < RELATED}
     copies = _artefacts(related)
@@ -138,8 +141,8 @@ def recover(graphs: dict[str, WeightGraph], evidence: dict[tuple[str, str], dict
         e = related[(a, b)] if (a, b) in related else related[(b, a)]
         a, b = (a, b) if (a, b) in related else (b, a)
         kind, direction = edge_type(e)
-        typed[a, b] = (kind, orientation_cost(e, direction, spread[a], spread[b]), e)
-        typed[b, a] = (kind, orientation_cost(e, -direction, spread[b], spread[a]), e)
+        typed[a, b] = (kind, orientation_cost(direction, spread[a], spread[b]), e)
+        typed[b, a] = (kind, orientation_cost(-direction, spread[b], spread[a]), e)
     edges = []
     for component in nx.connected_components(forest):
         root = _best_root(forest.subgraph(component), typed)

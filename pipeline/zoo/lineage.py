@@ -34,7 +34,7 @@ import torch
 from torch.func import functional_call
 
 from pipeline.checkpoint import open_checkpoint, save_checkpoint
-from pipeline.checkpoint.dtypes import BF16
+from pipeline.checkpoint.dtypes import BF16, round_to
 from pipeline.graph import build_graph
 from pipeline.storage import join, write_file
 from pipeline.symmetry import apply, random_element
@@ -239,18 +239,13 @@ def lora(row, tensors, rng) -> tuple[dict, str, dict]:
 
 def cast(row, tensors, rng) -> tuple[dict, str]:
     """fp16, bf16 (every tensor stored so) or an int8 round trip of each weight matrix (absmax per
-    tensor, back to float32)."""
+    tensor, :func:`pipeline.checkpoint.dtypes.round_to`, back to float32)."""
     kind = str(rng.choice(["fp16", "bf16", "int8"]))
     if kind == "fp16":
         return {n: t.astype(np.float16) for n, t in tensors.items()}, kind
     if kind == "bf16":
         return {n: t.astype(BF16) for n, t in tensors.items()}, kind
-    out = dict(tensors)
-    for name, t in tensors.items():
-        if t.ndim >= 2:
-            scale = max(float(np.abs(t).max()), 1e-12) / 127.0
-            out[name] = (np.round(t / scale) * scale).astype(np.float32)
-    return out, kind
+    return {n: round_to("int8", t) if t.ndim >= 2 else t for n, t in tensors.items()}, kind
 
 
 def prune(row, tensors, rng) -> tuple[dict, str]:
