@@ -30,23 +30,19 @@ def _load(uris: list[str]) -> tuple[dict, list[tuple[str, str]], list[tuple[str,
     """``({name: graph}, [(uri, reason)], [(base name, adapter name, graph)])`` of checkpoints read
     and converted here; a PEFT adapter is merged into its declared base (see
     :mod:`pipeline.checkpoint.adapter`) and comes with its link."""
-    from dataclasses import replace
-
-    from pipeline.checkpoint import open_checkpoint
-    from pipeline.checkpoint.adapter import base_of, is_adapter, merge, open_adapter
+    from pipeline.checkpoint.adapter import open_model
     from pipeline.checkpoint.discover import model_name
     from pipeline.graph import build_graph
 
     graphs, errors, adapters = {}, [], []
     for uri in uris:
         try:
-            if is_adapter(uri):
-                adapter = open_adapter(uri)
-                base = open_checkpoint(base_of(adapter))
-                merged = build_graph(replace(base, path=uri, tensors=merge(adapter, base)))
-                adapters.append((model_name(base.path), model_name(uri), merged))
+            checkpoint = open_model(uri)
+            graph = build_graph(checkpoint)
+            if checkpoint.base is None:
+                graphs[model_name(uri)] = graph
             else:
-                graphs[model_name(uri)] = build_graph(open_checkpoint(uri))
+                adapters.append((model_name(checkpoint.base), model_name(uri), graph))
         except Exception as exc:  # noqa: BLE001 -- any failure of one file is recorded, the rest go on
             errors.append((uri, f"{type(exc).__name__}: {exc}"))
     return graphs, errors, adapters
