@@ -174,7 +174,7 @@ def _reattach(root: str, tree: list[Edge], graphs: dict[str, WeightGraph], evide
     for v in order[1:]:
         if incoming[v].type == "finetune":  # lora and partial edges rest on exact structure: kept
             nearest = sorted((p for p in placed if p == root or incoming[p].type in TRAINED),
-                             key=lambda p: float(np.linalg.norm(x[v] - x[p])))
+                             key=lambda p: (-_equal_share(graphs[v], graphs[p]), float(np.linalg.norm(x[v] - x[p]))))
             parent = next((p for p in nearest if p == root or _between(x[incoming[p].parent], x[p], x[v])), None)
             if parent is not None and parent != incoming[v].parent:
                 e = evidence.get((parent, v)) or evidence.get((v, parent)) or pair_evidence(graphs[parent], graphs[v])
@@ -183,6 +183,14 @@ def _reattach(root: str, tree: list[Edge], graphs: dict[str, WeightGraph], evide
                                    _confidence(e["distance"]), e)
         placed.append(v)
     return list(incoming.values())
+
+
+def _equal_share(a: WeightGraph, b: WeightGraph) -> float:
+    """The share of weights exactly equal in two models as stored: a fine-tune leaves the weights
+    it got no gradient for (dead units) as its parent had them, so its parent shares at least as
+    many with it as any sibling or grandparent does."""
+    same = sum(int((np.asarray(t) == np.asarray(b.tensors[n])).sum()) for n, t in a.tensors.items())
+    return same / max(1, a.num_params)
 
 
 def _in_basis(reference: WeightGraph, graph: WeightGraph) -> np.ndarray:
