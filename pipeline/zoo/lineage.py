@@ -144,8 +144,8 @@ def save_model(out_dir: str, base: dict, model_id: str, tensors: dict) -> str:
 
 def _weight_matrices(model: torch.nn.Module) -> list[str]:
     """Names of the parameters LoRA, pruning and int8 act on: weights of linear and conv layers."""
-    return [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
-            for n in [f"{n}.weight"]]
+    return [f"{name}.weight" for name, module in model.named_modules()
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))]
 
 
 def skewed_half(data, rng: np.random.Generator) -> torch.Tensor:
