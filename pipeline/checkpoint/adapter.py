@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline import storage
 from pipeline.checkpoint.errors import CheckpointError
-from pipeline.checkpoint.reader import Checkpoint, open_checkpoint
+from pipeline.checkpoint.reader import INDEX_SUFFIX, WEIGHT_SUFFIXES, Checkpoint, open_checkpoint
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -131,7 +131,7 @@ def open_model(uri: str, check_finite: bool = True) -> Checkpoint:
     """:func:`~pipeline.checkpoint.reader.open_checkpoint`, or for an adapter folder its declared
     base with the adapter merged in (layout ``peft-adapter``, ``base``: the base's path; the base's
     metadata and config)."""
-    if not is_adapter(uri):
+    if uri.rstrip("/").endswith(WEIGHT_SUFFIXES + (INDEX_SUFFIX,)) or not is_adapter(uri):  # files: no extra stat
         return open_checkpoint(uri, check_finite)
     adapter = open_adapter(uri)
     base = open_checkpoint(base_of(adapter), check_finite)

@@ -38,7 +38,7 @@ def weight_statistics(graph: GraphInput, factors: dict[int, torch.Tensor],
     A block's row: moments of its canonical ``|w|`` (5), the log of its shape (3), the spread of its
     units' incoming and outgoing norms (2), its destination's bias moments (2), the two groups'
     depths (2), and its destination's values at the probes (:func:`_value_moments`, 9)."""
-    rows = []
+    rows, by_group = [], {}  # a destination's bias and value moments, computed once for all its blocks
     for b in graph.blocks:
         if b.weight is None:
             continue
@@ -50,13 +50,19 @@ def weight_statistics(graph: GraphInput, factors: dict[int, torch.Tensor],
         squares = w.square()
         constant = lambda v: w.new_full((graph.count,), v)  # noqa: E731
         dst, src = graph.groups[b.dst], graph.groups[b.src]
+        if b.dst not in by_group:
+            by_group[b.dst] = _group_moments(graph, b.dst, factors, values)
         rows.append(torch.stack(_moments(w, squares) + [constant(math.log(n)) for n in w.shape[1:]]
                                 + [_log_spread(squares.sum((2, 3))), _log_spread(squares.sum((1, 3)))]
-                                + _bias_moments(dst, factors.get(b.dst), graph.count)
-                                + [constant(dst.depth), constant(src.depth)]
-                                + _value_moments(None if values is None else values[b.dst], factors.get(b.dst),
-                                                 graph.count), 1))
+                                + by_group[b.dst][0]
+                                + [constant(dst.depth), constant(src.depth)] + by_group[b.dst][1], 1))
     return torch.stack(rows, 1) if rows else None
+
+
+def _group_moments(graph: GraphInput, i: int, factors: dict, values: dict | None) -> tuple[list, list]:
+    """Group ``i``'s bias moments and value moments (see :func:`weight_statistics`)."""
+    return (_bias_moments(graph.groups[i], factors.get(i), graph.count),
+            _value_moments(None if values is None else values[i], factors.get(i), graph.count))
 
 
 def _moments(a: torch.Tensor, squares: torch.Tensor | None = None) -> list[torch.Tensor]:
