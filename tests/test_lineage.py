@@ -98,9 +98,13 @@ def test_job_recovers_the_forest_better_than_mother_where_children_were_rebased(
     assert errors[0]["source_path"].endswith("broken.safetensors") and errors[0]["error"]
     assert (out / "lineage.png").read_bytes()[:4] == b"\x89PNG"
     # the trees are found as trees, edges are typed, and re-based children are no blind spot
-    assert metrics["ari"] >= 0.9 and metrics["type_acc"] >= 0.9 and metrics["direction_acc"] >= 0.8
-    assert metrics["edge_f1_transformed"] >= 0.6 and metrics["mother_edge_f1_transformed"] <= 0.1
-    assert metrics["edge_f1"] > metrics["mother_edge_f1"]
+    assert metrics["ari"] >= 0.9 and metrics["type_acc"] >= 0.9 and metrics["direction_acc"] >= 0.9
+    assert metrics["edge_f1"] >= 0.85 and metrics["edge_f1"] > metrics["mother_edge_f1"] + 0.2
+    assert metrics["edge_f1_transformed"] >= 0.7 and metrics["mother_edge_f1_transformed"] <= 0.1
+    # a merge's children hang from the merge, though the merge joins the spanning forest last
+    recovered = {(e["parent"], e["child"]) for e in pq.read_table(out / "lineage.parquet").to_pylist()}
+    of_merges = [(p, r["model_id"]) for r in rows for p in r["parents"] if p.endswith("merge")]
+    assert of_merges and all(pair in recovered for pair in of_merges), sorted(set(of_merges) - recovered)
 
     table = pq.read_table(out / "lineage.parquet")
     assert set(table.column("type").to_pylist()) <= {"finetune", "partial_finetune", "lora", "cast", "merge",
@@ -109,6 +113,36 @@ def test_job_recovers_the_forest_better_than_mother_where_children_were_rebased(
     found = lineage.main(["--out", str(out), "--model", leaf])
     assert [e["child"] for e in found["ancestors"]][0] == leaf and found["ancestors"][-1]["parent"] == \
         next(r["tree"] for r in rows if r["model_id"] == leaf)
+
+
+def test_one_optimizer_run_is_flatter_than_two(lineage_zoo):
+    """A fine-tune's update, read in its parent's basis, is flatter than what separates it from a
+    sibling (two runs' difference) or from its grandparent (two runs' sum); the flatness is
+    unchanged when the child is re-based, and a permutation that breaks the network changes it."""
+    from pipeline.lineage.forest import update_flatness
+    from pipeline.rebasin.matching import match
+    from pipeline.symmetry import uncoupled_permutation
+    from pipeline.zoo.lineage import finetune
+
+    folder, rows = lineage_zoo
+    base = next(r for r in rows if r["depth"] == 0 and r["family"] == "mlp")
+    graph = _graph(folder, base)
+    tensors = {n: np.asarray(t, np.float32) for n, t in graph.tensors.items()}
+    rng = np.random.default_rng(3)
+    first, second = finetune(base, tensors, rng)[0], finetune(base, tensors, rng)[0]
+    grandchild = finetune(base, first, rng)[0]
+
+    def flatness(parent: dict, child) -> float:
+        aligned = match(graph.with_tensors(parent), child).aligned
+        return update_flatness({n: np.asarray(aligned[n], np.float64) - parent[n] for n in parent})
+
+    one = flatness(tensors, graph.with_tensors(first))
+    assert one > flatness(second, graph.with_tensors(first)) and one > 1.1 * 0.2  # a Gaussian's ratio: 0.2
+    assert flatness(first, graph.with_tensors(grandchild)) > flatness(tensors, graph.with_tensors(grandchild))
+    child = graph.with_tensors(first)
+    assert_invariant(lambda g: flatness(tensors, g), child, rng, rtol=1e-3)
+    broken = child.with_tensors(uncoupled_permutation(child, rng))
+    assert_not_invariant(lambda g: flatness(tensors, g), child, broken, min_change=1e-2)
 
 
 def test_lora_canonical_factors_forget_the_factors_symmetry():

@@ -11,15 +11,19 @@
    discounted by exact structure (:func:`structural_weight`: frozen layers, low-rank updates), plus
    ``REBASED`` for a pair that had to be re-based to line up: a derivation keeps its parent's
    basis, a re-upload does not, which tells an original from its symmetry copies. Cast and pruned
-   copies are leaves: their pairs with anything but their source cost ``AGAINST`` more.
+   copies are leaves: their pairs with anything but their source cost ``AGAINST`` more. Merges are
+   left out: each sits between its parents and their parent, nearer to all three than they are to
+   one another.
 5. **Directions**: each tree is rooted where the orientation costs of its edges
    (:func:`orientation_cost`) sum lowest: ``AGAINST`` where the evidence points the other way (a
    cast or a pruned copy is the child), ``GROWTH`` where a trained child would have less weight
    spread than its parent (:func:`weight_spread`: training adds spread, measured on the lineage zoo
-   in 94 of 97 trained derivations; MoTHer's kurtosis was right in half of them). Merges get both
-   parents.
-6. **Re-hanging** (:func:`_reattach`): each full fine-tune hangs from the nearest earlier trained
-   model of its tree that lies behind it.
+   in 94 of 97 trained derivations; MoTHer's kurtosis was right in half of them). Then each merge
+   joins under both its parents, and the models its pairs span more cheaply move under it
+   (:func:`_hang_merges`).
+6. **Re-hanging** (:func:`_reattach`): each full fine-tune hangs from the earlier trained or
+   merged model of its tree that shares most of its exactly unchanged weights, then is nearest by
+   a single optimizer run (:func:`update_flatness`).
 
 Every step reads only weights; every test is invariant to the models' symmetries.
 """
@@ -50,9 +54,8 @@ REBASED = 1e-4
 MERGE_NEIGHBOURS = 4
 #: derivations by training: their child continues from the parent's weights
 TRAINED = ("finetune", "partial_finetune", "lora")
-#: a model's parent is the nearest earlier one whose angle, between its own parent and the model,
-#: has at most this cosine (see :func:`_reattach`)
-BETWEEN_COS = 0.05
+#: weight of an update's flatness in choosing a fine-tune's parent (:func:`_parent_cost`)
+FLATNESS_POWER = 4
 
 
 @dataclass
@@ -95,9 +98,10 @@ def candidate_pairs(ids: list[str], graphs: dict[str, WeightGraph], k: int = CAN
 
 def structural_weight(evidence: dict) -> float:
     """A related pair's weight in the spanning forest: its distance, times the share of weight
-    matrices that changed and the rank share of their changes. Exact structure (frozen layers, an
-    update of low rank) marks a direct derivation, which siblings or cousins show less of."""
-    return evidence["distance"] * (1.0 - evidence["unchanged_share"]) * evidence["rank_share"]
+    matrices that changed and the rank share of their changes, plus the rounding a cast between
+    their number formats makes. Exact structure (frozen layers, an update of low rank, one number
+    format) marks a direct derivation, which siblings or cousins show less of."""
+    return evidence["distance"] * (1.0 - evidence["unchanged_share"]) * evidence["rank_share"] + evidence["rounding"]
 
 
 def orientation_cost(direction: float, spread_parent: float, spread_child: float) -> float:
@@ -114,9 +118,9 @@ def recover(graphs: dict[str, WeightGraph], evidence: dict[tuple[str, str], dict
 
     The undirected forest is the minimum spanning forest of the related pairs by
     :func:`structural_weight` (plus ``REBASED`` for a pair that needed re-basing: of an original and
-    its symmetry copies, the original keeps its relatives); merges join it through their parents.
-    Each tree is then rooted where its edges' orientation costs (:func:`orientation_cost`) sum
-    lowest, and its full fine-tunes re-hung (:func:`_reattach`)."""
+    its symmetry copies, the original keeps its relatives), without merges. Each tree is then
+    rooted where its edges' orientation costs (:func:`orientation_cost`) sum lowest, merges join
+    under their parents (:func:`_hang_merges`), and full fine-tunes are re-hung (:func:`_reattach`)."""
     spread = {i: weight_spread(g) for i, g in graphs.items()}
     related = {pair: e for pair, e in evidence.items() if e["distance"] < RELATED}
     copies = _artefacts(related)
@@ -128,54 +132,102 @@ def recover(graphs: dict[str, WeightGraph], evidence: dict[tuple[str, str], dict
             neighbours[b].append((e["rebased"], e["distance"], a))
     merges = _merges(graphs, neighbours)
 
-    undirected = nx.Graph()
-    undirected.add_nodes_from(graphs)
-    for (a, b), e in related.items():
-        if a in merges or b in merges:  # a merge joins the forest through its parents alone
-            continue
+    def weight(a: str, b: str, e: dict) -> float:
         leaf = ((a in copies and copies[a] != b) or (b in copies and copies[b] != a)) and edge_type(e)[0] != "symmetry"
-        undirected.add_edge(a, b, weight=structural_weight(e) + (REBASED if e["rebased"] else 0.0) + (AGAINST if leaf else 0.0))
+        return structural_weight(e) + (REBASED if e["rebased"] else 0.0) + (AGAINST if leaf else 0.0)
+
+    def oriented(parent: str, child: str) -> Edge:
+        e = related[parent, child] if (parent, child) in related else related[child, parent]
+        cost = orientation_cost(_direction(related, parent, child), spread[parent], spread[child])
+        return Edge(parent, child, edge_type(e)[0], _confidence(e["distance"] + cost), e)
+
+    undirected = nx.Graph()
+    undirected.add_nodes_from(i for i in graphs if i not in merges)
+    undirected.add_weighted_edges_from((a, b, weight(a, b, e)) for (a, b), e in related.items()
+                                       if a not in merges and b not in merges)  # merges join below
     forest = nx.minimum_spanning_tree(undirected)
-    typed = {}  # (parent, child) -> (type, cost of that orientation)
-    for a, b in forest.edges():
-        e = related[(a, b)] if (a, b) in related else related[(b, a)]
-        a, b = (a, b) if (a, b) in related else (b, a)
-        kind, direction = edge_type(e)
-        typed[a, b] = (kind, orientation_cost(direction, spread[a], spread[b]), e)
-        typed[b, a] = (kind, orientation_cost(-direction, spread[b], spread[a]), e)
-    edges = []
+    costs = {(p, c): orientation_cost(_direction(related, p, c), spread[p], spread[c])
+             for a, b in forest.edges() for p, c in ((a, b), (b, a))}
+    incoming: dict[str, Edge] = {}
     for component in nx.connected_components(forest):
-        root = _best_root(forest.subgraph(component), typed)
-        tree = []
-        for parent, child in nx.bfs_edges(forest, root):
-            kind, cost, e = typed[parent, child]
-            tree.append(Edge(parent, child, kind, _confidence(e["distance"] + cost), e))
-        edges += _reattach(root, tree, graphs, evidence)
+        root = _best_root(forest.subgraph(component), costs)
+        incoming.update((child, oriented(parent, child)) for parent, child in nx.bfs_edges(forest, root))
+    _hang_merges(incoming, merges, related, weight, oriented, evidence)
+    trees: dict[str, list[Edge]] = {}
+    for child, edge in incoming.items():
+        trees.setdefault(_root_of(child, incoming), []).append(edge)
+    edges = [e for root, tree in trees.items() for e in _reattach(root, tree, graphs, evidence, merges)]
+    return [Edge(parent, e.child, e.type, e.confidence, e.evidence) for e in edges
+            for parent in (merges[e.child][0] if e.type == "merge" else [e.parent])]
+
+
+def _direction(related: dict, parent: str, child: str) -> float:
+    """:func:`.evidence.edge_type`'s direction of a related pair read as ``parent -> child``."""
+    return edge_type(related[parent, child])[1] if (parent, child) in related else -edge_type(related[child, parent])[1]
+
+
+def _root_of(node: str, incoming: dict[str, Edge]) -> str:
+    while node in incoming:
+        node = incoming[node].parent
+    return node
+
+
+def _ancestors(node: str, incoming: dict[str, Edge], merges: dict) -> set[str]:
+    """Every model above ``node`` (both parents of a merge, whose ``incoming`` edge is from its first)."""
+    found, queue = set(), [node]
+    while queue:
+        edge = incoming.get(queue.pop())
+        for parent in (merges[edge.child][0] if edge.type == "merge" else [edge.parent]) if edge else []:
+            if parent not in found:
+                found.add(parent)
+                queue.append(parent)
+    return found
+
+
+def _hang_merges(incoming: dict[str, Edge], merges: dict, related: dict, weight, oriented, evidence: dict) -> None:
+    """Join each merge to the rooted forest ``incoming`` (child -> edge, changed in place): the
+    merge hangs from its first parent, and every model but the merge's own ancestors moves under it
+    where their pair weighs less in the spanning forest than the model's edge does now (a root's
+    weighs infinitely much): the forest was spanned without merges, which sit between their parents
+    and their parents' parent, too near both to be spanned with them."""
     for child, ((first, second), residual) in merges.items():
-        for parent in (first, second):
-            e = evidence.get((parent, child)) or evidence.get((child, parent)) or {}
-            edges.append(Edge(parent, child, "merge", float(1.0 - residual / MERGE_TOL),
-                              {**e, "merge_residual": residual}))
-    return edges
+        e = evidence.get((first, child)) or evidence.get((child, first)) or {}
+        incoming[child] = Edge(first, child, "merge", float(1.0 - residual / MERGE_TOL), {**e, "merge_residual": residual})
+    pairs_of: dict[str, list[tuple[str, str]]] = {}
+    for a, b in related:
+        for node in (a, b):
+            if node in merges:
+                pairs_of.setdefault(node, []).append((a, b))
+    for child in merges:
+        above = _ancestors(child, incoming, merges)
+        for a, b in pairs_of.get(child, []):
+            other, e = (b if a == child else a), related[a, b]
+            now = incoming.get(other)
+            current = weight(now.parent, other, now.evidence) if now and now.type != "merge" else np.inf
+            if other not in above and other not in merges and weight(a, b, e) < current:
+                incoming[other] = oriented(child, other)
 
 
-def _reattach(root: str, tree: list[Edge], graphs: dict[str, WeightGraph], evidence: dict) -> list[Edge]:
-    """``tree`` (rooted at ``root``) with each fully fine-tuned model hung from the nearest earlier
-    trained model that lies *behind* it. All members are aligned to the root's basis; "earlier" is
-    nearer the root. Candidate ``p`` is behind ``v`` when, at ``p``, the angle between ``p``'s own
-    parent and ``v`` is not acute (cosine at most ``BETWEEN_COS``): a child continues from its
-    parent, while a sibling trained from the same parent shares its drift and sits to the side.
-    LoRA and partial fine-tunes keep the parent their exact structure chose; copies (cast, pruned,
-    symmetry) stay leaves and keep their source."""
+def _reattach(root: str, tree: list[Edge], graphs: dict[str, WeightGraph], evidence: dict,
+              merges: dict[str, tuple[tuple[str, str], float]]) -> list[Edge]:
+    """``tree`` (rooted at ``root``; a merge in it hangs from its first parent of ``merges``) with
+    each fully fine-tuned model hung from the earlier trained or merged model of its tree that best
+    explains it. All members are aligned to the root's basis; "earlier" is nearer the root, and no
+    descendant of a model is its candidate. The candidate sharing the most exactly unchanged weights
+    wins (a fine-tune leaves the weights it got no gradient for as its parent had them), then the
+    lowest :func:`_parent_cost`: near, by a single optimizer run. LoRA and partial fine-tunes keep
+    the parent their exact structure chose; copies (cast, pruned, symmetry) stay leaves and keep
+    their source."""
     incoming = {e.child: e for e in tree}
     x = {v: _in_basis(graphs[root], graphs[v]) for v in [root, *incoming]}
-    order = [root] + sorted(incoming, key=lambda v: float(np.linalg.norm(x[v] - x[root])))
+    order = [root] + sorted(incoming, key=lambda v: _norm(x[v], x[root]))
     placed: list[str] = [root]
     for v in order[1:]:
         if incoming[v].type == "finetune":  # lora and partial edges rest on exact structure: kept
-            nearest = sorted((p for p in placed if p == root or incoming[p].type in TRAINED),
-                             key=lambda p: (-_equal_share(graphs[v], graphs[p]), float(np.linalg.norm(x[v] - x[p]))))
-            parent = next((p for p in nearest if p == root or _between(x[incoming[p].parent], x[p], x[v])), None)
+            earlier = [p for p in placed if (p == root or incoming[p].type in (*TRAINED, "merge"))
+                       and v not in _ancestors(p, incoming, merges)]
+            parent = min(earlier, key=lambda p: (-_equal_share(graphs[v], graphs[p]), _parent_cost(x[p], x[v])),
+                         default=None)
             if parent is not None and parent != incoming[v].parent:
                 e = evidence.get((parent, v)) or evidence.get((v, parent)) or pair_evidence(graphs[parent], graphs[v])
                 kind, _ = edge_type(e)
@@ -185,24 +237,45 @@ def _reattach(root: str, tree: list[Edge], graphs: dict[str, WeightGraph], evide
     return list(incoming.values())
 
 
+def update_flatness(update: dict[str, np.ndarray]) -> float:
+    """How flat the magnitude profile of a weight update is: per weight matrix, the median of
+    ``|update|`` over its 99.9th percentile, averaged over the matrices that changed. Adam, which
+    nearly every fine-tune uses, moves each weight by at most about its learning rate per step, and
+    weights with a steady gradient sign move by nearly that bound, so one run's update is flat
+    (median near the top; about 0.3 on the lineage zoo), while the difference of two siblings' runs,
+    or two generations of runs added, mixes two profiles and is peaked (a Gaussian's ratio is 0.2).
+    Invariant to the models' symmetries when both are in one basis."""
+    ratios = []
+    for d in update.values():
+        magnitude = np.abs(d).ravel()
+        if d.ndim >= 2 and magnitude.any():
+            top = np.quantile(magnitude, 0.999)
+            ratios.append(np.median(magnitude) / top if top > 0 else 0.0)
+    return float(np.mean(ratios)) if ratios else 0.0
+
+
+def _parent_cost(parent: dict[str, np.ndarray], child: dict[str, np.ndarray]) -> float:
+    """How badly ``parent`` explains ``child`` (both in one basis): their distance, divided by
+    :func:`update_flatness` of the update to the power ``FLATNESS_POWER``."""
+    update = {n: child[n] - t for n, t in parent.items()}
+    return _norm(child, parent) / max(update_flatness(update), 1e-6) ** FLATNESS_POWER
+
+
 def _equal_share(a: WeightGraph, b: WeightGraph) -> float:
-    """The share of weights exactly equal in two models as stored: a fine-tune leaves the weights
-    it got no gradient for (dead units) as its parent had them, so its parent shares at least as
-    many with it as any sibling or grandparent does."""
+    """The share of weights exactly equal in two models as stored."""
     same = sum(int((np.asarray(t) == np.asarray(b.tensors[n])).sum()) for n, t in a.tensors.items())
     return same / max(1, a.num_params)
 
 
-def _in_basis(reference: WeightGraph, graph: WeightGraph) -> np.ndarray:
-    """``graph``'s weights aligned to ``reference``'s basis, as one float64 vector."""
+def _in_basis(reference: WeightGraph, graph: WeightGraph) -> dict[str, np.ndarray]:
+    """``graph``'s weights aligned to ``reference``'s basis, in float64."""
     tensors = graph.tensors if graph is reference else match(reference, graph).aligned
-    return np.concatenate([np.asarray(tensors[n], np.float64).ravel() for n in reference.tensors])
+    return {n: np.asarray(tensors[n], np.float64) for n in reference.tensors}
 
 
-def _between(before: np.ndarray, middle: np.ndarray, after: np.ndarray) -> bool:
-    """Whether ``middle`` lies between ``before`` and ``after``: the angle at it is not acute."""
-    a, b = before - middle, after - middle
-    return float(a @ b) <= BETWEEN_COS * float(np.linalg.norm(a) * np.linalg.norm(b))
+def _norm(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """The Euclidean distance between two models' weights in one basis."""
+    return float(np.sqrt(sum(np.square(a[n] - t).sum() for n, t in b.items())))
 
 
 def _artefacts(related: dict[tuple[str, str], dict]) -> dict[str, str]:
@@ -218,13 +291,14 @@ def _artefacts(related: dict[tuple[str, str], dict]) -> dict[str, str]:
     return {copy: min(found, key=lambda f: (f[1] in sources, f[0]))[1] for copy, found in sources.items()}
 
 
-def _best_root(tree: nx.Graph, typed: dict) -> str:
-    """The node whose rooting of ``tree`` costs least in orientation costs (ties: the first by
-    name); by rerooting: moving the root across an edge flips that edge alone."""
+def _best_root(tree: nx.Graph, costs: dict[tuple[str, str], float]) -> str:
+    """The node whose rooting of ``tree`` costs least in orientation ``costs`` (``(parent, child)``
+    -> cost; ties: the first by name); by rerooting: moving the root across an edge flips that
+    edge alone."""
     start = min(tree.nodes)
-    cost = {start: sum(typed[p, c][1] for p, c in nx.bfs_edges(tree, start))}
+    cost = {start: sum(costs[p, c] for p, c in nx.bfs_edges(tree, start))}
     for parent, child in nx.bfs_edges(tree, start):
-        cost[child] = cost[parent] - typed[parent, child][1] + typed[child, parent][1]
+        cost[child] = cost[parent] - costs[parent, child] + costs[child, parent]
     return min(sorted(cost), key=lambda n: cost[n])
 
 
