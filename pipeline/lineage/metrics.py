@@ -13,11 +13,16 @@ from sklearn.metrics import adjusted_rand_score
 from pipeline.lineage.forest import Edge
 
 
-def true_edges(rows: list[dict]) -> list[Edge]:
-    """The catalog's derivations as edges (``parents``, ``edge_type``; ``evidence["transformed"]``)."""
-    return [Edge(p, r["model_id"], r["edge_type"], 1.0,
-                 {"transformed": bool(r["transformed"]) or r["edge_type"] == "symmetry"})
-            for r in rows for p in r["parents"]]
+def true_edges(rows: list[dict], adapters: set[str] = frozenset()) -> list[Edge]:
+    """The catalog's derivations as edges (``parents``, ``edge_type``; ``evidence["transformed"]``),
+    and for each LoRA fine-tune whose PEFT folder is among ``adapters`` (model names), the edge from
+    its parent to the adapter."""
+    from pipeline.checkpoint.discover import model_name
+
+    edges = [Edge(p, r["model_id"], r["edge_type"], 1.0, {"transformed": bool(r["transformed"]) or r["edge_type"] == "symmetry"})
+             for r in rows for p in r["parents"]]
+    return edges + [Edge(r["parents"][0], model_name(r["adapter"]), "lora", 1.0, {"transformed": False})
+                    for r in rows if r.get("adapter") and model_name(r["adapter"]) in adapters]
 
 
 def _clusters(ids: list[str], edges: list[Edge]) -> list[int]:
@@ -39,10 +44,11 @@ def _scores(predicted: list[Edge], truth: list[Edge]) -> dict:
             "type_acc": sum(p.type == t.type for t, p in hits) / len(hits) if hits else 0.0}
 
 
-def score(predicted: list[Edge], rows: list[dict]) -> dict:
+def score(predicted: list[Edge], rows: list[dict], adapters: set[str] = frozenset()) -> dict:
     """Every score, overall and split into ``plain`` and ``transformed`` true edges (a predicted
-    edge counts in the split of the true edge it finds, else in its child's)."""
-    truth = true_edges(rows)
+    edge counts in the split of the true edge it finds, else in its child's); ``adapters``: the
+    PEFT adapters among the models (see :func:`true_edges`)."""
+    truth = true_edges(rows, adapters)
     kind = {frozenset((t.parent, t.child)): t.evidence["transformed"] for t in truth}
     transformed = {t.child for t in truth if t.evidence["transformed"]}
     split = lambda edges, keep: [e for e in edges if kind.get(frozenset((e.parent, e.child)),  # noqa: E731

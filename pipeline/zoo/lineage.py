@@ -22,7 +22,8 @@ zeroed) and ``symmetry``.
 
 Catalog columns beyond the zoo's: ``parents`` (model ids; two for a merge, none for a base),
 ``edge_type``, ``edge_detail`` (the cast's dtype, the LoRA rank, the pruned share), ``transformed``,
-``tree`` (its base's id), ``depth`` and ``adapter`` (the PEFT folder of a LoRA fine-tune).
+``tree`` (its base's id), ``depth`` and ``adapter`` (the PEFT folder of a LoRA fine-tune, named
+``<model id>-adapter``: a model of its own, whose parent is the fine-tune's).
 """
 from __future__ import annotations
 
@@ -311,7 +312,7 @@ class _Tree:
                "parents": [p["model_id"] for p in parents], "edge_type": kind, "edge_detail": detail,
                "transformed": bool(transformed), "depth": max(p["depth"] for p in parents) + 1, "adapter": ""}
         if adapter is not None:
-            folder = join("adapters", model_id)
+            folder = join("adapters", f"{model_id}-adapter")
             write_file(join(self.out_dir, folder, "adapter_config.json"), json.dumps(
                 {**adapter["config"], "base_model_name_or_path": f"../../{parent['path']}"}, indent=1))
             save_checkpoint(adapter["tensors"], join(self.out_dir, folder, "adapter_model.safetensors"))
