@@ -98,18 +98,22 @@ def candidate_pairs(ids: list[str], graphs: dict[str, WeightGraph], k: int = CAN
 
 def structural_weight(evidence: dict) -> float:
     """A related pair's weight in the spanning forest: its distance, times the share of weight
-    matrices that changed and the rank share of their changes, plus the rounding a cast between
-    their number formats makes. Exact structure (frozen layers, an update of low rank, one number
-    format) marks a direct derivation, which siblings or cousins show less of."""
-    return evidence["distance"] * (1.0 - evidence["unchanged_share"]) * evidence["rank_share"] + evidence["rounding"]
+    matrices that changed and the rank share of their changes, plus for a cast the rounding it
+    makes. Exact structure (frozen layers, an update of low rank, one number format) marks a direct
+    derivation, which siblings or cousins show less of; a symmetry copy of a cast, though stored in
+    another format (a rescaled int8 model is off the int8 grid), is nearer the cast than its
+    source."""
+    cast = evidence["rounding"] if edge_type(evidence)[0] == "cast" else 0.0
+    return evidence["distance"] * (1.0 - evidence["unchanged_share"]) * evidence["rank_share"] + cast
 
 
-def orientation_cost(direction: float, spread_parent: float, spread_child: float) -> float:
-    """What reading a related pair as parent -> child costs (see the module docstring);
-    ``direction``: +1 where the evidence says this way, -1 the other way, 0 neither."""
+def orientation_cost(kind: str, direction: float, spread_parent: float, spread_child: float) -> float:
+    """What reading a related pair of derivation type ``kind`` as parent -> child costs (see the
+    module docstring); ``direction``: +1 where the evidence says this way, -1 the other way, 0
+    neither. Only trained derivations add spread: a symmetry copy has its source's exactly."""
     if direction:
         return AGAINST if direction < 0 else 0.0
-    return GROWTH if spread_child < spread_parent else 0.0
+    return GROWTH if kind in TRAINED and spread_child < spread_parent else 0.0
 
 
 def recover(graphs: dict[str, WeightGraph], evidence: dict[tuple[str, str], dict]) -> list[Edge]:
@@ -138,15 +142,15 @@ def recover(graphs: dict[str, WeightGraph], evidence: dict[tuple[str, str], dict
 
     def oriented(parent: str, child: str) -> Edge:
         e = related[parent, child] if (parent, child) in related else related[child, parent]
-        cost = orientation_cost(_direction(related, parent, child), spread[parent], spread[child])
-        return Edge(parent, child, edge_type(e)[0], _confidence(e["distance"] + cost), e)
+        cost = orientation_cost(*_direction(related, parent, child), spread[parent], spread[child])
+        return Edge(parent, child, _direction(related, parent, child)[0], _confidence(e["distance"] + cost), e)
 
     undirected = nx.Graph()
     undirected.add_nodes_from(i for i in graphs if i not in merges)
     undirected.add_weighted_edges_from((a, b, weight(a, b, e)) for (a, b), e in related.items()
                                        if a not in merges and b not in merges)  # merges join below
     forest = nx.minimum_spanning_tree(undirected)
-    costs = {(p, c): orientation_cost(_direction(related, p, c), spread[p], spread[c])
+    costs = {(p, c): orientation_cost(*_direction(related, p, c), spread[p], spread[c])
              for a, b in forest.edges() for p, c in ((a, b), (b, a))}
     incoming: dict[str, Edge] = {}
     for component in nx.connected_components(forest):
@@ -161,9 +165,12 @@ def recover(graphs: dict[str, WeightGraph], evidence: dict[tuple[str, str], dict
             for parent in (merges[e.child][0] if e.type == "merge" else [e.parent])]
 
 
-def _direction(related: dict, parent: str, child: str) -> float:
-    """:func:`.evidence.edge_type`'s direction of a related pair read as ``parent -> child``."""
-    return edge_type(related[parent, child])[1] if (parent, child) in related else -edge_type(related[child, parent])[1]
+def _direction(related: dict, parent: str, child: str) -> tuple[str, float]:
+    """:func:`.evidence.edge_type` of a related pair read as ``parent -> child``."""
+    if (parent, child) in related:
+        return edge_type(related[parent, child])
+    kind, direction = edge_type(related[child, parent])
+    return kind, -direction
 
 
 def _root_of(node: str, incoming: dict[str, Edge]) -> str:
