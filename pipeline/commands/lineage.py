@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--evaluate", default=None, metavar="CATALOG", help="a lineage zoo's catalog.parquet to score against")
     parser.add_argument("--model", default=None, help="print this model's ancestors and descendants from <out>")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also run the MoTHer baseline (mother.parquet; always with --evaluate; all pairs: O(models^2))")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
     args = parser.parse_args(argv)
     if args.model:
@@ -35,7 +37,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.checkpoints:
         parser.error("give checkpoints, or --model to query a finished run")
     ensure_ray(args.address)
-    summary = run_lineage(args.checkpoints, args.out, args.evaluate, plot=not args.no_plot)
+    summary = run_lineage(args.checkpoints, args.out, args.evaluate, plot=not args.no_plot,
+                          baseline=True if args.baseline else None)
     metrics = summary.get("metrics")
     print(json.dumps({k: v for k, v in summary.items() if k != "metrics"}))
     if metrics:

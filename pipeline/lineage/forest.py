@@ -35,7 +35,7 @@ import networkx as nx
 import numpy as np
 
 from pipeline.graph.schema import WeightGraph
-from pipeline.lineage.evidence import MERGE_CONTRAST, MERGE_TOL, edge_type, merge_residual, pair_evidence
+from pipeline.lineage.evidence import MERGE_CONTRAST, MERGE_TOL, SAME_FUNCTION, edge_type, merge_residual, pair_evidence
 from pipeline.rebasin.matching import match
 from pipeline.rebasin.spec import same_architecture
 from pipeline.search.duplicates import fingerprint
@@ -99,11 +99,11 @@ def candidate_pairs(ids: list[str], graphs: dict[str, WeightGraph], k: int = CAN
 def structural_weight(evidence: dict) -> float:
     """A related pair's weight in the spanning forest: its distance, times the share of weight
     matrices that changed and the rank share of their changes, plus for a cast the rounding it
-    makes. Exact structure (frozen layers, an update of low rank, one number format) marks a direct
-    derivation, which siblings or cousins show less of; a symmetry copy of a cast, though stored in
-    another format (a rescaled int8 model is off the int8 grid), is nearer the cast than its
-    source."""
-    cast = evidence["rounding"] if edge_type(evidence)[0] == "cast" else 0.0
+    makes, at least ``SAME_FUNCTION`` (above float noise). Exact structure (frozen layers, an update
+    of low rank, one number format) marks a direct derivation, which siblings or cousins show less
+    of: a symmetry copy of a cast is nearer the cast than the cast's source, also when a rescaling
+    left it in another format (a rescaled int8 model is off the int8 grid)."""
+    cast = max(evidence["rounding"], SAME_FUNCTION) if edge_type(evidence)[0] == "cast" else 0.0
     return evidence["distance"] * (1.0 - evidence["unchanged_share"]) * evidence["rank_share"] + cast
 
 

@@ -1,9 +1,12 @@
 """The lineage job: checkpoints in, the recovered forest out (``lineage.parquet``, a PNG of the trees)
-with PEFT adapters linked to the base they declare, the MoTHer baseline on the same models, and
-with ``evaluate``, both scored against a lineage zoo's catalog (``metrics.json``).
+with PEFT adapters linked to the base they declare, and with ``evaluate``, it and the MoTHer
+baseline (``mother.parquet``) scored against a lineage zoo's catalog (``metrics.json``).
 
 Checkpoints are read and converted by Ray tasks (a bad file is recorded with its reason, the rest
-go on); the graphs go to the object store once; pair tests fan out as Ray tasks in chunks. A model
+go on); the graphs go to the object store once (about 32 KB per model of the lineage zoo); pair
+tests fan out as Ray tasks in chunks, a fixed number per model. The baseline compares all pairs
+(its memory and time grow with the square of the zoo), so it runs only to be scored, or when
+asked (``baseline``). A model
 is named by :func:`pipeline.checkpoint.discover.model_name`, as the index and the zoo's catalog
 name it.
 """
@@ -71,10 +74,11 @@ def edges_table(edges: list[Edge]) -> pa.Table:
                     schema=LINEAGE_SCHEMA)
 
 
-def run_lineage(inputs: list[str], out: str, catalog: str | None = None, plot: bool = True) -> dict:
+def run_lineage(inputs: list[str], out: str, catalog: str | None = None, plot: bool = True,
+                baseline: bool | None = None) -> dict:
     """Recover the forest of the checkpoints under ``inputs`` into ``out``; with ``catalog`` (a
-    lineage zoo's), score ours and MoTHer's. Ray must be running. Returns the summary (and the
-    metrics)."""
+    lineage zoo's), score ours and MoTHer's. ``baseline``: run MoTHer (default: when scoring). Ray
+    must be running. Returns the summary (and the metrics)."""
     import ray
 
     from pipeline.checkpoint.discover import discover
@@ -97,13 +101,14 @@ def run_lineage(inputs: list[str], out: str, catalog: str | None = None, plot: b
     edges = recover(graphs, evidence) + declared
     ours_s = time.perf_counter() - started
     baseline_started = time.perf_counter()
-    baseline = mother_forest(graphs) + declared
+    mother = mother_forest(graphs) + declared if (baseline if baseline is not None else bool(catalog)) else None
     baseline_s = time.perf_counter() - baseline_started
 
     fs, root = resolve(out)
     fs.create_dir(root, recursive=True)
     write_parquet(fs, f"{root}/lineage.parquet", edges_table(edges))
-    write_parquet(fs, f"{root}/mother.parquet", edges_table(baseline))
+    if mother is not None:
+        write_parquet(fs, f"{root}/mother.parquet", edges_table(mother))
     write_parquet(fs, f"{root}/errors.parquet", pa.table({"source_path": [u for u, _ in errors],
                                                           "error": [r for _, r in errors]},
                                                          schema=pa.schema([("source_path", pa.string()), ("error", pa.string())])))
@@ -111,11 +116,11 @@ def run_lineage(inputs: list[str], out: str, catalog: str | None = None, plot: b
         plot_forest(edges, sorted(graphs), join(out, "lineage.png"))
     summary = {"models": len(graphs), "adapters": len(adapters), "errors": len(errors), "pairs_tested": len(pairs), "edges": len(edges),
                "seconds": round(ours_s, 2), "seconds_per_model": round(ours_s / max(1, len(graphs)), 4),
-               "mother_seconds": round(baseline_s, 2), "out": out}
+               "mother_seconds": round(baseline_s, 2) if mother is not None else None, "out": out}
     if catalog:
         rows = [r for r in read_parquet(catalog).to_pylist() if r["model_id"] in graphs]
         linked = {name for _, name, _ in adapters}
-        ours, theirs = score(edges, rows, linked), score(baseline, rows, linked)
+        ours, theirs = score(edges, rows, linked), score(mother, rows, linked)
         metrics = {"edge_f1": ours["f1"], "edge_precision": ours["precision"], "edge_recall": ours["recall"],
                    "direction_acc": ours["direction_acc"], "type_acc": ours["type_acc"], "ari": ours["ari"],
                    "edge_f1_plain": ours["plain"]["f1"], "edge_f1_transformed": ours["transformed"]["f1"],
