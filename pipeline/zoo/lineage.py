@@ -8,9 +8,10 @@ deep (:func:`grow_tree`):
 * level 1: two full fine-tunes and one partial fine-tune or LoRA fine-tune of the base;
 * level 2: the two fine-tunes merged (their weight average), and one or two children of each level-1
   model; level 3: one child of each level-2 model that was trained (not cast or pruned);
-* two *symmetry copies* of leaves: the leaf under a random group element of :mod:`pipeline.symmetry`
-  (a re-upload with permuted, rescaled or sign-flipped neurons), and ``TRANSFORMED_SHARE`` of the
-  other derivations also re-based by a random element after the derivation (``transformed``).
+* two *symmetry copies* of leaves in their parent's basis: the leaf under a random group element of
+  :mod:`pipeline.symmetry` (a re-upload with permuted, rescaled or sign-flipped neurons), and
+  ``TRANSFORMED_SHARE`` of the other derivations also re-based by a random element after the
+  derivation (``transformed``).
 
 Derivations (:data:`pipeline.lineage.EDGE_TYPES`): ``finetune`` (every weight, on a
 :func:`skewed_half` of the training data: half of the classes, or one side of a hyperplane, as
@@ -343,8 +344,10 @@ def grow_tree(out_dir: str, task: str, family: str, variant: dict, index: int, s
         if node["edge_type"] in TRAINED:
             tree.derive([node], str(rng.choice(["finetune", "lora", "cast", "prune"])))
     children = {p for r in tree.rows for p in r["parents"]}
-    leaves = [r for r in tree.rows if r["model_id"] not in children and r["depth"] > 0]
-    for i in rng.choice(len(leaves), 2, replace=False):
+    # leaves in their parent's basis: a copy of a re-based leaf would be a re-based derivation of
+    # the same parent as the leaf, so which of the two is the original could not be told
+    leaves = [r for r in tree.rows if r["model_id"] not in children and r["depth"] > 0 and not r["transformed"]]
+    for i in rng.choice(len(leaves), min(2, len(leaves)), replace=False):
         tree.derive([leaves[int(i)]], "symmetry")
     return tree.rows
 
