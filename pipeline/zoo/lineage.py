@@ -273,6 +273,7 @@ class _Tree:
         self.rows = [{**base, "parents": [], "edge_type": "", "edge_detail": "", "transformed": False,
                       "tree": base["model_id"], "depth": 0, "adapter": ""}]
         self.tensors = {base["model_id"]: self._read(base["path"])}
+        self.graph = build_graph(open_checkpoint(join(out_dir, base["path"])))  # every member's architecture
 
     def _read(self, path: str) -> dict[str, np.ndarray]:
         return {n: np.array(t) for n, t in open_checkpoint(join(self.out_dir, path)).tensors.items()}
@@ -280,9 +281,9 @@ class _Tree:
     def _float32(self, tensors: dict) -> dict:
         return {n: np.asarray(t, dtype=np.float32) for n, t in tensors.items()}
 
-    def _transform(self, model_id: str, tensors: dict) -> dict:
+    def _transform(self, tensors: dict) -> dict:
         """``tensors`` under a random group element of the tree's architecture."""
-        graph = build_graph(open_checkpoint(join(self.out_dir, save_model(self.out_dir, self.base, model_id, tensors))))
+        graph = self.graph.with_tensors(tensors)
         return {n: np.asarray(t) for n, t in apply(graph, random_element(graph, self.rng)).items()}
 
     def derive(self, parents: list[dict], kind: str, transformed: bool | None = None) -> dict:
@@ -297,15 +298,15 @@ class _Tree:
             other = self._float32(self.tensors[parents[1]["model_id"]])
             tensors = {n: (source[n] + other[n]) / 2 for n in source}
         elif kind == "symmetry":
-            tensors = self._transform(model_id, self.tensors[parent["model_id"]])
+            tensors = self._transform(self.tensors[parent["model_id"]])
         else:
             first = kind == "cast" and transformed  # re-based, then cast: the copy keeps the cast's grid
             if first:
-                source = self._transform(model_id, source)
+                source = self._transform(source)
             tensors, detail, *rest = DERIVATIONS[kind](parent, source, self.rng)
             adapter = rest[0] if rest else None
             if transformed and not first:
-                tensors = self._transform(model_id, tensors)
+                tensors = self._transform(tensors)
         model, data = rebuild(parent, self._float32(tensors))
         train_metric, test_metric = evaluate_model(model, data)
         path = save_model(self.out_dir, self.base, model_id, tensors)
