@@ -10,7 +10,9 @@
 #   6. canonicalize: a small canonicalization autoencoder (ScaleGMN encoder, latent 32, 4 epochs on
 #      the tiny zoo's 10 SIRENs: a demo of the pipeline, not of its accuracy) turns two SIRENs into
 #      canonical networks and merges them by averaging their canonical forms;
-#   7. weightzoo index / search with the encoder that ships with the package: no training, no labels.
+#   7. weightzoo index / search with the encoder that ships with the package: no training, no labels;
+#   8. lineage: which model derives from which, read from weights (the planted copies come back as
+#      symmetry copies of their sources), and the HTTP app answering searches, uploads and lineage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
@@ -57,9 +59,14 @@ echo "== any folder, no training: the encoder that ships with the package indexe
 .venv/bin/weightzoo index "$ZOO/models" --out "$INDEX-shipped" 2>/dev/null | tail -n 1
 .venv/bin/weightzoo search "$ZOO/models/moons-mlp-00000.safetensors" --index "$INDEX-shipped" --k 3 2>/dev/null
 echo
-echo "== the HTTP app on that index: a neighbour lookup, a model added with the bearer token, then found =="
+echo "== lineage from weights alone: the zoo's forest (a planted copy's lineage is asked over HTTP below) =="
+$PY jobs/lineage.py "$ZOO/models" --out "$RUNS/lineage" --no-plot 2>/dev/null
+COPY=$($PY -c "import pyarrow.parquet as pq; print(next(r['model_id'] for r in pq.read_table('$ZOO/catalog.parquet').to_pylist() if r['transform'] == 'symmetry'))")
+echo
+echo "== the HTTP app on that index: a neighbour lookup, a model added with the bearer token, then found; lineage =="
 export WEIGHTZOO_TOKEN="demo-$RANDOM$RANDOM"
-.venv/bin/weightzoo serve --index "$INDEX-shipped" --catalog "$ZOO/catalog.parquet" --port 8765 > "$RUNS/serve.log" 2>&1 &
+.venv/bin/weightzoo serve --index "$INDEX-shipped" --catalog "$ZOO/catalog.parquet" --lineage "$RUNS/lineage" --port 8765 \
+    > "$RUNS/serve.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 90); do curl -sf 127.0.0.1:8765/readyz > /dev/null && break; sleep 2; done
 curl -s '127.0.0.1:8765/models/moons-mlp-00000/neighbors?k=2'; echo
@@ -68,5 +75,6 @@ curl -s -o /dev/null -w "POST /models without the token: %{http_code}\n" --data-
 curl -s -H "Authorization: Bearer $WEIGHTZOO_TOKEN" --data-binary @"$RUNS/canonical/merged.safetensors" \
     '127.0.0.1:8765/models?filename=merged-siren.safetensors'; echo
 curl -s '127.0.0.1:8765/models/merged-siren/neighbors?k=2'; echo
+curl -s "127.0.0.1:8765/models/$COPY/lineage" | $PY -c "import json, sys; b = json.load(sys.stdin); print(b['model'], 'parents:', b['parents'])"
 echo "(the search page: http://127.0.0.1:8765/ while weightzoo serve runs)"
 kill "$SERVER"; wait "$SERVER" 2> /dev/null || true
