@@ -6,9 +6,8 @@ Checkpoints are read and converted by Ray tasks (a bad file is recorded with its
 go on); the graphs go to the object store once (about 32 KB per model of the lineage zoo); pair
 tests fan out as Ray tasks in chunks, a fixed number per model. The baseline compares all pairs
 (its memory and time grow with the square of the zoo), so it runs only to be scored, or when
-asked (``baseline``). A model
-is named by :func:`pipeline.checkpoint.discover.model_name`, as the index and the zoo's catalog
-name it.
+asked (``baseline``). A model is named by :func:`pipeline.checkpoint.discover.model_name`, as the
+index and the zoo's catalog name it.
 """
 from __future__ import annotations
 
@@ -101,7 +100,8 @@ def run_lineage(inputs: list[str], out: str, catalog: str | None = None, plot: b
     edges = recover(graphs, evidence) + declared
     ours_s = time.perf_counter() - started
     baseline_started = time.perf_counter()
-    mother = mother_forest(graphs) + declared if (baseline if baseline is not None else bool(catalog)) else None
+    run_baseline = bool(catalog) if baseline is None else baseline
+    mother = mother_forest(graphs) + declared if run_baseline else None
     baseline_s = time.perf_counter() - baseline_started
 
     fs, root = resolve(out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import networkx as nx
 from sklearn.metrics import adjusted_rand_score
 
+from pipeline.checkpoint.discover import model_name
 from pipeline.lineage.forest import Edge
 
 
@@ -17,8 +18,6 @@ def true_edges(rows: list[dict], adapters: set[str] = frozenset()) -> list[Edge]
     """The catalog's derivations as edges (``parents``, ``edge_type``; ``evidence["transformed"]``),
     and for each LoRA fine-tune whose PEFT folder is among ``adapters`` (model names), the edge from
     its parent to the adapter."""
-    from pipeline.checkpoint.discover import model_name
-
     edges = [Edge(p, r["model_id"], r["edge_type"], 1.0, {"transformed": bool(r["transformed"]) or r["edge_type"] == "symmetry"})
              for r in rows for p in r["parents"]]
     return edges + [Edge(r["parents"][0], model_name(r["adapter"]), "lora", 1.0, {"transformed": False})

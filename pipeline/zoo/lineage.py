@@ -272,11 +272,9 @@ class _Tree:
         self.out_dir, self.rng, self.base = out_dir, rng, base
         self.rows = [{**base, "parents": [], "edge_type": "", "edge_detail": "", "transformed": False,
                       "tree": base["model_id"], "depth": 0, "adapter": ""}]
-        self.tensors = {base["model_id"]: self._read(base["path"])}
-        self.graph = build_graph(open_checkpoint(join(out_dir, base["path"])))  # every member's architecture
-
-    def _read(self, path: str) -> dict[str, np.ndarray]:
-        return {n: np.array(t) for n, t in open_checkpoint(join(self.out_dir, path)).tensors.items()}
+        checkpoint = open_checkpoint(join(out_dir, base["path"]))
+        self.tensors = {base["model_id"]: {n: np.array(t) for n, t in checkpoint.tensors.items()}}
+        self.graph = build_graph(checkpoint)  # every member's architecture
 
     def _float32(self, tensors: dict) -> dict:
         return {n: np.asarray(t, dtype=np.float32) for n, t in tensors.items()}
