@@ -137,7 +137,8 @@ def run_lineage(inputs: list[str], out: str, catalog: str | None = None, plot: b
 
 
 def plot_forest(edges: list[Edge], ids: list[str], png: str) -> None:
-    """The forest as a PNG: one column block per tree, parents above children, edges coloured by type."""
+    """The forest as a PNG: one column block per tree, named by its root, parents above children,
+    edges coloured by type."""
     import io
 
     import matplotlib
@@ -150,9 +151,10 @@ def plot_forest(edges: list[Edge], ids: list[str], png: str) -> None:
     graph = nx.DiGraph()
     graph.add_nodes_from(ids)
     graph.add_edges_from((e.parent, e.child, {"type": e.type}) for e in edges)
-    position, x = {}, 0
+    position, x, labels = {}, 0, []
     for component in sorted(nx.weakly_connected_components(graph), key=lambda c: min(c)):
         roots = [n for n in component if graph.in_degree(n) == 0] or [min(component)]
+        labels.append((x, min(roots)))
         depth = nx.multi_source_dijkstra_path_length(graph, roots, weight=lambda *_: 1)
         for level in sorted(set(depth.values())):
             row = sorted(n for n in component if depth.get(n) == level)
@@ -168,7 +170,9 @@ def plot_forest(edges: list[Edge], ids: list[str], png: str) -> None:
         if typed:
             nx.draw_networkx_edges(graph, position, typed, edge_color=[colour], arrowsize=6, ax=ax)
             shown.append(plt.Line2D([], [], color=colour, label=kind))
-    ax.legend(handles=shown, loc="lower left", fontsize=7)
+    for left, root in labels:  # each tree named by its root
+        ax.text(left, 0.3, root, fontsize=5, rotation=20, ha="left", va="bottom")
+    ax.legend(handles=shown, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
     ax.set_axis_off()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
