@@ -132,8 +132,13 @@ def sklearn_mlp(seed: int = 0, max_iter: int = 60):
 
     x, y = load_digits(return_X_y=True)
     model = MLPClassifier((32, 16), activation="relu", max_iter=max_iter, random_state=seed).fit(x / 16, y)
+    return model, sklearn_state(model), x[:64] / 16
+
+
+def sklearn_state(model) -> dict[str, torch.Tensor]:
+    """A scikit-learn MLP's weights as a bare ``nn.Sequential``-style state dict."""
     state = {}
     for k, (w, b) in enumerate(zip(model.coefs_, model.intercepts_)):
         state[f"{2 * k}.weight"] = torch.from_numpy(np.ascontiguousarray(w.T))
         state[f"{2 * k}.bias"] = torch.from_numpy(b.copy())
-    return model, state, x[:64] / 16
+    return state

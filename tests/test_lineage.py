@@ -145,6 +145,41 @@ def test_one_optimizer_run_is_flatter_than_two(lineage_zoo):
     assert_not_invariant(lambda g: flatness(tensors, g), child, broken, min_change=1e-2)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_lineage_of_scikit_learn_models_nobody_here_wrote(ray_session, tmp_path):
+    """Bare state dicts written by scikit-learn, no activation recorded: a base, the base fine-tuned
+    by ``partial_fit`` on half of the classes, that fine-tune re-uploaded under a random group
+    element, and a model of another seed. The job finds the fine-tune and the copy, typed and in
+    order, and no relative for the other seed."""
+    import copy
+
+    import pyarrow.parquet as pq
+    import torch
+    from models import sklearn_mlp, sklearn_state
+    from sklearn.datasets import load_digits
+
+    from pipeline.checkpoint import open_checkpoint
+    from pipeline.graph import build_graph
+    from pipeline.lineage.job import run_lineage
+
+    base, state, _ = sklearn_mlp(0, max_iter=40)
+    x, y = load_digits(return_X_y=True)
+    tuned = copy.deepcopy(base)
+    for _ in range(20):
+        tuned.partial_fit(x[y < 5] / 16, y[y < 5])
+    torch.save(state, tmp_path / "base.pt")
+    torch.save(sklearn_state(tuned), tmp_path / "tuned.pt")
+    torch.save(sklearn_mlp(1, max_iter=40)[1], tmp_path / "other-seed.pt")
+    graph = build_graph(open_checkpoint(str(tmp_path / "tuned.pt")))
+    moved = random_transform(graph, np.random.default_rng(0))
+    torch.save({n: torch.from_numpy(np.array(t)) for n, t in moved.tensors.items()}, tmp_path / "reupload.pt")
+
+    summary = run_lineage([str(tmp_path)], str(tmp_path / "out"), plot=False)
+    edges = {(r["parent"], r["child"]): r["type"] for r in pq.read_table(tmp_path / "out" / "lineage.parquet").to_pylist()}
+    assert summary["models"] == 4 and summary["errors"] == 0
+    assert edges == {("base", "tuned"): "finetune", ("tuned", "reupload"): "symmetry"}, edges
+
+
 def test_lora_canonical_factors_forget_the_factors_symmetry():
     from pipeline.checkpoint.adapter import canonical_factors
 
