@@ -180,6 +180,18 @@ def test_lineage_of_scikit_learn_models_nobody_here_wrote(ray_session, tmp_path)
     assert edges == {("base", "tuned"): "finetune", ("tuned", "reupload"): "symmetry"}, edges
 
 
+def test_the_rank_of_an_update_is_exact_through_the_sketch_of_a_large_matrix():
+    from pipeline.lineage.evidence import RANK_SKETCH, _rank
+
+    rng = np.random.default_rng(0)
+    out, fan_in = RANK_SKETCH + 172, RANK_SKETCH + 392  # both sides above the sketch: read through it
+    for rank in (1, 4, 40, RANK_SKETCH - 1):
+        update = (rng.standard_normal((out, rank)) @ rng.standard_normal((rank, fan_in))).astype(np.float32)
+        assert _rank(update) == rank and _rank(update.reshape(out, fan_in // 8, 8)) == rank
+    assert _rank(rng.standard_normal((out, 2 * RANK_SKETCH)) @ rng.standard_normal((2 * RANK_SKETCH, fan_in))) == out
+    assert _rank(rng.standard_normal((40, 3)) @ rng.standard_normal((3, 60))) == 3  # small: decomposed whole
+
+
 def test_lora_canonical_factors_forget_the_factors_symmetry():
     from pipeline.checkpoint.adapter import canonical_factors
 

@@ -41,6 +41,8 @@ UNCHANGED = 1e-6
 #: largest update rank read as LoRA (at most half the matrix's smaller side), and the singular
 #: value ratio below which the rest is zero
 LORA_MAX_RANK, LORA_TOL = 16, 1e-4
+#: ranks of updates are read exactly up to this (LoRA ranks rarely exceed it); beyond it, as full
+RANK_SKETCH = 128
 #: extra share of exact zeros that makes B a pruned copy of A, whose kept entries are A's to this
 #: relative change (the rounding of a rescaled copy; a fine-tune moves them about 1e-3 or more)
 PRUNED_SHARE, KEPT = 0.15, 1e-4
@@ -80,9 +82,17 @@ def _rank_cap(shape: tuple[int, ...]) -> int:
 
 def _rank(diff: np.ndarray) -> int:
     """The numerical rank of a weight matrix's change (``[out, ...]``, flattened to ``[out, in]``):
-    its singular values above ``LORA_TOL`` of the largest."""
-    s = np.linalg.svd(diff.reshape(len(diff), -1).astype(np.float64), compute_uv=False)
-    return int((s > LORA_TOL * s[0]).sum()) if s[0] > 0 else 0
+    its singular values above ``LORA_TOL`` of the largest. A matrix whose sides both exceed
+    ``RANK_SKETCH`` is read through a Gaussian sketch of that many columns (``diff @ G``, of the
+    same rank while that is below ``RANK_SKETCH``, with probability 1): an exact rank below it, the
+    smaller side from it on, at ``RANK_SKETCH / min(out, in)`` of a full decomposition's cost."""
+    matrix = diff.reshape(len(diff), -1).astype(np.float64)
+    sketched = min(matrix.shape) > RANK_SKETCH
+    if sketched:
+        matrix = matrix @ np.random.default_rng(0).standard_normal((matrix.shape[1], RANK_SKETCH))
+    s = np.linalg.svd(matrix, compute_uv=False)
+    rank = int((s > LORA_TOL * s[0]).sum()) if s[0] > 0 else 0
+    return min(diff.shape[0], diff[0].size) if sketched and rank == RANK_SKETCH else rank
 
 
 def _kept_change(ours: list[np.ndarray], theirs: list[np.ndarray], sparser_theirs: bool) -> float:
