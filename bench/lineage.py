@@ -10,10 +10,11 @@ the smaller zoos' trees are the larger ones' first trees), then runs the lineage
 so pair tests, and time per model, should stay flat as the zoo grows. Prints a table, then one
 JSON line with ``seconds_per_model`` at each size and the ratio of the largest to the smallest.
 
-The large pair: a ``transformers`` BERT of ``--hidden`` width (27.8M parameters at 1024 with 2 layers) against a
-dense fine-tune of it (every weight matrix moved) and against a rank-4 LoRA update of it, through
-:func:`pipeline.lineage.evidence.pair_evidence`, with update ranks read through a sketch
-(``RANK_SKETCH``) and, as the baseline in the same process, by full singular value decompositions.
+The large pair: a ``transformers`` BERT of ``--hidden`` width and ``--layers`` layers (27.8M
+parameters by default) against a dense fine-tune of it (every weight matrix moved) and against a
+rank-4 LoRA update of it, through :func:`pipeline.lineage.evidence.pair_evidence`, with update
+ranks read through a sketch (``RANK_SKETCH``) and, as the baseline in the same process, by full
+singular value decompositions.
 """
 from __future__ import annotations
 
