@@ -68,6 +68,21 @@ def test_distance_after_alignment_is_invariant_and_the_raw_one_is_not(lineage_zo
     assert_not_invariant(lambda g: pair_evidence(a, g)["distance"], b, broken, min_change=1e-2)
 
 
+def test_candidates_pair_each_model_with_its_nearest_of_its_architecture(lineage_zoo):
+    from pipeline.lineage.forest import candidate_pairs
+
+    folder, rows = lineage_zoo
+    graphs = {r["model_id"]: _graph(folder, r) for r in rows}
+    family = {r["model_id"]: r["family"] for r in rows}
+    pairs = candidate_pairs(sorted(graphs), graphs, k=3)
+    assert all(family[a] == family[b] for a, b in pairs)  # one architecture per pair
+    assert all(sum(i in pair for pair in pairs) >= 3 for i in graphs)
+    one = rows[5]["model_id"]
+    wider = candidate_pairs(sorted(graphs), graphs, k=10, query={one})
+    assert all(one in pair for pair in wider) and len(wider) == 10
+    assert set(wider) >= set(candidate_pairs(sorted(graphs), graphs, k=3, query={one}))  # the nearest 3 among 10
+
+
 def test_a_merge_is_the_average_of_its_parents_and_of_no_other_pair(lineage_zoo):
     from pipeline.lineage.evidence import MERGE_TOL, merge_residual
 

@@ -2,7 +2,9 @@
 
 1. **Candidates** (:func:`candidate_pairs`): per model, its ``CANDIDATES`` nearest models of the
    same architecture by invariant fingerprint (:func:`pipeline.search.duplicates.fingerprint`, in a
-   faiss index), so the pair tests grow linearly with the zoo.
+   faiss index), so the pair tests grow linearly with the zoo. The models of a small group of
+   related models (``FRAGMENT``) get their ``WIDER_CANDIDATES`` nearest: with many models of one
+   architecture, a branch's link to the rest of its tree can be crowded out of its first neighbours.
 2. **Pair tests** (:func:`.evidence.pair_evidence` after alignment); pairs closer than
    ``RELATED`` are related.
 3. **Merges**: a model within ``MERGE_TOL`` of a weighted average of two of its related neighbours
@@ -41,8 +43,9 @@ from pipeline.rebasin.spec import same_architecture
 from pipeline.search.duplicates import fingerprint
 from pipeline.symmetry import apply, canonical_scaling
 
-#: nearest models by fingerprint tested per model
-CANDIDATES = 16
+#: nearest models by fingerprint tested per model, and for the models of a group of related models
+#: no larger than ``FRAGMENT`` (a model alone, or a branch its tree's other models were crowded out of)
+CANDIDATES, WIDER_CANDIDATES, FRAGMENT = 16, 64, 8
 #: pairs farther apart (``1 - cosine`` after alignment) are unrelated
 RELATED = 0.15
 #: orientation costs: evidence against it, a trained child with less weight spread than its parent
@@ -74,10 +77,11 @@ def weight_spread(graph: WeightGraph) -> float:
     return float(np.mean([np.abs(np.asarray(t, np.float64)).mean() for t in tensors.values() if np.ndim(t) >= 2]))
 
 
-def candidate_pairs(ids: list[str], graphs: dict[str, WeightGraph], k: int = CANDIDATES) -> list[tuple[str, str]]:
-    """Unordered pairs ``(a, b)`` (``a < b``) of one architecture: each model with its ``k`` nearest
-    by fingerprint (Euclidean between fingerprints scaled to unit norm; a faiss flat index per
-    architecture, so no all-pairs matrix is held)."""
+def candidate_pairs(ids: list[str], graphs: dict[str, WeightGraph], k: int = CANDIDATES,
+                    query: set[str] | None = None) -> list[tuple[str, str]]:
+    """Unordered pairs ``(a, b)`` (``a < b``) of one architecture: each model (of ``query``, default
+    all) with its ``k`` nearest by fingerprint (Euclidean between fingerprints scaled to unit norm;
+    a faiss flat index per architecture, so no all-pairs matrix is held)."""
     import faiss
 
     groups: list[list[str]] = []
@@ -90,8 +94,11 @@ def candidate_pairs(ids: list[str], graphs: dict[str, WeightGraph], k: int = CAN
         prints /= np.maximum(np.linalg.norm(prints, axis=1, keepdims=True), 1e-30)
         index = faiss.IndexFlatL2(prints.shape[1])
         index.add(prints)
-        _, nearest = index.search(prints, min(k + 1, len(group)))
-        for a, row in enumerate(nearest):
+        asked = [a for a, i in enumerate(group) if query is None or i in query]
+        if not asked:
+            continue
+        _, nearest = index.search(prints[asked], min(k + 1, len(group)))
+        for a, row in zip(asked, nearest):
             pairs.update(tuple(sorted((group[a], group[int(b)]))) for b in row if b >= 0 and b != a)
     return sorted(pairs)
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import time
 
+import networkx as nx
 import numpy as np
 import pyarrow as pa
 
-from pipeline.lineage.forest import Edge, candidate_pairs, evidence_for, recover
+from pipeline.lineage.forest import FRAGMENT, RELATED, WIDER_CANDIDATES, Edge, candidate_pairs, evidence_for, recover
 from pipeline.lineage.metrics import score
 from pipeline.lineage.mother import mother_forest
 from pipeline.storage import join, read_parquet, resolve, write_file, write_parquet
@@ -90,12 +91,24 @@ def run_lineage(inputs: list[str], out: str, catalog: str | None = None, plot: b
         graphs.update(part)
         errors += failed
         adapters += linked
-    pairs = candidate_pairs(sorted(graphs), graphs)
     shared = ray.put(graphs)
     task = ray.remote(num_cpus=1)(evidence_for)
-    evidence = {}
-    for part in ray.get([task.remote(shared, pairs[i:i + PAIRS_PER_TASK]) for i in range(0, len(pairs), PAIRS_PER_TASK)]):
-        evidence.update(part)
+
+    def pair_tests(pairs: list[tuple[str, str]]) -> dict:
+        found = {}
+        for part in ray.get([task.remote(shared, pairs[i:i + PAIRS_PER_TASK]) for i in range(0, len(pairs), PAIRS_PER_TASK)]):
+            found.update(part)
+        return found
+
+    pairs = candidate_pairs(sorted(graphs), graphs)
+    evidence = pair_tests(pairs)
+    linked = nx.Graph()
+    linked.add_nodes_from(graphs)
+    linked.add_edges_from(pair for pair, e in evidence.items() if e["distance"] < RELATED)
+    if alone := {i for part in nx.connected_components(linked) if len(part) <= FRAGMENT for i in part}:
+        wider = sorted(set(candidate_pairs(sorted(graphs), graphs, WIDER_CANDIDATES, query=alone)) - set(pairs))
+        evidence.update(pair_tests(wider))
+        pairs += wider
     declared = adapter_edges(adapters, graphs)  # both methods get the links the adapters declare
     edges = recover(graphs, evidence) + declared
     ours_s = time.perf_counter() - started
