@@ -88,7 +88,7 @@ def main() -> None:
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-lineage-")
     results = {}
     print(f"{'trees':>6}{'models':>8}{'pairs':>8}{'pairs/model':>12}{'s/model':>10}{'MoTHer s/model':>16}"
-          f"{'edge F1':>9}{'MoTHer F1':>11}{'driver GiB':>12}")
+          f"{'edge F1':>9}{'ARI':>7}{'MoTHer F1':>11}{'driver GiB':>12}")
     for trees in args.trees:
         summary = run(f"{workdir}/trees-{trees}", trees)
         m = summary["metrics"]
@@ -96,10 +96,11 @@ def main() -> None:
         results[trees] = {"models": summary["models"], "pairs": summary["pairs_tested"],
                           "seconds_per_model": summary["seconds_per_model"],
                           "mother_seconds_per_model": m["mother_seconds_per_model"], "edge_f1": round(m["edge_f1"], 3),
+                          "ari": round(m["ari"], 3),
                           "mother_edge_f1": round(m["mother_edge_f1"], 3), "driver_peak_rss_gib": round(rss, 2)}
         r = results[trees]
         print(f"{trees:>6}{r['models']:>8}{r['pairs']:>8}{r['pairs'] / r['models']:>12.2f}{r['seconds_per_model']:>10.4f}"
-              f"{r['mother_seconds_per_model']:>16.4f}{r['edge_f1']:>9.3f}{r['mother_edge_f1']:>11.3f}{rss:>12.2f}")
+              f"{r['mother_seconds_per_model']:>16.4f}{r['edge_f1']:>9.3f}{r['ari']:>7.3f}{r['mother_edge_f1']:>11.3f}{rss:>12.2f}")
     big = large_pair(args.hidden, args.layers)
     print(f"\n{'large pair':<12}{'params':>12}{'sketch s':>10}{'full SVD s':>12}{'speedup':>9}{'low rank (sketch / full)':>26}")
     for child in ("dense", "lora"):
