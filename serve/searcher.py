@@ -18,7 +18,7 @@ import time
 import numpy as np
 from ray import serve
 
-from pipeline.lineage.job import lineage_of
+from pipeline.lineage.job import Lineage
 from pipeline.search import DuplicateThresholds, Filters, UnknownFilterValue
 from pipeline.storage import join, read_parquet, stamp
 from serve.uploads import Refusal
@@ -40,7 +40,7 @@ class Searcher:
     def __init__(self, index: str, graphs: str, catalog: str | None = None, lineage: str | None = None):
         self.where = (index, graphs, catalog)
         self.lineage_file = None if lineage is None else join(lineage, "lineage.parquet")
-        self.lineage_read: tuple | None = None  # (stamp, table)
+        self.lineage_read: tuple[object, Lineage] | None = None  # (the file's stamp, its index)
         self.check_every = 0.0 if "://" not in index else REMOTE_CHECK_S
         self.checked = 0.0
         self._read()
@@ -93,15 +93,14 @@ class Searcher:
                                 "output folder>)")
         now = stamp(self.lineage_file)
         if self.lineage_read is None or self.lineage_read[0] != now:
-            self.lineage_read = (now, read_parquet(self.lineage_file))
-        table = self.lineage_read[1]
-        names = set(table.column("parent").to_pylist()) | set(table.column("child").to_pylist())
-        if model not in names:
+            self.lineage_read = (now, Lineage(read_parquet(self.lineage_file)))
+        lineage = self.lineage_read[1]
+        if model not in lineage:
             meta = self._model(model)
             if isinstance(meta, Refusal):
                 return meta
             model = meta["model_id"]
-        return lineage_of(table, model)
+        return lineage.of(model)
 
     async def neighbors(self, model: str, k: int, filters: Filters) -> list[dict] | Refusal:
         try:

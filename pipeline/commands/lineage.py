@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.lineage.job import lineage_of, run_lineage
+from pipeline.lineage.job import Lineage, run_lineage
 from pipeline.ray_utils import ensure_ray
 from pipeline.storage import join, read_parquet
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
     args = parser.parse_args(argv)
     if args.model:
-        result = lineage_of(read_parquet(join(args.out, "lineage.parquet")), args.model)
+        result = Lineage(read_parquet(join(args.out, "lineage.parquet"))).of(args.model)
         print(json.dumps(result, indent=1))
         return result
     if not args.checkpoints:

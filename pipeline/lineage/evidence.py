@@ -121,7 +121,8 @@ def pair_evidence(a: WeightGraph, b: WeightGraph, seed: int = 0) -> dict:
     changes = {n: float(np.linalg.norm(theirs[n] - ours[n]) / max(np.linalg.norm(ours[n]), 1e-30))
                for n in ours}
     changed = [n for n in matrices if changes[n] > UNCHANGED]
-    sparser = _zero_share(b.tensors) > _zero_share(a.tensors)
+    zeros = (_zero_share(a.tensors), _zero_share(b.tensors))
+    sparser = zeros[1] > zeros[0]
     kept = _kept_change([ours[n] for n in matrices], [theirs[n] for n in matrices], sparser)
     vectors_changed = any(changes[n] > UNCHANGED for n in ours if n not in matrices)
     testable = [n for n in changed if _rank_cap(ours[n].shape) >= 2]
@@ -139,7 +140,7 @@ def pair_evidence(a: WeightGraph, b: WeightGraph, seed: int = 0) -> dict:
             "changed_low_rank": bool(testable) and not vectors_changed
             and all(r <= _rank_cap(ours[n].shape) for n, r in ranks.items()),
             "rank_share": max((r / min(ours[n].shape[0], ours[n][0].size) for n, r in ranks.items()), default=1.0),
-            "zeros": (_zero_share(a.tensors), _zero_share(b.tensors)), "kept_change": kept,
+            "zeros": zeros, "kept_change": kept,
             "formats": formats}
 
 

@@ -193,19 +193,28 @@ def plot_forest(edges: list[Edge], ids: list[str], png: str) -> None:
     write_file(png, buffer.getvalue())
 
 
-def lineage_of(table: pa.Table, model: str) -> dict:
-    """``{"ancestors": [...], "descendants": [...], "parents": [...], "children": [...]}`` of a
-    model in a ``lineage.parquet`` table: each an edge dict (parent, child, type, confidence),
-    ancestors nearest first."""
-    rows = [{k: r[k] for k in ("parent", "child", "type", "confidence")} for r in table.to_pylist()]
-    up = {}
-    for r in rows:
-        up.setdefault(r["child"], []).append(r)
-    down = {}
-    for r in rows:
-        down.setdefault(r["parent"], []).append(r)
+class Lineage:
+    """A ``lineage.parquet`` table indexed for queries: each model's incoming and outgoing edges,
+    built once (a server answers many queries from one table)."""
 
-    def walk(start, links, key):
+    def __init__(self, table: pa.Table):
+        self.up: dict[str, list[dict]] = {}
+        self.down: dict[str, list[dict]] = {}
+        for r in table.select(["parent", "child", "type", "confidence"]).to_pylist():
+            self.up.setdefault(r["child"], []).append(r)
+            self.down.setdefault(r["parent"], []).append(r)
+
+    def __contains__(self, model: str) -> bool:
+        return model in self.up or model in self.down
+
+    def of(self, model: str) -> dict:
+        """``{"model", "parents", "children", "ancestors", "descendants"}``: each an edge dict
+        (parent, child, type, confidence), ancestors and descendants nearest first."""
+        return {"model": model, "parents": self.up.get(model, []), "children": self.down.get(model, []),
+                "ancestors": self._walk(model, self.up, "parent"), "descendants": self._walk(model, self.down, "child")}
+
+    @staticmethod
+    def _walk(start: str, links: dict[str, list[dict]], key: str) -> list[dict]:
         seen, queue, out = {start}, [start], []
         while queue:
             node = queue.pop(0)
@@ -215,5 +224,3 @@ def lineage_of(table: pa.Table, model: str) -> dict:
                     queue.append(r[key])
                     out.append(r)
         return out
-    return {"model": model, "parents": up.get(model, []), "children": down.get(model, []),
-            "ancestors": walk(model, up, "parent"), "descendants": walk(model, down, "child")}
