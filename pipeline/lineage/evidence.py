@@ -98,10 +98,11 @@ def _rank(diff: np.ndarray) -> int:
 def _kept_change(ours: list[np.ndarray], theirs: list[np.ndarray], sparser_theirs: bool) -> float:
     """Relative change of the weight matrices' entries that the sparser side kept (nonzero): a
     pruned copy keeps its source's entries exactly (to a rescaling's rounding)."""
-    kept = [(o, t) for o, t in zip(ours, theirs)]
-    mask = [(t != 0) if sparser_theirs else (o != 0) for o, t in kept]
-    diff = sum(float(np.square((t - o)[m]).sum()) for (o, t), m in zip(kept, mask))
-    norm = sum(float(np.square(o[m]).sum()) for (o, _), m in zip(kept, mask))
+    diff = norm = 0.0
+    for o, t in zip(ours, theirs):
+        kept = (t if sparser_theirs else o) != 0
+        diff += float(np.square((t - o)[kept]).sum())
+        norm += float(np.square(o[kept]).sum())
     return float(np.sqrt(diff / max(norm, 1e-300)))
 
 
